@@ -1,0 +1,28 @@
+//! flowfm-core: the vocabulary every flowfm crate shares.
+//!
+//! - [`traits`]: the [`Encoder`], [`VelocityField`] and [`Denoiser`] traits that objectives and
+//!   samplers see networks through (so they can be tested against analytic fields);
+//! - [`conditioning`]: what a generator is conditioned on (a representation `z`, or nothing);
+//! - [`time`]: flow time (`f64` in [0, 1], noise at 0, data at 1) and diffusion steps (integers,
+//!   data at 0, noise at `T`), kept apart by type;
+//! - [`paths`] and [`schedule`]: probability paths and noise schedules (pure math, f64);
+//! - [`rng`] and [`init`]: seeded randomness and seeded weight initialisation (candle's CPU random
+//!   ops cannot be seeded, so nothing in flowfm uses them);
+//! - [`tolerance`]: the one helper every float comparison goes through.
+
+pub mod conditioning;
+pub mod error;
+pub mod init;
+pub mod paths;
+pub mod rng;
+pub mod schedule;
+pub mod time;
+pub mod tolerance;
+pub mod traits;
+
+pub use conditioning::Conditioning;
+pub use error::CoreError;
+pub use rng::SeededRng;
+pub use time::{DiffusionStep, DiffusionSteps, FlowTime, FlowTimes};
+pub use tolerance::Tolerance;
+pub use traits::{Denoiser, Encoder, ForwardMode, VelocityField};

@@ -1,0 +1,1 @@
+//! Probability paths (flow matching): owned by the objectives/sampling work, filled in there.

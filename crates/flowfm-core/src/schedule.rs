@@ -1,0 +1,1 @@
+//! Noise schedules (DDPM): owned by the objectives/sampling work, filled in there.

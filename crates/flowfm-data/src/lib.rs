@@ -1,0 +1,1 @@
+//! flowfm-data (work in progress).

@@ -1,0 +1,1 @@
+//! flowfm-eval (work in progress).

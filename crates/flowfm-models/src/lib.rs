@@ -1,0 +1,1 @@
+//! flowfm-models (work in progress).

@@ -1,0 +1,1 @@
+//! flowfm-objectives (work in progress).

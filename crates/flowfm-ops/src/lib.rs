@@ -1,0 +1,1 @@
+//! flowfm-ops (work in progress).

@@ -1,0 +1,1 @@
+//! flowfm-sampling (work in progress).

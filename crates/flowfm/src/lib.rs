@@ -1,0 +1,1 @@
+//! flowfm: training loops, configs, checkpoints and run directories behind the `flowfm` binary.
