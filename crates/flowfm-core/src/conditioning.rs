@@ -33,7 +33,9 @@ impl Conditioning {
     pub fn narrow(&self, start: usize, len: usize) -> Result<Conditioning> {
         Ok(match self {
             Conditioning::None => Conditioning::None,
-            Conditioning::Representation(z) => Conditioning::Representation(z.narrow(0, start, len)?),
+            Conditioning::Representation(z) => {
+                Conditioning::Representation(z.narrow(0, start, len)?)
+            }
         })
     }
 }

@@ -24,7 +24,11 @@ pub fn init_tensor(
     let values: Vec<f64> = match *init {
         Init::Const(c) => vec![c; n],
         Init::Uniform { lo, up } => rng.uniform_vec(n, lo, up),
-        Init::Randn { mean, stdev } => rng.normal_vec(n).into_iter().map(|z| mean + stdev * z).collect(),
+        Init::Randn { mean, stdev } => rng
+            .normal_vec(n)
+            .into_iter()
+            .map(|z| mean + stdev * z)
+            .collect(),
         Init::Kaiming {
             dist,
             fan,
@@ -151,10 +155,16 @@ mod tests {
         let hint = candle_nn::init::DEFAULT_KAIMING_UNIFORM;
         let (a, b) = if order_swapped {
             let b = vb.pp("b").get_with_hints((8, 4), "weight", hint).unwrap();
-            let a = vb.pp("a").get_with_hints((16, 3, 5), "weight", hint).unwrap();
+            let a = vb
+                .pp("a")
+                .get_with_hints((16, 3, 5), "weight", hint)
+                .unwrap();
             (a, b)
         } else {
-            let a = vb.pp("a").get_with_hints((16, 3, 5), "weight", hint).unwrap();
+            let a = vb
+                .pp("a")
+                .get_with_hints((16, 3, 5), "weight", hint)
+                .unwrap();
             let b = vb.pp("b").get_with_hints((8, 4), "weight", hint).unwrap();
             (a, b)
         };
@@ -187,15 +197,24 @@ mod tests {
     fn kaiming_uniform_respects_its_bound_and_variance() {
         let shape = Shape::from((256, 64, 5));
         let mut rng = SeededRng::new(0);
-        let t = init_tensor(&candle_nn::init::DEFAULT_KAIMING_UNIFORM, &shape, DType::F64, &Device::Cpu, &mut rng)
-            .unwrap();
+        let t = init_tensor(
+            &candle_nn::init::DEFAULT_KAIMING_UNIFORM,
+            &shape,
+            DType::F64,
+            &Device::Cpu,
+            &mut rng,
+        )
+        .unwrap();
         let v: Vec<f64> = t.flatten_all().unwrap().to_vec1().unwrap();
         let fan_in = 64.0 * 5.0;
         let bound = 3f64.sqrt() * 2f64.sqrt() / f64::sqrt(fan_in);
         assert!(v.iter().all(|x| x.abs() <= bound));
         let var = v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64;
         let expected = 2.0 / fan_in;
-        assert!((var / expected - 1.0).abs() < 0.03, "var {var} expected {expected}");
+        assert!(
+            (var / expected - 1.0).abs() < 0.03,
+            "var {var} expected {expected}"
+        );
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub mod traits;
 
 pub use conditioning::Conditioning;
 pub use error::CoreError;
+pub use paths::{sample_path, LinearPath, PathSample, PathScheduler, SchedulerCoefficients};
 pub use rng::SeededRng;
+pub use schedule::{BetaSchedule, NoiseSchedule, NoiseScheduleConfig};
 pub use time::{DiffusionStep, DiffusionSteps, FlowTime, FlowTimes};
 pub use tolerance::Tolerance;
 pub use traits::{Denoiser, Encoder, ForwardMode, VelocityField};

@@ -195,9 +195,15 @@ mod tests {
 
     #[test]
     fn same_seed_gives_same_noise() {
-        let a = SeededRng::new(7).normal_tensor((4, 3, 5), DType::F32, &Device::Cpu).unwrap();
-        let b = SeededRng::new(7).normal_tensor((4, 3, 5), DType::F32, &Device::Cpu).unwrap();
-        let c = SeededRng::new(8).normal_tensor((4, 3, 5), DType::F32, &Device::Cpu).unwrap();
+        let a = SeededRng::new(7)
+            .normal_tensor((4, 3, 5), DType::F32, &Device::Cpu)
+            .unwrap();
+        let b = SeededRng::new(7)
+            .normal_tensor((4, 3, 5), DType::F32, &Device::Cpu)
+            .unwrap();
+        let c = SeededRng::new(8)
+            .normal_tensor((4, 3, 5), DType::F32, &Device::Cpu)
+            .unwrap();
         let va = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let vb = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let vc = c.flatten_all().unwrap().to_vec1::<f32>().unwrap();

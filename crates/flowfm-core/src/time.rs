@@ -107,7 +107,11 @@ impl DiffusionSteps {
     }
 
     /// The same step for every sample of a batch.
-    pub fn constant(k: DiffusionStep, batch: usize, num_steps: usize) -> std::result::Result<Self, CoreError> {
+    pub fn constant(
+        k: DiffusionStep,
+        batch: usize,
+        num_steps: usize,
+    ) -> std::result::Result<Self, CoreError> {
         Self::new(vec![k.index(); batch], num_steps)
     }
 
@@ -151,7 +155,10 @@ mod tests {
         assert!(DiffusionSteps::new(vec![0, 999], 1000).is_ok());
         assert_eq!(
             DiffusionSteps::new(vec![1000], 1000),
-            Err(CoreError::InvalidDiffusionStep { step: 1000, num_steps: 1000 })
+            Err(CoreError::InvalidDiffusionStep {
+                step: 1000,
+                num_steps: 1000
+            })
         );
     }
 }

@@ -156,7 +156,9 @@ mod tests {
 
     #[test]
     fn check_reports_first_mismatch_and_count() {
-        let m = Tolerance::F64.check(&[1.0, 2.0, 3.0, 4.0], &[1.0, 2.5, 3.0, 5.0]).unwrap_err();
+        let m = Tolerance::F64
+            .check(&[1.0, 2.0, 3.0, 4.0], &[1.0, 2.5, 3.0, 5.0])
+            .unwrap_err();
         assert_eq!(m.index, 1);
         assert_eq!(m.count, 2);
         assert!(Tolerance::F64.close(m.max_abs_diff, 1.0));

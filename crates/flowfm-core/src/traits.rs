@@ -48,7 +48,12 @@ pub trait Denoiser {
     /// - `x_k`: `(batch, channels, samples)`
     /// - `k`: `batch` steps
     /// - returns the shape of `x_k`
-    fn predict_noise(&self, x_k: &Tensor, k: &DiffusionSteps, cond: &Conditioning) -> Result<Tensor>;
+    fn predict_noise(
+        &self,
+        x_k: &Tensor,
+        k: &DiffusionSteps,
+        cond: &Conditioning,
+    ) -> Result<Tensor>;
 }
 
 impl<F> VelocityField for F
@@ -64,7 +69,12 @@ impl<F> Denoiser for F
 where
     F: Fn(&Tensor, &DiffusionSteps, &Conditioning) -> Result<Tensor>,
 {
-    fn predict_noise(&self, x_k: &Tensor, k: &DiffusionSteps, cond: &Conditioning) -> Result<Tensor> {
+    fn predict_noise(
+        &self,
+        x_k: &Tensor,
+        k: &DiffusionSteps,
+        cond: &Conditioning,
+    ) -> Result<Tensor> {
         self(x_k, k, cond)
     }
 }

@@ -1,0 +1,203 @@
+//! Normalisation layers: group norm (Wu & He 2018) and batch norm (Ioffe & Szegedy 2015) for
+//! `(batch, channels, samples)` tensors, composed from candle primitives whose gradients are
+//! verified in `tests/`.
+
+use candle_core::{Result, Tensor, Var, D};
+use candle_nn::VarBuilder;
+use flowfm_core::ForwardMode;
+
+/// Group normalisation with an optional per-channel affine transform.
+///
+/// # Shapes
+/// - `x`: `(batch, channels, samples)`; `gamma`, `beta`: `(channels,)`
+/// - returns the shape of `x`
+pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let (b, c, l) = x.dims3()?;
+    if groups == 0 || c % groups != 0 {
+        candle_core::bail!("group_norm: {c} channels are not divisible into {groups} groups");
+    }
+    let xg = x.contiguous()?.reshape((b, groups, (c / groups) * l))?;
+    let mean = xg.mean_keepdim(D::Minus1)?;
+    let centred = xg.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centred
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .reshape((b, c, l))?;
+    affine(&normed, gamma, beta)
+}
+
+fn affine(x: &Tensor, gamma: Option<&Tensor>, beta: Option<&Tensor>) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let mut y = x.clone();
+    if let Some(g) = gamma {
+        y = y.broadcast_mul(&g.reshape((1, c, 1))?)?;
+    }
+    if let Some(bt) = beta {
+        y = y.broadcast_add(&bt.reshape((1, c, 1))?)?;
+    }
+    Ok(y)
+}
+
+/// A group-norm layer; parameters `weight` (ones) and `bias` (zeros).
+#[derive(Clone, Debug)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// A layer over `channels` in `groups` groups (eps 1e-5, as PyTorch).
+    pub fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        if groups == 0 || channels % groups != 0 {
+            candle_core::bail!(
+                "GroupNorm: {channels} channels are not divisible into {groups} groups"
+            );
+        }
+        Ok(Self {
+            weight: vb.get_with_hints(channels, "weight", flowfm_core::init::ONES)?,
+            bias: vb.get_with_hints(channels, "bias", flowfm_core::init::ZEROS)?,
+            groups,
+            eps,
+        })
+    }
+
+    /// # Shapes
+    /// - `x`: `(batch, channels, samples)`; returns the same shape
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        group_norm(
+            x,
+            self.groups,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+        )
+    }
+}
+
+/// Batch statistics normalisation (training mode) without affine or running statistics.
+/// Returns the normalised tensor, the batch mean and the biased batch variance `(channels,)`.
+///
+/// # Shapes
+/// - `x`: `(batch, channels, samples)`
+pub fn batch_norm_train(x: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    let (_, c, _) = x.dims3()?;
+    let mean = x.mean_keepdim(2)?.mean_keepdim(0)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(2)?.mean_keepdim(0)?;
+    let normed = centred.broadcast_div(&(&var + eps)?.sqrt()?)?;
+    Ok((normed, mean.reshape(c)?, var.reshape(c)?))
+}
+
+/// Configuration of [`BatchNorm1d`] (PyTorch's defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormConfig {
+    /// Added to the variance.
+    pub eps: f64,
+    /// Weight of the new batch statistic in the running averages.
+    pub momentum: f64,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        Self {
+            eps: 1e-5,
+            momentum: 0.1,
+        }
+    }
+}
+
+/// Batch normalisation over `(batch, samples)` per channel, with running statistics.
+///
+/// Parameters `weight`, `bias` (trained) and buffers `running_mean`, `running_var` (updated in
+/// training mode from detached batch statistics; the running variance is unbiased, as in
+/// PyTorch). Buffers live in the `VarMap` so checkpoints carry them; they never receive gradients.
+#[derive(Clone, Debug)]
+pub struct BatchNorm1d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    cfg: BatchNormConfig,
+}
+
+/// Whether a parameter name is a batch-norm buffer (not trained by the optimiser).
+pub fn is_buffer_name(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var")
+}
+
+impl BatchNorm1d {
+    /// A layer over `channels`.
+    pub fn new(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<Self> {
+        let running_mean = vb.get_with_hints(channels, "running_mean", flowfm_core::init::ZEROS)?;
+        let running_var = vb.get_with_hints(channels, "running_var", flowfm_core::init::ONES)?;
+        Ok(Self {
+            weight: vb.get_with_hints(channels, "weight", flowfm_core::init::ONES)?,
+            bias: vb.get_with_hints(channels, "bias", flowfm_core::init::ZEROS)?,
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            cfg,
+        })
+    }
+
+    /// The running mean `(channels,)`.
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+
+    /// The running variance `(channels,)`.
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+
+    /// # Shapes
+    /// - `x`: `(batch, channels, samples)`; returns the same shape
+    pub fn forward(&self, x: &Tensor, mode: ForwardMode) -> Result<Tensor> {
+        let (b, c, l) = x.dims3()?;
+        let normed = match mode {
+            ForwardMode::Train => {
+                let n = b * l;
+                if n < 2 {
+                    candle_core::bail!(
+                        "BatchNorm1d: training needs more than one value per channel, got {b}x{l}"
+                    );
+                }
+                let (normed, mean, var) = batch_norm_train(x, self.cfg.eps)?;
+                let m = self.cfg.momentum;
+                let unbiased = (var.detach() * (n as f64 / (n as f64 - 1.0)))?;
+                let rm = ((self.running_mean.as_tensor() * (1.0 - m))?
+                    + (mean.detach().to_dtype(self.running_mean.dtype())? * m)?)?;
+                let rv = ((self.running_var.as_tensor() * (1.0 - m))?
+                    + (unbiased.to_dtype(self.running_var.dtype())? * m)?)?;
+                self.running_mean.set(&rm)?;
+                self.running_var.set(&rv)?;
+                normed
+            }
+            ForwardMode::Eval => {
+                let dt = x.dtype();
+                let mean = self
+                    .running_mean
+                    .as_tensor()
+                    .detach()
+                    .to_dtype(dt)?
+                    .reshape((1, c, 1))?;
+                let var = self
+                    .running_var
+                    .as_tensor()
+                    .detach()
+                    .to_dtype(dt)?
+                    .reshape((1, c, 1))?;
+                x.broadcast_sub(&mean)?
+                    .broadcast_div(&(var + self.cfg.eps)?.sqrt()?)?
+            }
+        };
+        affine(&normed, Some(&self.weight), Some(&self.bias))
+    }
+}

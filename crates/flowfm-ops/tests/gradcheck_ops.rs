@@ -1,0 +1,328 @@
+//! Gradient checks (autograd vs central finite differences, f64) for every op the models use,
+//! over odd lengths, strides 1/2/5, kernels 1/3/5, zero and circular padding, dilation, groups
+//! and batch sizes 1 and >1.
+
+use candle_core::{DType, Device, Module, Tensor};
+use flowfm_core::{ForwardMode, SeededRng};
+use flowfm_ops::gradcheck::{check_gradients, GradCheck};
+use flowfm_ops::*;
+
+fn randn(rng: &mut SeededRng, shape: &[usize]) -> Tensor {
+    rng.normal_tensor(shape, DType::F64, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn conv1d_gradients_match_finite_differences_over_many_geometries() {
+    let mut rng = SeededRng::new(1);
+    // (batch, c_in, len, c_out, kernel, stride, padding, mode, dilation, groups)
+    let cases = [
+        (1, 2, 7, 3, 1, 1, 0, PaddingMode::Zeros, 1, 1),
+        (2, 3, 9, 2, 1, 2, 0, PaddingMode::Zeros, 1, 1),
+        (2, 2, 11, 3, 3, 1, 1, PaddingMode::Zeros, 1, 1),
+        (3, 2, 10, 2, 3, 2, 1, PaddingMode::Circular, 1, 1),
+        (1, 3, 13, 2, 5, 1, 2, PaddingMode::Circular, 1, 1),
+        (2, 2, 16, 3, 5, 5, 2, PaddingMode::Zeros, 1, 1),
+        (2, 2, 15, 2, 3, 1, 2, PaddingMode::Circular, 2, 1),
+        (2, 4, 9, 4, 3, 1, 1, PaddingMode::Zeros, 1, 2),
+        (2, 4, 12, 4, 5, 2, 2, PaddingMode::Circular, 1, 4),
+        (1, 3, 8, 6, 3, 1, 0, PaddingMode::Zeros, 1, 3),
+    ];
+    for (b, c_in, l, c_out, k, stride, padding, padding_mode, dilation, groups) in cases {
+        let spec = Conv1dSpec {
+            stride,
+            padding,
+            padding_mode,
+            dilation,
+            groups,
+        };
+        let x = randn(&mut rng, &[b, c_in, l]);
+        let w = randn(&mut rng, &[c_out, c_in / groups, k]);
+        check_gradients(|xs| conv1d(&xs[0], &xs[1], &spec), &[x, w])
+            .unwrap()
+            .assert_ok(&format!(
+                "conv1d {spec:?} x ({b},{c_in},{l}) w ({c_out},{},{k})",
+                c_in / groups
+            ));
+    }
+}
+
+#[test]
+fn conv1d_layer_with_bias_gradients_match() {
+    let vm = candle_nn::VarMap::new();
+    let vb = flowfm_core::init::seeded_var_builder(&vm, 3, DType::F64, &Device::Cpu);
+    let cfg = Conv1dConfig {
+        spec: Conv1dSpec {
+            padding: 2,
+            padding_mode: PaddingMode::Circular,
+            ..Default::default()
+        },
+        bias: true,
+    };
+    let conv = Conv1d::new(3, 4, 5, cfg, vb).unwrap();
+    let mut rng = SeededRng::new(2);
+    let x = randn(&mut rng, &[2, 3, 9]);
+    let w = conv.weight().clone();
+    let bias = conv.bias().unwrap().clone();
+    check_gradients(
+        |xs| conv1d(&xs[0], &xs[1], cfg_spec(&cfg))?.broadcast_add(&xs[2].reshape((1, 4, 1))?),
+        &[x.clone(), w, bias],
+    )
+    .unwrap()
+    .assert_ok("conv1d + bias");
+    // The layer computes the same function.
+    let direct = conv1d(&x, conv.weight(), &cfg.spec)
+        .unwrap()
+        .broadcast_add(&conv.bias().unwrap().reshape((1, 4, 1)).unwrap())
+        .unwrap();
+    flowfm_core::Tolerance::F64.assert_tensors_close(&conv.forward(&x).unwrap(), &direct);
+}
+
+fn cfg_spec(cfg: &Conv1dConfig) -> &Conv1dSpec {
+    &cfg.spec
+}
+
+#[test]
+fn nearest_upsampling_gradients_accumulate() {
+    let mut rng = SeededRng::new(3);
+    for (shape, factor) in [([1, 2, 5], 2), ([3, 2, 4], 3), ([2, 1, 7], 5)] {
+        let x = randn(&mut rng, &shape);
+        check_gradients(|xs| upsample_nearest1d(&xs[0], factor), &[x])
+            .unwrap()
+            .assert_ok(&format!("upsample x{factor} {shape:?}"));
+    }
+}
+
+#[test]
+fn blur_downsample_gradients_match_for_every_harnet_factor() {
+    let mut rng = SeededRng::new(4);
+    for (factor, order, len) in [
+        (2, 2, 11),
+        (2, 2, 16),
+        (5, 1, 15),
+        (5, 1, 17),
+        (3, 1, 3),
+        (3, 1, 10),
+    ] {
+        let down = BlurDownsample::new(factor, order).unwrap();
+        for batch in [1, 2] {
+            let x = randn(&mut rng, &[batch, 3, len]);
+            check_gradients(|xs| down.forward(&xs[0]), &[x])
+                .unwrap()
+                .assert_ok(&format!("blur factor {factor} order {order} len {len}"));
+        }
+    }
+}
+
+#[test]
+fn linear_gradients_match_on_3d_and_transposed_inputs() {
+    let mut rng = SeededRng::new(5);
+    let w = randn(&mut rng, &[4, 3]);
+    let b = randn(&mut rng, &[4]);
+    let x = randn(&mut rng, &[2, 5, 3]);
+    check_gradients(
+        |xs| linear(&xs[0], &xs[1], Some(&xs[2])),
+        &[x, w.clone(), b.clone()],
+    )
+    .unwrap()
+    .assert_ok("linear on (2,5,3)");
+    // The case candle gets wrong: a transposed 3-D view (channels-first input, features last).
+    let xt = randn(&mut rng, &[2, 3, 6]);
+    check_gradients(
+        |xs| linear(&xs[0].transpose(1, 2)?, &xs[1], Some(&xs[2])),
+        &[xt, w, b],
+    )
+    .unwrap()
+    .assert_ok("linear on a transposed (2,3,6) view");
+    let x2 = randn(&mut rng, &[1, 3]);
+    let w2 = randn(&mut rng, &[2, 3]);
+    check_gradients(|xs| linear(&xs[0], &xs[1], None), &[x2, w2])
+        .unwrap()
+        .assert_ok("linear 2-D batch 1");
+}
+
+#[test]
+fn group_norm_gradients_match() {
+    let mut rng = SeededRng::new(6);
+    for (shape, groups) in [
+        ([2, 4, 7], 2),
+        ([1, 6, 5], 3),
+        ([3, 4, 9], 4),
+        ([2, 4, 3], 1),
+    ] {
+        let x = randn(&mut rng, &shape);
+        let g = randn(&mut rng, &[shape[1]]);
+        let b = randn(&mut rng, &[shape[1]]);
+        check_gradients(
+            |xs| group_norm(&xs[0], groups, Some(&xs[1]), Some(&xs[2]), 1e-5),
+            &[x, g, b],
+        )
+        .unwrap()
+        .assert_ok(&format!("group_norm {shape:?} groups {groups}"));
+    }
+}
+
+#[test]
+fn batch_norm_gradients_match_in_train_and_eval_modes() {
+    let mut rng = SeededRng::new(7);
+    for shape in [[2, 3, 5], [4, 2, 1], [1, 3, 7]] {
+        let x = randn(&mut rng, &shape);
+        check_gradients(|xs| Ok(batch_norm_train(&xs[0], 1e-5)?.0), &[x.clone()])
+            .unwrap()
+            .assert_ok(&format!("batch norm (train) {shape:?}"));
+        let vm = candle_nn::VarMap::new();
+        let vb = flowfm_core::init::seeded_var_builder(&vm, 0, DType::F64, &Device::Cpu);
+        let bn = BatchNorm1d::new(shape[1], BatchNormConfig::default(), vb).unwrap();
+        // Populate non-trivial running statistics, then check eval mode.
+        bn.forward(&randn(&mut rng, &[4, shape[1], 6]), ForwardMode::Train)
+            .unwrap();
+        check_gradients(|xs| bn.forward(&xs[0], ForwardMode::Eval), &[x.clone()])
+            .unwrap()
+            .assert_ok(&format!("batch norm (eval) {shape:?}"));
+        check_gradients(|xs| bn.forward(&xs[0], ForwardMode::Train), &[x])
+            .unwrap()
+            .assert_ok(&format!("batch norm layer (train) {shape:?}"));
+    }
+}
+
+#[test]
+fn activation_gradients_match() {
+    let mut rng = SeededRng::new(8);
+    // Keep |x| away from relu's kink at 0 so the central difference is valid.
+    let raw = randn(&mut rng, &[2, 3, 7]);
+    let x = (raw.sign().unwrap() * 0.05).unwrap().add(&raw).unwrap();
+    type Act = fn(&Tensor) -> candle_core::Result<Tensor>;
+    let acts: [(&str, Act); 5] = [
+        ("relu", activation::relu),
+        ("silu", activation::silu),
+        ("gelu", activation::gelu),
+        ("sigmoid", activation::sigmoid),
+        ("tanh", activation::tanh),
+    ];
+    for (name, act) in acts {
+        // candle's erf (inside gelu) is accurate to about 1e-7 absolute, so the central difference
+        // of its forward carries errors of that size; the other activations are exact.
+        let tolerance = if name == "gelu" {
+            flowfm_core::Tolerance::new(1e-5, 1e-7)
+        } else {
+            GradCheck::default().tolerance
+        };
+        GradCheck {
+            tolerance,
+            ..GradCheck::default()
+        }
+        .run(|xs| act(&xs[0]), &[x.clone()], &[true])
+        .unwrap()
+        .assert_ok(name);
+    }
+}
+
+#[test]
+fn pooling_and_concatenation_gradients_match() {
+    let mut rng = SeededRng::new(9);
+    let a = randn(&mut rng, &[2, 3, 5]);
+    let b = randn(&mut rng, &[2, 1, 5]);
+    check_gradients(|xs| cat_channels(&[&xs[0], &xs[1]]), &[a.clone(), b])
+        .unwrap()
+        .assert_ok("cat");
+    check_gradients(|xs| global_avg_pool1d(&xs[0]), &[a.clone()])
+        .unwrap()
+        .assert_ok("avg pool");
+    check_gradients(|xs| global_max_pool1d(&xs[0]), &[a])
+        .unwrap()
+        .assert_ok("max pool");
+}
+
+#[test]
+fn a_composed_block_gradients_match() {
+    // conv -> group norm -> silu -> blur downsample -> upsample -> cat with input, as in a U-Net.
+    let mut rng = SeededRng::new(10);
+    let x = randn(&mut rng, &[2, 2, 12]);
+    let w = randn(&mut rng, &[4, 2, 3]);
+    let spec = Conv1dSpec {
+        padding: 1,
+        padding_mode: PaddingMode::Circular,
+        ..Default::default()
+    };
+    let down = BlurDownsample::new(2, 2).unwrap();
+    check_gradients(
+        |xs| {
+            let h = conv1d(&xs[0], &xs[1], &spec)?;
+            let h = activation::silu(&group_norm(&h, 2, None, None, 1e-5)?)?;
+            let h = upsample_nearest1d(&down.forward(&h)?, 2)?;
+            cat_channels(&[&h, &xs[0]])
+        },
+        &[x, w],
+    )
+    .unwrap()
+    .assert_ok("composed block");
+}
+
+#[test]
+fn the_checker_detects_a_wrong_gradient() {
+    // A custom closure whose forward and backward disagree: x * stop_gradient(x) has gradient x,
+    // not 2x. The checker must flag it.
+    let mut rng = SeededRng::new(11);
+    let x = randn(&mut rng, &[3, 4]);
+    let report = GradCheck::default()
+        .run(|xs| xs[0].mul(&xs[0].detach()), &[x], &[true])
+        .unwrap();
+    assert!(!report.ok(), "a detached factor must be caught");
+}
+
+/// candle 0.11.1's CPU conv1d computes wrong weight gradients (the kernel is non-contiguous in
+/// backprop). This test asserts the discrepancy so we notice when an upgrade fixes it; flowfm's
+/// [`conv1d`] is checked correct on the same inputs above.
+#[test]
+fn upstream_candle_conv1d_weight_gradient_is_wrong() {
+    let mut rng = SeededRng::new(12);
+    let x = randn(&mut rng, &[2, 3, 9]);
+    let w = randn(&mut rng, &[4, 3, 3]);
+    let report = GradCheck::default()
+        .run(
+            |xs| xs[0].conv1d(&xs[1], 1, 1, 1, 1),
+            &[x.clone(), w.clone()],
+            &[false, true],
+        )
+        .unwrap();
+    let weight = report.input(1).unwrap();
+    assert!(
+        weight.mismatch.is_some(),
+        "candle's conv1d weight gradient now matches finite differences: the upstream bug is fixed; \
+         consider forwarding flowfm_ops::conv1d to candle on the CPU"
+    );
+    // Ours on the same inputs is right.
+    check_gradients(
+        |xs| {
+            conv1d(
+                &xs[0],
+                &xs[1],
+                &Conv1dSpec {
+                    padding: 1,
+                    ..Default::default()
+                },
+            )
+        },
+        &[x, w],
+    )
+    .unwrap()
+    .assert_ok("flowfm conv1d on the upstream-bug inputs");
+}
+
+/// candle 0.11.1's nearest upsampling backward overwrites the gradient already accumulated for its
+/// input instead of adding to it: wrong whenever the input is also used elsewhere (a skip path).
+#[test]
+fn upstream_candle_upsample_nearest_gradient_is_wrong() {
+    let mut rng = SeededRng::new(13);
+    let x = randn(&mut rng, &[1, 2, 5]);
+    let with_skip =
+        |xs: &[Tensor]| Tensor::cat(&[&xs[0].upsample_nearest1d(10)?, &xs[0].sqr()?], 2);
+    let report = check_gradients(with_skip, &[x.clone()]).unwrap();
+    assert!(
+        !report.ok(),
+        "candle's upsample_nearest1d gradient now matches finite differences: the upstream bug is fixed"
+    );
+    let ours = |xs: &[Tensor]| Tensor::cat(&[&upsample_nearest1d(&xs[0], 2)?, &xs[0].sqr()?], 2);
+    check_gradients(ours, &[x])
+        .unwrap()
+        .assert_ok("flowfm upsample with a skip path");
+}
