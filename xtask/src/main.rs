@@ -1,1 +1,90 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, in plain Rust that shells out to ordinary commands.
+//!
+//! - `cargo xtask test`: installs what the tests need (HDF5 C library, Python readers used by
+//!   interoperability tests) when missing, then runs `cargo test --release --workspace`.
+//! - `cargo xtask reproduce [--quick|--full] [--data-dir DIR] [--force] [--name NAME]`: the study.
+//! - `cargo xtask bench`: the criterion benchmarks.
+//! - `cargo xtask deps`: only the dependency check/installation.
+//!
+//! Architecture invariant: xtask never links candle or any flowfm crate; it drives the `flowfm`
+//! binary and cargo.
+
+mod deps;
+mod reproduce;
+
+use anyhow::{bail, Result};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test                      install missing system/Python test dependencies, then run the whole test suite (release)
+  reproduce [options]       run the study end to end and write reports/<name>/report.md
+      --quick               tiny models, few steps (minutes on 2 cores; what CI runs)
+      --full                the paper's model sizes (for a GPU build with --features cuda)
+      --data-dir DIR        also use every supported raw dataset found under DIR
+      --force               rerun stages whose outputs already exist
+      --name NAME           report name (default: quick | default | full)
+  bench                     run the criterion benchmarks
+  deps                      only check and install the system dependencies";
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match cmd.as_str() {
+        "test" => {
+            deps::ensure_system_deps()?;
+            deps::ensure_python_test_deps();
+            cargo(&["test", "--release", "--workspace"])
+        }
+        "reproduce" => reproduce::run(&args[1..]),
+        "bench" => {
+            deps::ensure_system_deps()?;
+            cargo(&["bench", "-p", "flowfm-benches"])
+        }
+        "deps" => {
+            deps::ensure_system_deps()?;
+            deps::ensure_python_test_deps();
+            Ok(())
+        }
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// Runs cargo with `args` from the workspace root, failing on a non-zero exit.
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The workspace root (the parent of this crate's manifest directory).
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| ".".into())
+}

@@ -1,0 +1,65 @@
+//! `cargo xtask reproduce`: runs the study end to end by driving the `flowfm` binary.
+
+use anyhow::{bail, Result};
+
+/// Options of a reproduce run.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Profile: "quick", "default" or "full".
+    pub profile: String,
+    /// Extra raw datasets.
+    pub data_dir: Option<String>,
+    /// Rerun stages whose outputs exist.
+    pub force: bool,
+    /// Report name.
+    pub name: Option<String>,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        profile: "default".into(),
+        ..Default::default()
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => o.profile = "quick".into(),
+            "--full" => o.profile = "full".into(),
+            "--force" => o.force = true,
+            "--data-dir" => match it.next() {
+                Some(d) => o.data_dir = Some(d.clone()),
+                None => bail!("--data-dir needs a directory"),
+            },
+            "--name" => match it.next() {
+                Some(n) => o.name = Some(n.clone()),
+                None => bail!("--name needs a value"),
+            },
+            other => bail!("reproduce: unknown option `{other}`"),
+        }
+    }
+    Ok(o)
+}
+
+/// Runs the study.
+pub fn run(args: &[String]) -> Result<()> {
+    let opts = parse(args)?;
+    crate::deps::ensure_system_deps()?;
+    crate::cargo(&["build", "--release", "-p", "flowfm"])?;
+    let bin = crate::workspace_root().join("target/release/flowfm");
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("reproduce").arg("--profile").arg(&opts.profile);
+    if let Some(d) = &opts.data_dir {
+        cmd.arg("--data-dir").arg(d);
+    }
+    if opts.force {
+        cmd.arg("--force");
+    }
+    let name = opts.name.clone().unwrap_or_else(|| opts.profile.clone());
+    cmd.arg("--report-dir")
+        .arg(crate::workspace_root().join("reports").join(name));
+    let status = cmd.status()?;
+    if !status.success() {
+        bail!("`flowfm reproduce` failed ({status})");
+    }
+    Ok(())
+}
