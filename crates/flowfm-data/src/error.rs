@@ -66,6 +66,16 @@ pub enum DataError {
         /// What went wrong, with a hint how to fix it.
         msg: String,
     },
+    /// A recording whose contents are inconsistent (lengths, labels, rates, channels).
+    #[error("{dataset}/{session}: {msg}")]
+    Recording {
+        /// The dataset name.
+        dataset: String,
+        /// The recording's session (file name or experiment id).
+        session: String,
+        /// What is wrong.
+        msg: String,
+    },
 }
 
 impl DataError {

@@ -7,6 +7,20 @@
 
 pub mod error;
 pub mod recording;
+pub mod prepare;
+pub mod resample;
+pub mod store;
+pub mod window;
+pub mod augment;
+pub mod batch;
+pub mod split;
 
 pub use error::DataError;
 pub use recording::{RawDataset, Recording, SkipReport};
+pub use prepare::{prepare, prepare_or_reuse, PrepareConfig, PrepareSummary, Prepared};
+pub use resample::ResampleConfig;
+pub use store::{write_store, WindowStore};
+pub use window::{ImpurePolicy, WindowConfig, WindowSet};
+pub use augment::{Augmentation, Compose};
+pub use batch::{Batch, BatchConfig, Batcher, WindowSource};
+pub use split::{Fold, SubjectSet};

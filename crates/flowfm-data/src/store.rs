@@ -1,0 +1,502 @@
+//! The HDF5 window store: one file per prepared dataset, readable by h5py, written atomically.
+//!
+//! Layout (all datasets chunked, byte-shuffled and deflate-compressed):
+//!
+//! | name         | shape       | type | meaning                              |
+//! |--------------|-------------|------|--------------------------------------|
+//! | `x`          | `(N, C, L)` | f32  | samples (accelerometer in g)         |
+//! | `y`          | `(N,)`      | i64  | class index, `-1` = unlabelled       |
+//! | `subject`    | `(N,)`      | i64  | subject id                           |
+//! | `start_time` | `(N,)`      | f64  | window start in seconds              |
+//!
+//! Root attributes: `format` (`"flowfm-window-store"`), `format_version`, `dataset`,
+//! `sample_rate_hz`, `window_len`, `channel_names`, `class_names`, `source_files` and
+//! `source_sha256` (parallel arrays), `preprocessing_version`, `fingerprint` (of the inputs and
+//! the preprocessing configuration) and `config` (the configuration in readable form).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use hdf5::types::{FloatSize, IntSize, TypeDescriptor, VarLenUnicode};
+
+use crate::error::Result;
+use crate::window::WindowSet;
+use crate::DataError;
+
+/// Value of the `format` attribute.
+pub const STORE_FORMAT: &str = "flowfm-window-store";
+/// Version of the file layout (bumped when datasets or attributes change meaning).
+pub const STORE_FORMAT_VERSION: i64 = 1;
+
+/// Windows per chunk of `x` aim at about this many bytes.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Elements per chunk of the 1-D datasets.
+const CHUNK_1D: usize = 1 << 16;
+/// Deflate level (1..9): 4 is a good speed/size balance for sensor floats after shuffling.
+const DEFLATE_LEVEL: u8 = 4;
+
+/// The attributes of a store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreMeta {
+    /// Dataset name.
+    pub dataset: String,
+    /// Sample rate of the windows in Hz.
+    pub sample_rate_hz: f64,
+    /// Samples per window (`L`).
+    pub window_len: usize,
+    /// Channels per window (`C`).
+    pub channels: usize,
+    /// Channel names.
+    pub channel_names: Vec<String>,
+    /// Class names; `y` indexes into them.
+    pub class_names: Vec<String>,
+    /// `(file name, sha256 hex)` of the raw sources.
+    pub source_checksums: Vec<(String, String)>,
+    /// Version of the preprocessing code that wrote the file.
+    pub preprocessing_version: i64,
+    /// Fingerprint of the inputs and configuration.
+    pub fingerprint: String,
+    /// The preprocessing configuration in readable form.
+    pub config: String,
+}
+
+fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> DataError + '_ {
+    move |e| DataError::Hdf5 {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+fn fmt_err(path: &Path, msg: impl Into<String>) -> DataError {
+    DataError::format(path, msg)
+}
+
+fn vlu(path: &Path, s: &str) -> Result<VarLenUnicode> {
+    VarLenUnicode::from_str(s).map_err(|e| fmt_err(path, format!("string {s:?}: {e}")))
+}
+
+/// Writes `windows` to `path` atomically: everything goes to a temporary file in the same
+/// directory, which is synced and then renamed over `path`. An interrupted write never leaves a
+/// partial file at `path`.
+pub fn write_store(
+    path: &Path,
+    windows: &WindowSet,
+    preprocessing_version: i64,
+    fingerprint: &str,
+    config: &str,
+) -> Result<()> {
+    windows.validate()?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| fmt_err(path, "not a file path"))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| DataError::io(&dir, e))?;
+    let tmp_path = tmp.path().to_path_buf();
+    {
+        let file = hdf5::File::create(&tmp_path).map_err(h5err(path))?;
+        write_contents(
+            &file,
+            path,
+            windows,
+            preprocessing_version,
+            fingerprint,
+            config,
+        )?;
+        file.close().map_err(h5err(path))?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| DataError::io(&tmp_path, e))?;
+    tmp.persist(path)
+        .map_err(|e| DataError::io(path, e.error))?;
+    Ok(())
+}
+
+fn write_contents(
+    file: &hdf5::File,
+    path: &Path,
+    w: &WindowSet,
+    preprocessing_version: i64,
+    fingerprint: &str,
+    config: &str,
+) -> Result<()> {
+    let e = h5err(path);
+    let n = w.num_windows();
+    let (c, l) = (w.channels, w.window_len);
+
+    let per_window = (c * l * 4).max(1);
+    let chunk_n = (CHUNK_BYTES / per_window).clamp(1, n.max(1));
+    let mut b = file.new_dataset::<f32>();
+    if n > 0 && c > 0 && l > 0 {
+        b = b.chunk((chunk_n, c, l)).shuffle().deflate(DEFLATE_LEVEL);
+    }
+    let x = b.shape((n, c, l)).create("x").map_err(&e)?;
+    x.write_raw(&w.x[..]).map_err(&e)?;
+
+    fn one_d<T: hdf5::H5Type>(
+        file: &hdf5::File,
+        name: &str,
+        data: &[T],
+        e: &impl Fn(hdf5::Error) -> DataError,
+    ) -> Result<()> {
+        let n = data.len();
+        let mut b = file.new_dataset::<T>();
+        if n > 0 {
+            b = b.chunk(n.min(CHUNK_1D)).shuffle().deflate(DEFLATE_LEVEL);
+        }
+        let ds = b.shape(n).create(name).map_err(e)?;
+        ds.write_raw(data).map_err(e)?;
+        Ok(())
+    }
+    one_d(file, "y", &w.y, &e)?;
+    one_d(file, "subject", &w.subject, &e)?;
+    one_d(file, "start_time", &w.start_time_s, &e)?;
+
+    let str_attr = |name: &str, v: &str| -> Result<()> {
+        let s = vlu(path, v)?;
+        file.new_attr::<VarLenUnicode>()
+            .shape(())
+            .create(name)
+            .and_then(|a| a.write_scalar(&s))
+            .map_err(&e)
+    };
+    let strs_attr = |name: &str, v: &[String]| -> Result<()> {
+        let s = v.iter().map(|x| vlu(path, x)).collect::<Result<Vec<_>>>()?;
+        file.new_attr::<VarLenUnicode>()
+            .shape(s.len())
+            .create(name)
+            .and_then(|a| a.write_raw(&s[..]))
+            .map_err(&e)
+    };
+    let f64_attr = |name: &str, v: f64| -> Result<()> {
+        file.new_attr::<f64>()
+            .shape(())
+            .create(name)
+            .and_then(|a| a.write_scalar(&v))
+            .map_err(&e)
+    };
+    let i64_attr = |name: &str, v: i64| -> Result<()> {
+        file.new_attr::<i64>()
+            .shape(())
+            .create(name)
+            .and_then(|a| a.write_scalar(&v))
+            .map_err(&e)
+    };
+    str_attr("format", STORE_FORMAT)?;
+    i64_attr("format_version", STORE_FORMAT_VERSION)?;
+    str_attr("dataset", &w.dataset)?;
+    f64_attr("sample_rate_hz", w.sample_rate_hz)?;
+    i64_attr("window_len", l as i64)?;
+    strs_attr("channel_names", &w.channel_names)?;
+    strs_attr("class_names", &w.class_names)?;
+    let files: Vec<String> = w.source_checksums.iter().map(|(f, _)| f.clone()).collect();
+    let shas: Vec<String> = w.source_checksums.iter().map(|(_, s)| s.clone()).collect();
+    strs_attr("source_files", &files)?;
+    strs_attr("source_sha256", &shas)?;
+    i64_attr("preprocessing_version", preprocessing_version)?;
+    str_attr("fingerprint", fingerprint)?;
+    str_attr("config", config)?;
+    Ok(())
+}
+
+/// An opened window store: attributes and the small per-window arrays in memory, `x` read on
+/// demand.
+#[derive(Debug)]
+pub struct WindowStore {
+    path: PathBuf,
+    file: hdf5::File,
+    /// The file's attributes.
+    pub meta: StoreMeta,
+    /// Labels, `-1` = unlabelled.
+    pub y: Vec<i64>,
+    /// Subject id of each window.
+    pub subject: Vec<i64>,
+    /// Start time of each window in seconds (zeros when the file has no `start_time`).
+    pub start_time_s: Vec<f64>,
+}
+
+impl WindowStore {
+    /// Opens and validates a store. Errors name the file and what is missing or inconsistent.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if !path.is_file() {
+            return Err(DataError::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such window store"),
+            ));
+        }
+        let file = hdf5::File::open(&path).map_err(|e| {
+            fmt_err(
+                &path,
+                format!("not a readable HDF5 file (truncated or corrupt?): {e}"),
+            )
+        })?;
+        let p = path.as_path();
+        let format = read_str_attr(&file, p, "format")?;
+        if format != STORE_FORMAT {
+            return Err(fmt_err(
+                p,
+                format!("attribute `format` is {format:?}, expected {STORE_FORMAT:?}"),
+            ));
+        }
+        let format_version = read_i64_attr(&file, p, "format_version")?;
+        if format_version != STORE_FORMAT_VERSION {
+            return Err(fmt_err(
+                p,
+                format!("store format version {format_version}, this build reads {STORE_FORMAT_VERSION}"),
+            ));
+        }
+        let x = dataset(&file, p, "x", TypeDescriptor::Float(FloatSize::U4))?;
+        let shape = x.shape();
+        if shape.len() != 3 {
+            return Err(fmt_err(
+                p,
+                format!("dataset `x` has shape {shape:?}, expected (N, C, L)"),
+            ));
+        }
+        let (n, c, l) = (shape[0], shape[1], shape[2]);
+        let i64d = TypeDescriptor::Integer(IntSize::U8);
+        let y: Vec<i64> = read_1d(&file, p, "y", i64d.clone(), n)?;
+        let subject: Vec<i64> = read_1d(&file, p, "subject", i64d, n)?;
+        let start_time_s: Vec<f64> = if file.link_exists("start_time") {
+            read_1d(
+                &file,
+                p,
+                "start_time",
+                TypeDescriptor::Float(FloatSize::U8),
+                n,
+            )?
+        } else {
+            vec![0.0; n]
+        };
+        let window_len = read_i64_attr(&file, p, "window_len")?;
+        if window_len != l as i64 {
+            return Err(fmt_err(
+                p,
+                format!("attribute `window_len` = {window_len} but `x` has L = {l}"),
+            ));
+        }
+        let channel_names = read_strs_attr(&file, p, "channel_names")?;
+        if channel_names.len() != c {
+            return Err(fmt_err(
+                p,
+                format!("{} channel names but `x` has C = {c}", channel_names.len()),
+            ));
+        }
+        let class_names = read_strs_attr(&file, p, "class_names")?;
+        let k = class_names.len() as i64;
+        if let Some((i, &v)) = y.iter().enumerate().find(|(_, &v)| v < -1 || v >= k) {
+            return Err(fmt_err(p, format!("`y[{i}]` = {v} is outside -1..{k}")));
+        }
+        let files = read_strs_attr(&file, p, "source_files")?;
+        let shas = read_strs_attr(&file, p, "source_sha256")?;
+        if files.len() != shas.len() {
+            return Err(fmt_err(
+                p,
+                format!("{} source files but {} checksums", files.len(), shas.len()),
+            ));
+        }
+        let meta = StoreMeta {
+            dataset: read_str_attr(&file, p, "dataset")?,
+            sample_rate_hz: read_f64_attr(&file, p, "sample_rate_hz")?,
+            window_len: l,
+            channels: c,
+            channel_names,
+            class_names,
+            source_checksums: files.into_iter().zip(shas).collect(),
+            preprocessing_version: read_i64_attr(&file, p, "preprocessing_version")?,
+            fingerprint: read_str_attr(&file, p, "fingerprint")?,
+            config: read_str_attr(&file, p, "config")?,
+        };
+        Ok(Self {
+            path,
+            file,
+            meta,
+            y,
+            subject,
+            start_time_s,
+        })
+    }
+
+    /// The file this store was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of windows `N`.
+    pub fn num_windows(&self) -> usize {
+        self.y.len()
+    }
+
+    /// Whether the store holds no windows.
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+
+    /// All of `x`, `(N, C, L)` row-major.
+    pub fn read_x(&self) -> Result<Vec<f32>> {
+        let x = self.file.dataset("x").map_err(h5err(&self.path))?;
+        let v: Vec<f32> = x.read_raw().map_err(h5err(&self.path))?;
+        let want = self.num_windows() * self.meta.channels * self.meta.window_len;
+        if v.len() != want {
+            return Err(fmt_err(
+                &self.path,
+                format!("`x` has {} values, expected {want}", v.len()),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// The windows at `indices` (any order, repeats allowed), `(len, C, L)` row-major in the
+    /// order given. Contiguous runs of sorted indices are read with one hyperslab each.
+    pub fn read_x_subset(&self, indices: &[usize]) -> Result<Vec<f32>> {
+        let n = self.num_windows();
+        if let Some(&i) = indices.iter().find(|&&i| i >= n) {
+            return Err(fmt_err(
+                &self.path,
+                format!("window index {i} out of range (N = {n})"),
+            ));
+        }
+        let size = self.meta.channels * self.meta.window_len;
+        let mut order: Vec<usize> = (0..indices.len()).collect();
+        order.sort_by_key(|&k| indices[k]);
+        let x = self.file.dataset("x").map_err(h5err(&self.path))?;
+        let mut out = vec![0f32; indices.len() * size];
+        let mut r = 0;
+        while r < order.len() {
+            let first = indices[order[r]];
+            let mut s = r + 1;
+            while s < order.len() && indices[order[s]] <= indices[order[s - 1]] + 1 {
+                s += 1;
+            }
+            let last = indices[order[s - 1]];
+            let sel = hdf5::Hyperslab::from(vec![
+                hdf5::SliceOrIndex::from(first..last + 1),
+                hdf5::SliceOrIndex::from(..),
+                hdf5::SliceOrIndex::from(..),
+            ]);
+            let block: ndarray::Array3<f32> = x.read_slice(sel).map_err(h5err(&self.path))?;
+            let block = block
+                .as_slice()
+                .ok_or_else(|| fmt_err(&self.path, "HDF5 returned a non-contiguous block"))?;
+            for &k in &order[r..s] {
+                let off = (indices[k] - first) * size;
+                out[k * size..(k + 1) * size].copy_from_slice(&block[off..off + size]);
+            }
+            r = s;
+        }
+        Ok(out)
+    }
+
+    /// Loads everything into a [`WindowSet`].
+    pub fn load(&self) -> Result<WindowSet> {
+        self.to_set(self.read_x()?, (0..self.num_windows()).collect())
+    }
+
+    /// Loads the windows at `indices` into a [`WindowSet`].
+    pub fn load_subset(&self, indices: &[usize]) -> Result<WindowSet> {
+        self.to_set(self.read_x_subset(indices)?, indices.to_vec())
+    }
+
+    fn to_set(&self, x: Vec<f32>, idx: Vec<usize>) -> Result<WindowSet> {
+        let m = &self.meta;
+        let mut w = WindowSet::empty(
+            m.dataset.clone(),
+            m.sample_rate_hz,
+            m.channel_names.clone(),
+            m.window_len,
+            m.class_names.clone(),
+        );
+        w.source_checksums = m.source_checksums.clone();
+        w.x = x;
+        w.y = idx.iter().map(|&i| self.y[i]).collect();
+        w.subject = idx.iter().map(|&i| self.subject[i]).collect();
+        w.start_time_s = idx.iter().map(|&i| self.start_time_s[i]).collect();
+        Ok(w)
+    }
+}
+
+/// Reads only the `fingerprint` attribute (cheap check whether a prepared file is current).
+pub fn read_fingerprint(path: &Path) -> Result<String> {
+    let file = hdf5::File::open(path)
+        .map_err(|e| fmt_err(path, format!("not a readable HDF5 file: {e}")))?;
+    read_str_attr(&file, path, "fingerprint")
+}
+
+fn dataset(file: &hdf5::File, p: &Path, name: &str, want: TypeDescriptor) -> Result<hdf5::Dataset> {
+    let ds = file
+        .dataset(name)
+        .map_err(|_| fmt_err(p, format!("missing dataset `{name}`")))?;
+    let got = ds
+        .dtype()
+        .and_then(|t| t.to_descriptor())
+        .map_err(h5err(p))?;
+    if got != want {
+        return Err(fmt_err(
+            p,
+            format!("dataset `{name}` has type {got}, expected {want}"),
+        ));
+    }
+    Ok(ds)
+}
+
+fn read_1d<T: hdf5::H5Type>(
+    file: &hdf5::File,
+    p: &Path,
+    name: &str,
+    want: TypeDescriptor,
+    n: usize,
+) -> Result<Vec<T>> {
+    let ds = dataset(file, p, name, want)?;
+    if ds.shape() != [n] {
+        return Err(fmt_err(
+            p,
+            format!(
+                "dataset `{name}` has shape {:?}, expected ({n},) like `x`",
+                ds.shape()
+            ),
+        ));
+    }
+    ds.read_raw()
+        .map_err(|e| fmt_err(p, format!("reading `{name}`: {e}")))
+}
+
+fn attr(file: &hdf5::File, p: &Path, name: &str) -> Result<hdf5::Attribute> {
+    file.attr(name)
+        .map_err(|_| fmt_err(p, format!("missing attribute `{name}`")))
+}
+
+fn read_str_attr(file: &hdf5::File, p: &Path, name: &str) -> Result<String> {
+    let v: VarLenUnicode = attr(file, p, name)?
+        .read_scalar()
+        .map_err(|e| fmt_err(p, format!("attribute `{name}` is not a string: {e}")))?;
+    Ok(v.as_str().to_string())
+}
+
+fn read_strs_attr(file: &hdf5::File, p: &Path, name: &str) -> Result<Vec<String>> {
+    let v: Vec<VarLenUnicode> = attr(file, p, name)?
+        .read_raw()
+        .map_err(|e| fmt_err(p, format!("attribute `{name}` is not a string array: {e}")))?;
+    Ok(v.iter().map(|s| s.as_str().to_string()).collect())
+}
+
+fn read_f64_attr(file: &hdf5::File, p: &Path, name: &str) -> Result<f64> {
+    attr(file, p, name)?
+        .read_scalar()
+        .map_err(|e| fmt_err(p, format!("attribute `{name}` is not a number: {e}")))
+}
+
+fn read_i64_attr(file: &hdf5::File, p: &Path, name: &str) -> Result<i64> {
+    attr(file, p, name)?
+        .read_scalar()
+        .map_err(|e| fmt_err(p, format!("attribute `{name}` is not an integer: {e}")))
+}

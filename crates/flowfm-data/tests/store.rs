@@ -1,0 +1,339 @@
+//! The HDF5 window store: round trips, subsets, atomic writes, fingerprint reuse, bad files, h5py.
+
+use std::cell::Cell;
+use std::path::Path;
+use std::process::Command;
+
+use flowfm_core::{SeededRng, Tolerance};
+use flowfm_data::prepare::{store_fingerprint, PREPROCESSING_VERSION};
+use flowfm_data::store::{read_fingerprint, STORE_FORMAT};
+use flowfm_data::{
+    prepare_or_reuse, write_store, DataError, PrepareConfig, PrepareSummary, WindowSet, WindowStore,
+};
+
+/// `n` random windows of 3 x 300 over `subjects` subjects, labels cycling over 0, 1, -1.
+fn windows(n: usize, seed: u64) -> WindowSet {
+    let mut rng = SeededRng::new(seed);
+    let mut w = WindowSet::empty(
+        "synthetic",
+        30.0,
+        vec!["acc_x".into(), "acc_y".into(), "acc_z".into()],
+        300,
+        vec!["walk".into(), "sit".into()],
+    );
+    w.source_checksums = vec![
+        ("a.csv".into(), "ab".repeat(32)),
+        ("b.csv".into(), "cd".repeat(32)),
+    ];
+    w.x = rng
+        .normal_vec(n * 900)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    w.y = (0..n).map(|i| [0, 1, -1][i % 3]).collect();
+    w.subject = (0..n).map(|i| 100 + (i / 4) as i64).collect();
+    w.start_time_s = (0..n).map(|i| 10.0 * i as f64 + 0.25).collect();
+    w
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn store_round_trips_windows_and_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.h5");
+    let w = windows(700, 1);
+    write_store(&path, &w, 7, "fp-123", "cfg text").unwrap();
+    let s = WindowStore::open(&path).unwrap();
+    assert_eq!(s.num_windows(), 700);
+    assert_eq!(s.y, w.y);
+    assert_eq!(s.subject, w.subject);
+    Tolerance::F64.assert_close(&s.start_time_s, &w.start_time_s);
+    Tolerance::new(0.0, 0.0).assert_close(&f64s(&s.read_x().unwrap()), &f64s(&w.x));
+    let m = &s.meta;
+    assert_eq!((m.channels, m.window_len), (3, 300));
+    assert!(Tolerance::F64.close(m.sample_rate_hz, 30.0));
+    assert_eq!(m.dataset, "synthetic");
+    assert_eq!(m.channel_names, w.channel_names);
+    assert_eq!(m.class_names, w.class_names);
+    assert_eq!(m.source_checksums, w.source_checksums);
+    assert_eq!(m.preprocessing_version, 7);
+    assert_eq!(m.fingerprint, "fp-123");
+    assert_eq!(m.config, "cfg text");
+    assert_eq!(s.load().unwrap(), w);
+    assert_eq!(read_fingerprint(&path).unwrap(), "fp-123");
+}
+
+#[test]
+fn subset_reads_match_the_full_array_in_the_order_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.h5");
+    let w = windows(50, 2);
+    write_store(&path, &w, 1, "fp", "").unwrap();
+    let s = WindowStore::open(&path).unwrap();
+    let idx = [7, 3, 4, 5, 49, 0, 4, 20, 21];
+    let sub = s.load_subset(&idx).unwrap();
+    assert_eq!(sub, w.subset(&idx).unwrap());
+    let e = s.read_x_subset(&[1, 50]).unwrap_err();
+    assert!(
+        e.to_string().contains("w.h5") && e.to_string().contains("50"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_empty_store_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.h5");
+    let mut w = windows(0, 3);
+    w.class_names.clear();
+    w.source_checksums.clear();
+    write_store(&path, &w, 1, "fp", "").unwrap();
+    let s = WindowStore::open(&path).unwrap();
+    assert!(s.is_empty());
+    assert_eq!(s.load().unwrap(), w);
+}
+
+#[test]
+fn writing_is_atomic_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.h5");
+    write_store(&path, &windows(10, 4), 1, "first", "").unwrap();
+    write_store(&path, &windows(20, 5), 1, "second", "").unwrap();
+    assert_eq!(dir_entries(dir.path()), vec!["w.h5".to_string()]);
+    let s = WindowStore::open(&path).unwrap();
+    assert_eq!(
+        (s.num_windows(), s.meta.fingerprint.as_str()),
+        (20, "second")
+    );
+    // Inconsistent windows are refused before anything is written.
+    let mut bad = windows(10, 6);
+    bad.y.pop();
+    assert!(write_store(&path, &bad, 1, "third", "").is_err());
+    assert_eq!(dir_entries(dir.path()), vec!["w.h5".to_string()]);
+    assert_eq!(read_fingerprint(&path).unwrap(), "second");
+}
+
+#[test]
+fn the_store_is_chunked_and_deflate_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.h5");
+    let mut w = windows(400, 7);
+    // A smooth signal compresses well; random normals barely do.
+    for (i, v) in w.x.iter_mut().enumerate() {
+        *v = ((i % 300) as f32 * 0.01).sin();
+    }
+    write_store(&path, &w, 1, "fp", "").unwrap();
+    let f = hdf5::File::open(&path).unwrap();
+    let x = f.dataset("x").unwrap();
+    assert!(x.is_chunked());
+    assert!(x
+        .filters()
+        .iter()
+        .any(|f| matches!(f, hdf5::filters::Filter::Deflate(_))));
+    let raw_bytes = (400 * 900 * 4) as u64;
+    assert!(
+        x.storage_size() < raw_bytes / 4,
+        "{} of {raw_bytes} bytes",
+        x.storage_size()
+    );
+}
+
+fn config_a() -> PrepareConfig {
+    PrepareConfig::default()
+}
+
+#[test]
+fn prepare_or_reuse_rebuilds_only_when_the_fingerprint_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.h5");
+    let builds = Cell::new(0);
+    let build = || {
+        builds.set(builds.get() + 1);
+        Ok::<_, DataError>((windows(12, 8), dummy_summary()))
+    };
+    let p = prepare_or_reuse("inputs-1", &config_a(), &path, build).unwrap();
+    assert!(!p.reused && p.summary.is_some() && p.replaced_because.is_none());
+    assert_eq!(
+        p.store.meta.fingerprint,
+        store_fingerprint("inputs-1", &config_a())
+    );
+    assert_eq!(p.store.meta.preprocessing_version, PREPROCESSING_VERSION);
+    let p = prepare_or_reuse("inputs-1", &config_a(), &path, build).unwrap();
+    assert!(p.reused);
+    assert_eq!(builds.get(), 1);
+    // Changed inputs or a changed config: rebuilt.
+    let p = prepare_or_reuse("inputs-2", &config_a(), &path, build).unwrap();
+    assert!(!p.reused && p.replaced_because.is_some());
+    let mut cfg_b = config_a();
+    cfg_b.window.label_purity = 0.9;
+    let p = prepare_or_reuse("inputs-2", &cfg_b, &path, build).unwrap();
+    assert!(!p.reused);
+    assert_eq!(builds.get(), 3);
+}
+
+#[test]
+fn a_failed_rebuild_keeps_the_previous_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.h5");
+    prepare_or_reuse("old", &config_a(), &path, || {
+        Ok((windows(5, 9), dummy_summary()))
+    })
+    .unwrap();
+    let e = prepare_or_reuse("new", &config_a(), &path, || {
+        Err(DataError::format("raw.csv", "broken"))
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("raw.csv"));
+    assert_eq!(dir_entries(dir.path()), vec!["p.h5".to_string()]);
+    let old = WindowStore::open(&path).unwrap();
+    assert_eq!(old.meta.fingerprint, store_fingerprint("old", &config_a()));
+    // A build that ignores the config's window length is refused.
+    let mut cfg = config_a();
+    cfg.window.window_secs = 5.0;
+    cfg.window.hop_secs = 5.0;
+    let e =
+        prepare_or_reuse("new", &cfg, &path, || Ok((windows(5, 9), dummy_summary()))).unwrap_err();
+    assert!(
+        matches!(e, DataError::Config { ref field, .. } if field == "build"),
+        "{e}"
+    );
+}
+
+fn dummy_summary() -> PrepareSummary {
+    let raw = flowfm_data::RawDataset {
+        name: "synthetic".into(),
+        class_names: vec![],
+        recordings: vec![],
+        source_checksums: vec![],
+        skipped: vec![],
+    };
+    flowfm_data::prepare(&raw, &PrepareConfig::default())
+        .unwrap()
+        .1
+}
+
+#[test]
+fn a_truncated_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.h5");
+    write_store(&path, &windows(100, 10), 1, "fp", "").unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let e = WindowStore::open(&path)
+        .and_then(|s| s.read_x())
+        .unwrap_err();
+    assert!(e.to_string().contains("cut.h5"), "{e}");
+    // prepare_or_reuse replaces it instead of failing.
+    let p = prepare_or_reuse("x", &config_a(), &path, || {
+        Ok((windows(3, 1), dummy_summary()))
+    })
+    .unwrap();
+    assert!(p.replaced_because.is_some());
+    assert_eq!(p.store.num_windows(), 3);
+}
+
+#[test]
+fn a_file_that_is_not_a_store_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.h5");
+    std::fs::write(&text, "hello").unwrap();
+    let e = WindowStore::open(&text).unwrap_err();
+    assert!(
+        matches!(e, DataError::Format { .. }) && e.to_string().contains("notes.h5"),
+        "{e}"
+    );
+
+    let other = dir.path().join("other.h5");
+    {
+        let f = hdf5::File::create(&other).unwrap();
+        let fmt: hdf5::types::VarLenUnicode = STORE_FORMAT.parse().unwrap();
+        f.new_attr::<hdf5::types::VarLenUnicode>()
+            .shape(())
+            .create("format")
+            .unwrap()
+            .write_scalar(&fmt)
+            .unwrap();
+        f.new_attr::<i64>()
+            .shape(())
+            .create("format_version")
+            .unwrap()
+            .write_scalar(&1i64)
+            .unwrap();
+    }
+    let e = WindowStore::open(&other).unwrap_err().to_string();
+    assert!(e.contains("other.h5") && e.contains("`x`"), "{e}");
+
+    let missing = dir.path().join("missing.h5");
+    let e = WindowStore::open(&missing).unwrap_err().to_string();
+    assert!(e.contains("missing.h5"), "{e}");
+}
+
+#[test]
+fn h5py_reads_the_store() {
+    let ok = Command::new("python3")
+        .args(["-c", "import h5py"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipping: python3 with h5py not available (pip install h5py)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.h5");
+    let w = windows(37, 11);
+    write_store(&path, &w, 3, "fp-abc", "cfg").unwrap();
+    let script = r#"
+import sys, h5py
+f = h5py.File(sys.argv[1], "r")
+x, y, s, t = f["x"], f["y"], f["subject"], f["start_time"]
+assert x.shape == (37, 3, 300) and x.dtype == "float32", (x.shape, x.dtype)
+assert y.shape == (37,) and y.dtype == "int64"
+assert s.shape == (37,) and s.dtype == "int64"
+assert t.shape == (37,) and t.dtype == "float64"
+assert x.compression == "gzip" and x.shuffle and x.chunks is not None
+a = f.attrs
+def st(v):
+    return v.decode() if isinstance(v, bytes) else str(v)
+assert st(a["format"]) == "flowfm-window-store"
+assert float(a["sample_rate_hz"]) == 30.0
+assert int(a["window_len"]) == 300
+assert [st(c) for c in a["class_names"]] == ["walk", "sit"]
+assert [st(c) for c in a["channel_names"]] == ["acc_x", "acc_y", "acc_z"]
+assert [st(c) for c in a["source_files"]] == ["a.csv", "b.csv"]
+assert int(a["preprocessing_version"]) == 3
+assert st(a["fingerprint"]) == "fp-abc"
+print(repr(float(x[5, 1, 17])), int(y[4]), int(s[9]), repr(float(t[2])))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "h5py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(parts.len(), 4, "{line}");
+    let x517: f64 = parts[0].parse().unwrap();
+    assert!(Tolerance::new(0.0, 0.0).close(x517, f64::from(w.x[5 * 900 + 300 + 17])));
+    assert_eq!(parts[1].parse::<i64>().unwrap(), w.y[4]);
+    assert_eq!(parts[2].parse::<i64>().unwrap(), w.subject[9]);
+    assert!(Tolerance::F64.close(parts[3].parse().unwrap(), w.start_time_s[2]));
+}
