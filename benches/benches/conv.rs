@@ -10,21 +10,39 @@ use flowfm_core::SeededRng;
 use flowfm_ops::{conv1d, Conv1dSpec, PaddingMode};
 use std::time::Duration;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SHAPES: [(usize, usize); 4] = [(64, 300), (128, 150), (256, 75), (512, 15)];
 const BATCH: usize = 64;
 const KERNEL: usize = 5;
 
 fn bench_conv(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv1d_fwd_bwd");
-    group.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     let mut rng = SeededRng::new(0);
     for (ch, len) in SHAPES {
         // forward 2*B*Cout*Cin*K*L, backward twice that (input and weight gradients).
         let flops = 3 * 2 * BATCH * ch * ch * KERNEL * len;
         group.throughput(Throughput::Elements(flops as u64));
-        let x = Var::from_tensor(&rng.normal_tensor((BATCH, ch, len), DType::F32, &Device::Cpu).unwrap()).unwrap();
-        let w = Var::from_tensor(&rng.normal_tensor((ch, ch, KERNEL), DType::F32, &Device::Cpu).unwrap()).unwrap();
-        let spec = Conv1dSpec { padding: 2, padding_mode: PaddingMode::Circular, ..Default::default() };
+        let x = Var::from_tensor(
+            &rng.normal_tensor((BATCH, ch, len), DType::F32, &Device::Cpu)
+                .unwrap(),
+        )
+        .unwrap();
+        let w = Var::from_tensor(
+            &rng.normal_tensor((ch, ch, KERNEL), DType::F32, &Device::Cpu)
+                .unwrap(),
+        )
+        .unwrap();
+        let spec = Conv1dSpec {
+            padding: 2,
+            padding_mode: PaddingMode::Circular,
+            ..Default::default()
+        };
         let id = format!("{ch}ch_L{len}");
         group.bench_with_input(BenchmarkId::new("flowfm", &id), &(), |b, _| {
             b.iter(|| {

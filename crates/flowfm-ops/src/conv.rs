@@ -115,18 +115,40 @@ impl Geometry {
         })
     }
 
+    /// The run of output positions of tap `k`, from its first in-signal read, whose input
+    /// position is `output + offset` (the whole interior for stride 1), as
+    /// `(first output, end output, offset)`; it is copied as one slice. `None` if the tap reads
+    /// only padding.
+    fn interior(&self, k: usize) -> Option<(usize, usize, i64)> {
+        let taps = &self.table[k * self.out_len..(k + 1) * self.out_len];
+        let first = taps.iter().position(|&p| p >= 0)?;
+        let offset = taps[first] - first as i64;
+        let mut end = first;
+        while end < self.out_len && taps[end] == end as i64 + offset {
+            end += 1;
+        }
+        Some((first, end, offset))
+    }
+
     /// `(B, C, L)` -> `(C * K, B * L_out)`.
     fn unfold<T: WithDType>(&self, x: &[T]) -> Vec<T> {
         let row = self.batch * self.out_len;
         let mut out = vec![T::zero(); self.channels * self.kernel * row];
+        let runs: Vec<Option<(usize, usize, i64)>> =
+            (0..self.kernel).map(|k| self.interior(k)).collect();
         out.par_chunks_mut(row).enumerate().for_each(|(r, dst)| {
             let (c, k) = (r / self.kernel, r % self.kernel);
             let taps = &self.table[k * self.out_len..(k + 1) * self.out_len];
             for b in 0..self.batch {
                 let src = &x[(b * self.channels + c) * self.len..][..self.len];
                 let d = &mut dst[b * self.out_len..(b + 1) * self.out_len];
-                for (o, &p) in d.iter_mut().zip(taps) {
-                    if p >= 0 {
+                let (lo, hi, off) = runs[k].unwrap_or((0, 0, 0));
+                if hi > lo {
+                    let s0 = (lo as i64 + off) as usize;
+                    d[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                }
+                for (l, (o, &p)) in d.iter_mut().zip(taps).enumerate() {
+                    if p >= 0 && !(lo..hi).contains(&l) {
                         *o = src[p as usize];
                     }
                 }
@@ -139,6 +161,8 @@ impl Geometry {
     fn fold<T: WithDType>(&self, cols: &[T]) -> Vec<T> {
         let row = self.batch * self.out_len;
         let mut out = vec![T::zero(); self.batch * self.channels * self.len];
+        let runs: Vec<Option<(usize, usize, i64)>> =
+            (0..self.kernel).map(|k| self.interior(k)).collect();
         out.par_chunks_mut(self.len)
             .enumerate()
             .for_each(|(bc, dst)| {
@@ -147,8 +171,15 @@ impl Geometry {
                     let taps = &self.table[k * self.out_len..(k + 1) * self.out_len];
                     let src =
                         &cols[(c * self.kernel + k) * row + b * self.out_len..][..self.out_len];
-                    for (&g, &p) in src.iter().zip(taps) {
-                        if p >= 0 {
+                    let (lo, hi, off) = runs[k].unwrap_or((0, 0, 0));
+                    if hi > lo {
+                        let d0 = (lo as i64 + off) as usize;
+                        for (d, &g) in dst[d0..d0 + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *d += g;
+                        }
+                    }
+                    for (l, (&g, &p)) in src.iter().zip(taps).enumerate() {
+                        if p >= 0 && !(lo..hi).contains(&l) {
                             dst[p as usize] += g;
                         }
                     }
