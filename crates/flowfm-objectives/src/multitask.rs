@@ -1,0 +1,365 @@
+//! The SSL-Wearables multi-task self-supervision (Yuan et al., npj Digital Medicine 2024):
+//! arrow of time (reversal), permutation and time warping, each applied independently with
+//! probability 0.5 and each predicted by its own binary head; the loss is the mean of the three
+//! cross-entropies. Transforms follow Um et al. 2017 (permutation with a minimum segment length;
+//! time warping along a smooth random speed curve through cubic-spline knots).
+//!
+//! Choices made here: the transforms are applied in the order time warp, permutation, reversal;
+//! one speed curve is shared by all channels of a window (axes stay synchronised); a permuted
+//! window never keeps its original segment order (its label is always truthful); speeds are
+//! floored at [`MIN_SPEED`] so warped time always runs forward.
+
+use candle_core::{DType, Result, Tensor};
+use flowfm_core::{CoreError, SeededRng};
+
+/// Floor of the random speed curve of time warping.
+pub const MIN_SPEED: f64 = 0.1;
+
+/// Settings of the three pretext tasks (defaults from Yuan et al. 2024).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MultiTaskConfig {
+    /// Probability of reversing a window (arrow of time).
+    pub p_reverse: f64,
+    /// Probability of permuting a window's segments.
+    pub p_permute: f64,
+    /// Probability of time-warping a window.
+    pub p_time_warp: f64,
+    /// Number of segments of a permutation.
+    pub permute_segments: usize,
+    /// Minimum segment length in samples.
+    pub permute_min_segment: usize,
+    /// Standard deviation of the random speed at the knots.
+    pub warp_sigma: f64,
+    /// Number of interior knots of the speed curve.
+    pub warp_knots: usize,
+}
+
+impl Default for MultiTaskConfig {
+    fn default() -> Self {
+        Self {
+            p_reverse: 0.5,
+            p_permute: 0.5,
+            p_time_warp: 0.5,
+            permute_segments: 4,
+            permute_min_segment: 10,
+            warp_sigma: 0.2,
+            warp_knots: 4,
+        }
+    }
+}
+
+fn invalid(name: &'static str, reason: String) -> CoreError {
+    CoreError::InvalidParameter { name, reason }
+}
+
+impl MultiTaskConfig {
+    /// Checks every field against windows of `samples` samples.
+    pub fn validate(&self, samples: usize) -> std::result::Result<(), CoreError> {
+        for (name, p) in [
+            ("p_reverse", self.p_reverse),
+            ("p_permute", self.p_permute),
+            ("p_time_warp", self.p_time_warp),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(invalid(
+                    name,
+                    format!("must be a probability in [0, 1], got {p}"),
+                ));
+            }
+        }
+        if self.permute_segments < 2 {
+            return Err(invalid(
+                "permute_segments",
+                format!("must be at least 2, got {}", self.permute_segments),
+            ));
+        }
+        if self.permute_min_segment == 0 {
+            return Err(invalid("permute_min_segment", "must be at least 1".into()));
+        }
+        if self.permute_segments * self.permute_min_segment > samples {
+            return Err(invalid(
+                "permute_min_segment",
+                format!(
+                    "{} segments of at least {} samples do not fit in a window of {samples}",
+                    self.permute_segments, self.permute_min_segment
+                ),
+            ));
+        }
+        if !(self.warp_sigma.is_finite() && self.warp_sigma >= 0.0) {
+            return Err(invalid(
+                "warp_sigma",
+                format!("must be finite and >= 0, got {}", self.warp_sigma),
+            ));
+        }
+        if samples < 2 {
+            return Err(invalid(
+                "samples",
+                format!("windows need at least 2 samples, got {samples}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The 0/1 targets of the three tasks (1 = the transform was applied).
+#[derive(Clone, Debug)]
+pub struct MultiTaskTargets {
+    /// Arrow of time: `(batch,)` u32.
+    pub reversed: Tensor,
+    /// Permutation: `(batch,)` u32.
+    pub permuted: Tensor,
+    /// Time warp: `(batch,)` u32.
+    pub warped: Tensor,
+}
+
+/// A transformed batch and its targets.
+#[derive(Clone, Debug)]
+pub struct MultiTaskBatch {
+    /// The transformed windows, `(batch, channels, samples)`, dtype and device of the input.
+    pub x: Tensor,
+    /// What was applied to each window.
+    pub targets: MultiTaskTargets,
+}
+
+/// A window as channel rows: `window[c][i]`.
+pub type Window = Vec<Vec<f64>>;
+
+/// Reverses a window in time.
+pub fn reverse(window: &[Vec<f64>]) -> Window {
+    window
+        .iter()
+        .map(|row| row.iter().rev().copied().collect())
+        .collect()
+}
+
+/// Segment lengths (each at least `min_segment`, summing to `len`) and a non-identity order.
+pub fn draw_permutation(
+    rng: &mut SeededRng,
+    len: usize,
+    segments: usize,
+    min_segment: usize,
+) -> std::result::Result<(Vec<usize>, Vec<usize>), CoreError> {
+    if segments < 2 || min_segment == 0 || segments * min_segment > len {
+        return Err(invalid(
+            "permute_segments",
+            format!("{segments} segments of at least {min_segment} samples in {len} samples"),
+        ));
+    }
+    let slack = len - segments * min_segment;
+    let mut cuts: Vec<usize> = (0..segments - 1).map(|_| rng.below(slack + 1)).collect();
+    cuts.sort_unstable();
+    let mut lengths = Vec::with_capacity(segments);
+    let mut prev = 0;
+    for &c in cuts.iter().chain(std::iter::once(&slack)) {
+        lengths.push(min_segment + c - prev);
+        prev = c;
+    }
+    let identity: Vec<usize> = (0..segments).collect();
+    let mut order = rng.permutation(segments);
+    while order == identity {
+        order = rng.permutation(segments);
+    }
+    Ok((lengths, order))
+}
+
+/// Rearranges the segments of `lengths` (in time order) into `order`.
+pub fn permute(window: &[Vec<f64>], lengths: &[usize], order: &[usize]) -> Window {
+    let mut starts = Vec::with_capacity(lengths.len());
+    let mut s = 0;
+    for &l in lengths {
+        starts.push(s);
+        s += l;
+    }
+    window
+        .iter()
+        .map(|row| {
+            order
+                .iter()
+                .flat_map(|&j| row[starts[j]..starts[j] + lengths[j]].iter().copied())
+                .collect()
+        })
+        .collect()
+}
+
+/// The natural cubic spline through `(xs, ys)` (strictly increasing `xs`, at least 2 points)
+/// evaluated at `at` (clamped to the knot range).
+pub fn natural_cubic_spline(xs: &[f64], ys: &[f64], at: &[f64]) -> Vec<f64> {
+    let n = xs.len();
+    if n < 2 || ys.len() != n {
+        return vec![ys.first().copied().unwrap_or(0.0); at.len()];
+    }
+    let h: Vec<f64> = xs.windows(2).map(|w| w[1] - w[0]).collect();
+    // Second derivatives m with m[0] = m[n-1] = 0; tridiagonal solve (Thomas) for the interior.
+    let mut m = vec![0.0; n];
+    if n > 2 {
+        let k = n - 2;
+        let (mut diag, mut rhs) = (vec![0.0; k], vec![0.0; k]);
+        let mut sub = vec![0.0; k];
+        let mut sup = vec![0.0; k];
+        for i in 0..k {
+            let j = i + 1;
+            sub[i] = h[j - 1];
+            diag[i] = 2.0 * (h[j - 1] + h[j]);
+            sup[i] = h[j];
+            rhs[i] = 6.0 * ((ys[j + 1] - ys[j]) / h[j] - (ys[j] - ys[j - 1]) / h[j - 1]);
+        }
+        for i in 1..k {
+            let w = sub[i] / diag[i - 1];
+            diag[i] -= w * sup[i - 1];
+            rhs[i] -= w * rhs[i - 1];
+        }
+        m[k] = rhs[k - 1] / diag[k - 1];
+        for i in (0..k - 1).rev() {
+            m[i + 1] = (rhs[i] - sup[i] * m[i + 2]) / diag[i];
+        }
+    }
+    at.iter()
+        .map(|&x| {
+            let x = x.clamp(xs[0], xs[n - 1]);
+            let j = match xs.iter().rposition(|&k| k <= x) {
+                Some(j) if j < n - 1 => j,
+                _ => n - 2,
+            };
+            let (hj, a, b) = (h[j], xs[j + 1] - x, x - xs[j]);
+            m[j] * a.powi(3) / (6.0 * hj)
+                + m[j + 1] * b.powi(3) / (6.0 * hj)
+                + (ys[j] / hj - m[j] * hj / 6.0) * a
+                + (ys[j + 1] / hj - m[j + 1] * hj / 6.0) * b
+        })
+        .collect()
+}
+
+/// The warped sample positions `tau(i)` in `[0, len - 1]` for a random speed curve: speeds
+/// `1 + sigma n` at `knots + 2` evenly spaced knots, joined by a natural cubic spline, floored at
+/// [`MIN_SPEED`], integrated (trapezoid) and rescaled so that `tau(0) = 0`, `tau(len-1) = len-1`.
+pub fn draw_warp(rng: &mut SeededRng, len: usize, sigma: f64, knots: usize) -> Vec<f64> {
+    if len < 2 {
+        return vec![0.0; len];
+    }
+    let last = (len - 1) as f64;
+    let count = knots + 2;
+    let xs: Vec<f64> = (0..count)
+        .map(|i| last * i as f64 / (count - 1) as f64)
+        .collect();
+    let ys: Vec<f64> = rng
+        .normal_vec(count)
+        .into_iter()
+        .map(|n| 1.0 + sigma * n)
+        .collect();
+    let grid: Vec<f64> = (0..len).map(|i| i as f64).collect();
+    let speed: Vec<f64> = natural_cubic_spline(&xs, &ys, &grid)
+        .into_iter()
+        .map(|s| s.max(MIN_SPEED))
+        .collect();
+    let mut tau = Vec::with_capacity(len);
+    tau.push(0.0);
+    for i in 1..len {
+        tau.push(tau[i - 1] + 0.5 * (speed[i - 1] + speed[i]));
+    }
+    let scale = last / tau[len - 1];
+    tau.into_iter()
+        .map(|t| (t * scale).clamp(0.0, last))
+        .collect()
+}
+
+/// Reads every channel of `window` at the positions `tau` by linear interpolation.
+pub fn resample_at(window: &[Vec<f64>], tau: &[f64]) -> Window {
+    window
+        .iter()
+        .map(|row| {
+            tau.iter()
+                .map(|&t| {
+                    let i = (t.floor() as usize).min(row.len().saturating_sub(2));
+                    let f = t - i as f64;
+                    row[i] * (1.0 - f) + row[(i + 1).min(row.len() - 1)] * f
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Applies the three transforms at random to every window of a batch.
+///
+/// # Shapes
+/// - `x`: `(batch, channels, samples)`
+/// - returns `x` of the same shape and three `(batch,)` u32 target vectors
+pub fn multitask_transform(
+    x: &Tensor,
+    rng: &mut SeededRng,
+    cfg: &MultiTaskConfig,
+) -> Result<MultiTaskBatch> {
+    let (batch, channels, samples) = x.dims3()?;
+    cfg.validate(samples)?;
+    let data: Vec<Vec<Vec<f64>>> = x.to_dtype(DType::F64)?.to_vec3()?;
+    let mut out = Vec::with_capacity(batch * channels * samples);
+    let (mut rev, mut perm, mut warp) = (Vec::new(), Vec::new(), Vec::new());
+    for window in data {
+        let w_flag = rng.bernoulli(cfg.p_time_warp);
+        let p_flag = rng.bernoulli(cfg.p_permute);
+        let r_flag = rng.bernoulli(cfg.p_reverse);
+        let mut w = window;
+        if w_flag {
+            let tau = draw_warp(rng, samples, cfg.warp_sigma, cfg.warp_knots);
+            w = resample_at(&w, &tau);
+        }
+        if p_flag {
+            let (lengths, order) =
+                draw_permutation(rng, samples, cfg.permute_segments, cfg.permute_min_segment)?;
+            w = permute(&w, &lengths, &order);
+        }
+        if r_flag {
+            w = reverse(&w);
+        }
+        out.extend(w.into_iter().flatten());
+        rev.push(u32::from(r_flag));
+        perm.push(u32::from(p_flag));
+        warp.push(u32::from(w_flag));
+    }
+    let dev = x.device();
+    let x = Tensor::from_vec(out, (batch, channels, samples), dev)?.to_dtype(x.dtype())?;
+    Ok(MultiTaskBatch {
+        x,
+        targets: MultiTaskTargets {
+            reversed: Tensor::from_vec(rev, batch, dev)?,
+            permuted: Tensor::from_vec(perm, batch, dev)?,
+            warped: Tensor::from_vec(warp, batch, dev)?,
+        },
+    })
+}
+
+/// The multi-task loss: the mean of the three binary cross-entropies (softmax over 2 logits).
+///
+/// # Shapes
+/// - `reversed`, `permuted`, `warped`: logits `(batch, 2)` of the three heads
+/// - returns a scalar `()`
+pub fn multitask_loss(
+    reversed: &Tensor,
+    permuted: &Tensor,
+    warped: &Tensor,
+    targets: &MultiTaskTargets,
+) -> Result<Tensor> {
+    let mut total: Option<Tensor> = None;
+    for (name, logits, y) in [
+        ("reversed", reversed, &targets.reversed),
+        ("permuted", permuted, &targets.permuted),
+        ("warped", warped, &targets.warped),
+    ] {
+        let (b, k) = logits.dims2()?;
+        if k != 2 || y.dims() != [b] {
+            candle_core::bail!(
+                "{name} head: logits {:?} must be (batch, 2) with targets (batch,), got targets {:?}",
+                logits.shape(),
+                y.shape()
+            );
+        }
+        let ce = candle_nn::loss::cross_entropy(logits, y)?;
+        total = Some(match total {
+            None => ce,
+            Some(t) => t.add(&ce)?,
+        });
+    }
+    match total {
+        Some(t) => t.affine(1.0 / 3.0, 0.0),
+        None => candle_core::bail!("no heads"),
+    }
+}
