@@ -1,0 +1,536 @@
+//! Experiment configs: TOML files with unknown keys rejected, validated into [`Experiment`], the
+//! only thing training accepts. Every error names the field and why it is wrong.
+
+use flowfm_core::schedule::{BetaSchedule, NoiseScheduleConfig};
+use flowfm_models::encoder::EncoderConfig;
+use flowfm_models::layers::NormKind;
+use flowfm_models::unet::UNetConfig;
+use flowfm_objectives::flow::TimeSampling;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A config error naming the offending field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown keys / wrong types.
+    #[error("{path}: {msg}")]
+    Parse {
+        /// File.
+        path: String,
+        /// What serde/toml said (includes the line).
+        msg: String,
+    },
+    /// A value out of its domain.
+    #[error("invalid `{field}`: {reason}")]
+    Invalid {
+        /// Dotted field path, e.g. `train.lr`.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The pretraining method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Joint encoder + conditional flow matching (FlowFM).
+    Flowfm,
+    /// Joint encoder + conditional DDPM, same U-Net (the diffusion baseline).
+    Diffusion,
+    /// SSL-Wearables multi-task self-supervision (encoder only).
+    SslMultitask,
+}
+
+impl Method {
+    /// The name used in configs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Flowfm => "flowfm",
+            Method::Diffusion => "diffusion",
+            Method::SslMultitask => "ssl_multitask",
+        }
+    }
+}
+
+/// `[run]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Run name (directory name under the output folder).
+    pub name: String,
+    /// Pretraining method.
+    pub method: Method,
+    /// Run seed; every random stream derives from it.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// `[encoder]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderSection {
+    /// `harnet10` (10 s), `harnet10_30s` or `harnet5s`.
+    #[serde(default = "default_encoder_preset")]
+    pub preset: String,
+    /// Width multiplier (1.0 = the paper's 10.46 M-parameter encoder).
+    #[serde(default = "one")]
+    pub width: f64,
+    /// `batch` or `group`.
+    #[serde(default = "default_norm")]
+    pub norm: String,
+}
+
+/// `[generator]` (flowfm and diffusion).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorSection {
+    /// `paper` (about 3.2 M parameters) or `small`.
+    #[serde(default = "default_generator_preset")]
+    pub preset: String,
+    /// Override: channels of the first level.
+    pub base_channels: Option<usize>,
+    /// Override: channel multipliers per level.
+    pub channel_mults: Option<Vec<usize>>,
+    /// Override: residual blocks per level.
+    pub res_blocks: Option<usize>,
+}
+
+/// `[flow]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSection {
+    /// Minimum noise of the path (0 = rectified flow).
+    #[serde(default)]
+    pub sigma_min: f64,
+    /// `uniform` or `logit_normal`.
+    #[serde(default = "default_time_sampling")]
+    pub time_sampling: String,
+    /// Mean of the logit-normal time density.
+    #[serde(default)]
+    pub logit_mean: f64,
+    /// Standard deviation of the logit-normal time density.
+    #[serde(default = "one")]
+    pub logit_std: f64,
+}
+
+impl Default for FlowSection {
+    fn default() -> Self {
+        Self {
+            sigma_min: 0.0,
+            time_sampling: default_time_sampling(),
+            logit_mean: 0.0,
+            logit_std: 1.0,
+        }
+    }
+}
+
+/// `[diffusion]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiffusionSection {
+    /// Number of steps `T`.
+    #[serde(default = "default_num_steps")]
+    pub num_steps: usize,
+    /// `linear`, `scaled_linear` or `cosine`.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// First beta (linear schedules).
+    #[serde(default = "default_beta_start")]
+    pub beta_start: f64,
+    /// Last beta (linear schedules).
+    #[serde(default = "default_beta_end")]
+    pub beta_end: f64,
+}
+
+impl Default for DiffusionSection {
+    fn default() -> Self {
+        Self {
+            num_steps: default_num_steps(),
+            schedule: default_schedule(),
+            beta_start: default_beta_start(),
+            beta_end: default_beta_end(),
+        }
+    }
+}
+
+/// `[train]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Windows per batch.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Number of optimizer steps (exclusive with `epochs`).
+    pub steps: Option<u64>,
+    /// Number of epochs over the pretraining pool (exclusive with `steps`).
+    pub epochs: Option<u64>,
+    /// Peak learning rate.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Final learning rate of the cosine decay.
+    #[serde(default)]
+    pub min_lr: f64,
+    /// Linear warm-up steps.
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Decoupled weight decay (not applied to biases and norm parameters).
+    #[serde(default = "default_wd")]
+    pub weight_decay: f64,
+    /// Gradient-norm clipping threshold (none when absent).
+    pub grad_clip: Option<f64>,
+    /// Decay of the EMA of generator weights used for sampling.
+    #[serde(default = "default_ema")]
+    pub ema_decay: f64,
+    /// Write a checkpoint every this many steps (and at the end).
+    #[serde(default = "default_ckpt")]
+    pub checkpoint_every: u64,
+    /// Log a metrics line every this many steps.
+    #[serde(default = "default_log")]
+    pub log_every: u64,
+}
+
+/// A whole experiment file as written.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentFile {
+    /// `[run]`.
+    pub run: RunSection,
+    /// `[encoder]`.
+    pub encoder: EncoderSection,
+    /// `[generator]`.
+    #[serde(default)]
+    pub generator: GeneratorSection,
+    /// `[flow]`.
+    #[serde(default)]
+    pub flow: FlowSection,
+    /// `[diffusion]`.
+    #[serde(default)]
+    pub diffusion: DiffusionSection,
+    /// `[train]`.
+    pub train: TrainSection,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_encoder_preset() -> String {
+    "harnet10".into()
+}
+fn default_norm() -> String {
+    "batch".into()
+}
+fn default_generator_preset() -> String {
+    "paper".into()
+}
+fn default_time_sampling() -> String {
+    "uniform".into()
+}
+fn default_num_steps() -> usize {
+    1000
+}
+fn default_schedule() -> String {
+    "linear".into()
+}
+fn default_beta_start() -> f64 {
+    1e-4
+}
+fn default_beta_end() -> f64 {
+    0.02
+}
+fn default_batch() -> usize {
+    64
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_wd() -> f64 {
+    0.01
+}
+fn default_ema() -> f64 {
+    0.999
+}
+fn default_ckpt() -> u64 {
+    500
+}
+fn default_log() -> u64 {
+    10
+}
+
+/// How long training runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Duration {
+    /// A number of optimizer steps.
+    Steps(u64),
+    /// A number of epochs over the pool.
+    Epochs(u64),
+}
+
+/// A validated experiment: the only input training accepts.
+#[derive(Clone, Debug)]
+pub struct Experiment {
+    /// The file as written (serialised back into the run directory).
+    pub file: ExperimentFile,
+    /// The method.
+    pub method: Method,
+    /// Run seed.
+    pub seed: u64,
+    /// Encoder architecture.
+    pub encoder: EncoderConfig,
+    /// Generator architecture (conditioned on the encoder's representation).
+    pub generator: UNetConfig,
+    /// Flow-matching path `sigma_min`.
+    pub sigma_min: f64,
+    /// Flow time density.
+    pub time_sampling: TimeSampling,
+    /// Diffusion noise schedule.
+    pub noise_schedule: NoiseScheduleConfig,
+    /// Training duration.
+    pub duration: Duration,
+}
+
+impl ExperimentFile {
+    /// Parses TOML text (unknown keys are errors); `origin` names the source in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.into(),
+            msg: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The file serialised back to TOML (what the run directory records).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Validates every field into an [`Experiment`].
+    pub fn validate(self) -> Result<Experiment, ConfigError> {
+        let e = &self.encoder;
+        let base = match e.preset.as_str() {
+            "harnet10" => EncoderConfig::harnet10(),
+            "harnet10_30s" => EncoderConfig::harnet10_30s(),
+            "harnet5s" => EncoderConfig::harnet5s(),
+            other => return Err(invalid("encoder.preset", format!("unknown preset `{other}` (harnet10 | harnet10_30s | harnet5s)"))),
+        };
+        if !(e.width.is_finite() && e.width > 0.0 && e.width <= 4.0) {
+            return Err(invalid("encoder.width", format!("must be in (0, 4], got {}", e.width)));
+        }
+        let norm = match e.norm.as_str() {
+            "batch" => NormKind::Batch,
+            "group" => NormKind::Group { groups: 8 },
+            other => return Err(invalid("encoder.norm", format!("unknown norm `{other}` (batch | group)"))),
+        };
+        let encoder = base.with_width(e.width).with_norm(norm);
+        encoder.validate().map_err(|err| invalid("encoder", err.to_string()))?;
+
+        let g = &self.generator;
+        let mut generator = match g.preset.as_str() {
+            "paper" => UNetConfig::default(),
+            "small" => UNetConfig::small(),
+            other => return Err(invalid("generator.preset", format!("unknown preset `{other}` (paper | small)"))),
+        };
+        if let Some(c) = g.base_channels {
+            generator.base_channels = c;
+        }
+        if let Some(m) = &g.channel_mults {
+            generator.channel_mults = m.clone();
+        }
+        if let Some(r) = g.res_blocks {
+            generator.res_blocks = r;
+        }
+        generator.in_channels = encoder.in_channels;
+        generator = generator.with_cond_dim(encoder.repr_dim());
+        generator.validate().map_err(|err| invalid("generator", err.to_string()))?;
+        generator
+            .padded_len(encoder.window_len)
+            .map_err(|err| invalid("generator", format!("cannot run on {}-sample windows: {err}", encoder.window_len)))?;
+
+        let f = &self.flow;
+        if !(f.sigma_min.is_finite() && (0.0..1.0).contains(&f.sigma_min)) {
+            return Err(invalid("flow.sigma_min", format!("must be in [0, 1), got {}", f.sigma_min)));
+        }
+        let time_sampling = match f.time_sampling.as_str() {
+            "uniform" => TimeSampling::Uniform,
+            "logit_normal" => {
+                if !(f.logit_std.is_finite() && f.logit_std > 0.0) {
+                    return Err(invalid("flow.logit_std", format!("must be > 0, got {}", f.logit_std)));
+                }
+                if !f.logit_mean.is_finite() {
+                    return Err(invalid("flow.logit_mean", "must be finite"));
+                }
+                TimeSampling::LogitNormal { mean: f.logit_mean, std: f.logit_std }
+            }
+            other => return Err(invalid("flow.time_sampling", format!("unknown `{other}` (uniform | logit_normal)"))),
+        };
+
+        let d = &self.diffusion;
+        let betas = match d.schedule.as_str() {
+            "linear" => BetaSchedule::Linear { beta_start: d.beta_start, beta_end: d.beta_end },
+            "scaled_linear" => BetaSchedule::ScaledLinear { beta_start: d.beta_start, beta_end: d.beta_end },
+            "cosine" => BetaSchedule::Cosine { s: 0.008, max_beta: 0.999 },
+            other => return Err(invalid("diffusion.schedule", format!("unknown `{other}` (linear | scaled_linear | cosine)"))),
+        };
+        let noise_schedule = NoiseScheduleConfig { num_steps: d.num_steps, betas };
+        flowfm_core::schedule::NoiseSchedule::new(&noise_schedule).map_err(|err| invalid("diffusion", err.to_string()))?;
+
+        let t = &self.train;
+        if t.batch_size < 2 {
+            return Err(invalid("train.batch_size", format!("must be >= 2 (batch norm needs it), got {}", t.batch_size)));
+        }
+        let duration = match (t.steps, t.epochs) {
+            (Some(s), None) if s > 0 => Duration::Steps(s),
+            (None, Some(e)) if e > 0 => Duration::Epochs(e),
+            (Some(_), Some(_)) => return Err(invalid("train.steps", "give either `steps` or `epochs`, not both")),
+            (None, None) => return Err(invalid("train.steps", "give `steps` or `epochs`")),
+            _ => return Err(invalid("train.steps", "must be > 0")),
+        };
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            return Err(invalid("train.lr", format!("must be > 0, got {}", t.lr)));
+        }
+        if !(t.min_lr.is_finite() && t.min_lr >= 0.0 && t.min_lr <= t.lr) {
+            return Err(invalid("train.min_lr", format!("must be in [0, lr], got {}", t.min_lr)));
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            return Err(invalid("train.weight_decay", format!("must be >= 0, got {}", t.weight_decay)));
+        }
+        if let Some(c) = t.grad_clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(invalid("train.grad_clip", format!("must be > 0, got {c}")));
+            }
+        }
+        if !(t.ema_decay.is_finite() && (0.0..1.0).contains(&t.ema_decay)) {
+            return Err(invalid("train.ema_decay", format!("must be in [0, 1), got {}", t.ema_decay)));
+        }
+        if t.checkpoint_every == 0 {
+            return Err(invalid("train.checkpoint_every", "must be > 0"));
+        }
+        if t.log_every == 0 {
+            return Err(invalid("train.log_every", "must be > 0"));
+        }
+        Ok(Experiment {
+            method: self.run.method,
+            seed: self.run.seed,
+            encoder,
+            generator,
+            sigma_min: f.sigma_min,
+            time_sampling,
+            noise_schedule,
+            duration,
+            file: self,
+        })
+    }
+}
+
+impl Experiment {
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        ExperimentFile::load(path)?.validate()
+    }
+
+    /// A short stable fingerprint of the resolved config (FNV-1a of its TOML).
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.file.to_toml().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+        format!("{h:016x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[run]
+name = "t"
+method = "flowfm"
+seed = 3
+
+[encoder]
+width = 0.25
+
+[generator]
+preset = "small"
+
+[train]
+steps = 10
+"#;
+
+    #[test]
+    fn a_minimal_config_validates_with_defaults() {
+        let e = ExperimentFile::parse(MINIMAL, "inline").unwrap().validate().unwrap();
+        assert_eq!(e.method, Method::Flowfm);
+        assert_eq!(e.seed, 3);
+        assert_eq!(e.duration, Duration::Steps(10));
+        assert_eq!(e.generator.cond_dim, e.encoder.repr_dim());
+        assert_eq!(e.noise_schedule.num_steps, 1000);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let text = MINIMAL.replace("seed = 3", "seed = 3\nlearning_rate = 0.1");
+        let err = ExperimentFile::parse(&text, "exp.toml").unwrap_err().to_string();
+        assert!(err.contains("exp.toml") && err.contains("learning_rate"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            ("width = 0.25", "width = -1.0", "encoder.width"),
+            ("steps = 10", "steps = 10\nlr = -0.5", "train.lr"),
+            ("steps = 10", "steps = 10\nbatch_size = 1", "train.batch_size"),
+            ("steps = 10", "epochs = 2\nsteps = 10", "train.steps"),
+            ("preset = \"small\"", "preset = \"huge\"", "generator.preset"),
+            ("steps = 10", "steps = 10\n[flow]\ntime_sampling = \"beta\"", "flow.time_sampling"),
+            ("steps = 10", "steps = 10\nema_decay = 1.5", "train.ema_decay"),
+        ];
+        for (from, to, field) in cases {
+            let text = MINIMAL.replace(from, to);
+            let err = match ExperimentFile::parse(&text, "x").and_then(|f| f.validate()) {
+                Ok(_) => panic!("`{to}` should be rejected"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(field), "`{to}`: expected the error to name {field}, got: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_method_is_a_parse_error() {
+        let text = MINIMAL.replace("\"flowfm\"", "\"simclr\"");
+        assert!(ExperimentFile::parse(&text, "x").is_err());
+    }
+
+    #[test]
+    fn fingerprint_changes_with_the_config() {
+        let a = ExperimentFile::parse(MINIMAL, "x").unwrap().validate().unwrap();
+        let b = ExperimentFile::parse(&MINIMAL.replace("seed = 3", "seed = 4"), "x").unwrap().validate().unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint(), ExperimentFile::parse(MINIMAL, "x").unwrap().validate().unwrap().fingerprint());
+    }
+}
