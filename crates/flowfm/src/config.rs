@@ -334,24 +334,44 @@ impl ExperimentFile {
             "harnet10" => EncoderConfig::harnet10(),
             "harnet10_30s" => EncoderConfig::harnet10_30s(),
             "harnet5s" => EncoderConfig::harnet5s(),
-            other => return Err(invalid("encoder.preset", format!("unknown preset `{other}` (harnet10 | harnet10_30s | harnet5s)"))),
+            other => {
+                return Err(invalid(
+                    "encoder.preset",
+                    format!("unknown preset `{other}` (harnet10 | harnet10_30s | harnet5s)"),
+                ))
+            }
         };
         if !(e.width.is_finite() && e.width > 0.0 && e.width <= 4.0) {
-            return Err(invalid("encoder.width", format!("must be in (0, 4], got {}", e.width)));
+            return Err(invalid(
+                "encoder.width",
+                format!("must be in (0, 4], got {}", e.width),
+            ));
         }
         let norm = match e.norm.as_str() {
             "batch" => NormKind::Batch,
             "group" => NormKind::Group { groups: 8 },
-            other => return Err(invalid("encoder.norm", format!("unknown norm `{other}` (batch | group)"))),
+            other => {
+                return Err(invalid(
+                    "encoder.norm",
+                    format!("unknown norm `{other}` (batch | group)"),
+                ))
+            }
         };
         let encoder = base.with_width(e.width).with_norm(norm);
-        encoder.validate().map_err(|err| invalid("encoder", err.to_string()))?;
+        encoder
+            .validate()
+            .map_err(|err| invalid("encoder", err.to_string()))?;
 
         let g = &self.generator;
         let mut generator = match g.preset.as_str() {
             "paper" => UNetConfig::default(),
             "small" => UNetConfig::small(),
-            other => return Err(invalid("generator.preset", format!("unknown preset `{other}` (paper | small)"))),
+            other => {
+                return Err(invalid(
+                    "generator.preset",
+                    format!("unknown preset `{other}` (paper | small)"),
+                ))
+            }
         };
         if let Some(c) = g.base_channels {
             generator.base_channels = c;
@@ -364,47 +384,92 @@ impl ExperimentFile {
         }
         generator.in_channels = encoder.in_channels;
         generator = generator.with_cond_dim(encoder.repr_dim());
-        generator.validate().map_err(|err| invalid("generator", err.to_string()))?;
         generator
-            .padded_len(encoder.window_len)
-            .map_err(|err| invalid("generator", format!("cannot run on {}-sample windows: {err}", encoder.window_len)))?;
+            .validate()
+            .map_err(|err| invalid("generator", err.to_string()))?;
+        generator.padded_len(encoder.window_len).map_err(|err| {
+            invalid(
+                "generator",
+                format!("cannot run on {}-sample windows: {err}", encoder.window_len),
+            )
+        })?;
 
         let f = &self.flow;
         if !(f.sigma_min.is_finite() && (0.0..1.0).contains(&f.sigma_min)) {
-            return Err(invalid("flow.sigma_min", format!("must be in [0, 1), got {}", f.sigma_min)));
+            return Err(invalid(
+                "flow.sigma_min",
+                format!("must be in [0, 1), got {}", f.sigma_min),
+            ));
         }
         let time_sampling = match f.time_sampling.as_str() {
             "uniform" => TimeSampling::Uniform,
             "logit_normal" => {
                 if !(f.logit_std.is_finite() && f.logit_std > 0.0) {
-                    return Err(invalid("flow.logit_std", format!("must be > 0, got {}", f.logit_std)));
+                    return Err(invalid(
+                        "flow.logit_std",
+                        format!("must be > 0, got {}", f.logit_std),
+                    ));
                 }
                 if !f.logit_mean.is_finite() {
                     return Err(invalid("flow.logit_mean", "must be finite"));
                 }
-                TimeSampling::LogitNormal { mean: f.logit_mean, std: f.logit_std }
+                TimeSampling::LogitNormal {
+                    mean: f.logit_mean,
+                    std: f.logit_std,
+                }
             }
-            other => return Err(invalid("flow.time_sampling", format!("unknown `{other}` (uniform | logit_normal)"))),
+            other => {
+                return Err(invalid(
+                    "flow.time_sampling",
+                    format!("unknown `{other}` (uniform | logit_normal)"),
+                ))
+            }
         };
 
         let d = &self.diffusion;
         let betas = match d.schedule.as_str() {
-            "linear" => BetaSchedule::Linear { beta_start: d.beta_start, beta_end: d.beta_end },
-            "scaled_linear" => BetaSchedule::ScaledLinear { beta_start: d.beta_start, beta_end: d.beta_end },
-            "cosine" => BetaSchedule::Cosine { s: 0.008, max_beta: 0.999 },
-            other => return Err(invalid("diffusion.schedule", format!("unknown `{other}` (linear | scaled_linear | cosine)"))),
+            "linear" => BetaSchedule::Linear {
+                beta_start: d.beta_start,
+                beta_end: d.beta_end,
+            },
+            "scaled_linear" => BetaSchedule::ScaledLinear {
+                beta_start: d.beta_start,
+                beta_end: d.beta_end,
+            },
+            "cosine" => BetaSchedule::Cosine {
+                s: 0.008,
+                max_beta: 0.999,
+            },
+            other => {
+                return Err(invalid(
+                    "diffusion.schedule",
+                    format!("unknown `{other}` (linear | scaled_linear | cosine)"),
+                ))
+            }
         };
-        let noise_schedule = NoiseScheduleConfig { num_steps: d.num_steps, betas };
-        flowfm_core::schedule::NoiseSchedule::new(&noise_schedule).map_err(|err| invalid("diffusion", err.to_string()))?;
+        let noise_schedule = NoiseScheduleConfig {
+            num_steps: d.num_steps,
+            betas,
+        };
+        flowfm_core::schedule::NoiseSchedule::new(&noise_schedule)
+            .map_err(|err| invalid("diffusion", err.to_string()))?;
 
         let t = &self.train;
         if t.batch_size < 2 {
-            return Err(invalid("train.batch_size", format!("must be >= 2 (batch norm needs it), got {}", t.batch_size)));
+            return Err(invalid(
+                "train.batch_size",
+                format!("must be >= 2 (batch norm needs it), got {}", t.batch_size),
+            ));
         }
         let duration = match (t.steps, t.epochs) {
             (Some(s), None) if s > 0 => Duration::Steps(s),
             (None, Some(e)) if e > 0 => Duration::Epochs(e),
-            (Some(_), Some(_)) => return Err(invalid("train.steps", "give either `steps` or `epochs`, not both")),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "train.steps",
+                    "give either `steps` or `epochs`, not both",
+                ))
+            }
             (None, None) => return Err(invalid("train.steps", "give `steps` or `epochs`")),
             _ => return Err(invalid("train.steps", "must be > 0")),
         };
@@ -412,10 +477,16 @@ impl ExperimentFile {
             return Err(invalid("train.lr", format!("must be > 0, got {}", t.lr)));
         }
         if !(t.min_lr.is_finite() && t.min_lr >= 0.0 && t.min_lr <= t.lr) {
-            return Err(invalid("train.min_lr", format!("must be in [0, lr], got {}", t.min_lr)));
+            return Err(invalid(
+                "train.min_lr",
+                format!("must be in [0, lr], got {}", t.min_lr),
+            ));
         }
         if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
-            return Err(invalid("train.weight_decay", format!("must be >= 0, got {}", t.weight_decay)));
+            return Err(invalid(
+                "train.weight_decay",
+                format!("must be >= 0, got {}", t.weight_decay),
+            ));
         }
         if let Some(c) = t.grad_clip {
             if !(c.is_finite() && c > 0.0) {
@@ -423,7 +494,10 @@ impl ExperimentFile {
             }
         }
         if !(t.ema_decay.is_finite() && (0.0..1.0).contains(&t.ema_decay)) {
-            return Err(invalid("train.ema_decay", format!("must be in [0, 1), got {}", t.ema_decay)));
+            return Err(invalid(
+                "train.ema_decay",
+                format!("must be in [0, 1), got {}", t.ema_decay),
+            ));
         }
         if t.checkpoint_every == 0 {
             return Err(invalid("train.checkpoint_every", "must be > 0"));
@@ -484,7 +558,10 @@ steps = 10
 
     #[test]
     fn a_minimal_config_validates_with_defaults() {
-        let e = ExperimentFile::parse(MINIMAL, "inline").unwrap().validate().unwrap();
+        let e = ExperimentFile::parse(MINIMAL, "inline")
+            .unwrap()
+            .validate()
+            .unwrap();
         assert_eq!(e.method, Method::Flowfm);
         assert_eq!(e.seed, 3);
         assert_eq!(e.duration, Duration::Steps(10));
@@ -495,8 +572,13 @@ steps = 10
     #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let text = MINIMAL.replace("seed = 3", "seed = 3\nlearning_rate = 0.1");
-        let err = ExperimentFile::parse(&text, "exp.toml").unwrap_err().to_string();
-        assert!(err.contains("exp.toml") && err.contains("learning_rate"), "{err}");
+        let err = ExperimentFile::parse(&text, "exp.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exp.toml") && err.contains("learning_rate"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -504,11 +586,27 @@ steps = 10
         let cases = [
             ("width = 0.25", "width = -1.0", "encoder.width"),
             ("steps = 10", "steps = 10\nlr = -0.5", "train.lr"),
-            ("steps = 10", "steps = 10\nbatch_size = 1", "train.batch_size"),
+            (
+                "steps = 10",
+                "steps = 10\nbatch_size = 1",
+                "train.batch_size",
+            ),
             ("steps = 10", "epochs = 2\nsteps = 10", "train.steps"),
-            ("preset = \"small\"", "preset = \"huge\"", "generator.preset"),
-            ("steps = 10", "steps = 10\n[flow]\ntime_sampling = \"beta\"", "flow.time_sampling"),
-            ("steps = 10", "steps = 10\nema_decay = 1.5", "train.ema_decay"),
+            (
+                "preset = \"small\"",
+                "preset = \"huge\"",
+                "generator.preset",
+            ),
+            (
+                "steps = 10",
+                "steps = 10\n[flow]\ntime_sampling = \"beta\"",
+                "flow.time_sampling",
+            ),
+            (
+                "steps = 10",
+                "steps = 10\nema_decay = 1.5",
+                "train.ema_decay",
+            ),
         ];
         for (from, to, field) in cases {
             let text = MINIMAL.replace(from, to);
@@ -516,7 +614,10 @@ steps = 10
                 Ok(_) => panic!("`{to}` should be rejected"),
                 Err(e) => e.to_string(),
             };
-            assert!(err.contains(field), "`{to}`: expected the error to name {field}, got: {err}");
+            assert!(
+                err.contains(field),
+                "`{to}`: expected the error to name {field}, got: {err}"
+            );
         }
     }
 
@@ -528,9 +629,22 @@ steps = 10
 
     #[test]
     fn fingerprint_changes_with_the_config() {
-        let a = ExperimentFile::parse(MINIMAL, "x").unwrap().validate().unwrap();
-        let b = ExperimentFile::parse(&MINIMAL.replace("seed = 3", "seed = 4"), "x").unwrap().validate().unwrap();
+        let a = ExperimentFile::parse(MINIMAL, "x")
+            .unwrap()
+            .validate()
+            .unwrap();
+        let b = ExperimentFile::parse(&MINIMAL.replace("seed = 3", "seed = 4"), "x")
+            .unwrap()
+            .validate()
+            .unwrap();
         assert_ne!(a.fingerprint(), b.fingerprint());
-        assert_eq!(a.fingerprint(), ExperimentFile::parse(MINIMAL, "x").unwrap().validate().unwrap().fingerprint());
+        assert_eq!(
+            a.fingerprint(),
+            ExperimentFile::parse(MINIMAL, "x")
+                .unwrap()
+                .validate()
+                .unwrap()
+                .fingerprint()
+        );
     }
 }

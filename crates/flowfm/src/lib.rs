@@ -2,4 +2,5 @@
 
 pub mod config;
 pub mod optim;
+pub mod pretrain;
 pub mod run;

@@ -1,0 +1,523 @@
+//! Pretraining loops for the three methods: joint FlowFM (encoder + velocity field on the
+//! flow-matching loss, the encoder's gradient flowing through the conditioning), the diffusion
+//! baseline (same U-Net and conditioning, DDPM loss) and SSL-Wearables multi-task (encoder alone).
+//!
+//! Every random draw of step `s` comes from the stream `derive_indexed("step", s)` of the run
+//! seed, and batch `s` is batch `s % n` of epoch `s / n` of a seeded shuffle, so a run resumed
+//! from a checkpoint continues exactly as an uninterrupted run would.
+
+use crate::config::{Duration, Experiment, Method};
+use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema, WarmupCosine};
+use crate::run::{load_checkpoint, save_checkpoint, CheckpointMeta, MetricsRecord, RunDir};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use flowfm_core::init::seeded_var_builder;
+use flowfm_core::paths::LinearPath;
+use flowfm_core::schedule::NoiseSchedule;
+use flowfm_core::{Conditioning, ForwardMode, SeededRng};
+use flowfm_data::batch::{BatchConfig, Batcher, WindowSource};
+use flowfm_models::heads::MultiTaskHeads;
+use flowfm_models::unet::{DiffusionUNet, FlowUNet};
+use flowfm_models::HarNet;
+use flowfm_objectives::ddpm::{ddpm_loss, sample_diffusion_steps};
+use flowfm_objectives::flow::{flow_matching_loss, sample_flow_times};
+use flowfm_objectives::multitask::{multitask_loss, multitask_transform, MultiTaskConfig};
+use flowfm_ops::norm::is_buffer_name;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Options that are not part of the experiment (where, how loud, how to recover).
+#[derive(Clone, Debug)]
+pub struct PretrainOptions {
+    /// Run directory.
+    pub run_dir: PathBuf,
+    /// Continue from the last checkpoint in the run directory.
+    pub resume: bool,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Device.
+    pub device: Device,
+    /// Stop after this many steps in this session (simulates an interruption in tests).
+    pub stop_after: Option<u64>,
+    /// Test hook: make the loss of this step NaN (checks the divergence guard).
+    pub inject_nan_at: Option<u64>,
+}
+
+impl PretrainOptions {
+    /// Defaults for a run directory on the CPU.
+    pub fn new(run_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            run_dir: run_dir.into(),
+            resume: false,
+            quiet: true,
+            device: Device::Cpu,
+            stop_after: None,
+            inject_nan_at: None,
+        }
+    }
+}
+
+/// What a pretraining session did.
+#[derive(Clone, Debug)]
+pub struct PretrainOutcome {
+    /// Steps completed in total (including earlier sessions).
+    pub steps: u64,
+    /// Total steps of the schedule.
+    pub total_steps: u64,
+    /// Loss of every step of this session.
+    pub losses: Vec<f64>,
+    /// Wall seconds of every epoch completed in this session.
+    pub epoch_seconds: Vec<f64>,
+    /// Mean training throughput of this session.
+    pub windows_per_s: f64,
+    /// The run directory.
+    pub run_dir: PathBuf,
+}
+
+/// The networks of one method, each in its own `VarMap` (so checkpoints name tensors by field
+/// path within the network).
+pub struct Networks {
+    /// Encoder variables.
+    pub encoder_vars: VarMap,
+    /// The encoder.
+    pub encoder: HarNet,
+    /// Generator variables (flowfm, diffusion).
+    pub generator_vars: VarMap,
+    /// The velocity field (flowfm).
+    pub flow: Option<FlowUNet>,
+    /// The denoiser (diffusion).
+    pub denoiser: Option<DiffusionUNet>,
+    /// Multi-task head variables (ssl_multitask).
+    pub head_vars: VarMap,
+    /// The multi-task heads (ssl_multitask).
+    pub heads: Option<MultiTaskHeads>,
+}
+
+impl Networks {
+    /// Builds the networks of `exp.method`, initialised from the run seed.
+    pub fn build(exp: &Experiment, device: &Device) -> Result<Self> {
+        let root = SeededRng::new(exp.seed);
+        let encoder_vars = VarMap::new();
+        let encoder = HarNet::new(
+            exp.encoder.clone(),
+            seeded_var_builder(
+                &encoder_vars,
+                root.derive("encoder").seed(),
+                DType::F32,
+                device,
+            ),
+        )?;
+        let generator_vars = VarMap::new();
+        let head_vars = VarMap::new();
+        let gen_vb = || {
+            seeded_var_builder(
+                &generator_vars,
+                root.derive("generator").seed(),
+                DType::F32,
+                device,
+            )
+        };
+        let (flow, denoiser, heads) = match exp.method {
+            Method::Flowfm => (
+                Some(FlowUNet::new(exp.generator.clone(), gen_vb())?),
+                None,
+                None,
+            ),
+            Method::Diffusion => (
+                None,
+                Some(DiffusionUNet::new(exp.generator.clone(), gen_vb())?),
+                None,
+            ),
+            Method::SslMultitask => {
+                let vb =
+                    seeded_var_builder(&head_vars, root.derive("heads").seed(), DType::F32, device);
+                (
+                    None,
+                    None,
+                    Some(MultiTaskHeads::new(exp.encoder.repr_dim(), vb)?),
+                )
+            }
+        };
+        Ok(Self {
+            encoder_vars,
+            encoder,
+            generator_vars,
+            flow,
+            denoiser,
+            head_vars,
+            heads,
+        })
+    }
+
+    /// Every variable with a component prefix (`encoder.`, `generator.`, `heads.`), sorted.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let mut out = Vec::new();
+        for (prefix, vm) in [
+            ("encoder", &self.encoder_vars),
+            ("generator", &self.generator_vars),
+            ("heads", &self.head_vars),
+        ] {
+            if let Ok(data) = vm.data().lock() {
+                out.extend(
+                    data.iter()
+                        .map(|(n, v)| (format!("{prefix}.{n}"), v.clone())),
+                );
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The trained variables (batch-norm buffers excluded).
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        self.named_vars()
+            .into_iter()
+            .filter(|(n, _)| !is_buffer_name(n))
+            .collect()
+    }
+}
+
+/// The loss of one training step on `x` (train mode), drawing noise and times from `rng`.
+fn step_loss(
+    exp: &Experiment,
+    nets: &Networks,
+    schedule: &NoiseSchedule,
+    x: &Tensor,
+    rng: &mut SeededRng,
+) -> Result<Tensor> {
+    let (b, _, _) = x.dims3()?;
+    let dev = x.device();
+    Ok(match exp.method {
+        Method::Flowfm => {
+            let field = nets
+                .flow
+                .as_ref()
+                .context("flowfm run without a velocity field")?;
+            let z = nets.encoder.forward(x, ForwardMode::Train)?;
+            let x_0 = rng.normal_tensor(x.shape(), DType::F32, dev)?;
+            let t = sample_flow_times(rng, b, exp.time_sampling, DType::F32, dev)?;
+            let path = LinearPath::new(exp.sigma_min)?;
+            flow_matching_loss(field, x, &x_0, &t, &Conditioning::Representation(z), &path)?
+        }
+        Method::Diffusion => {
+            let den = nets
+                .denoiser
+                .as_ref()
+                .context("diffusion run without a denoiser")?;
+            let z = nets.encoder.forward(x, ForwardMode::Train)?;
+            let eps = rng.normal_tensor(x.shape(), DType::F32, dev)?;
+            let k = sample_diffusion_steps(rng, b, schedule)?;
+            ddpm_loss(den, x, &eps, &k, schedule, &Conditioning::Representation(z))?
+        }
+        Method::SslMultitask => {
+            let heads = nets
+                .heads
+                .as_ref()
+                .context("ssl_multitask run without heads")?;
+            let mt = multitask_transform(x, rng, &MultiTaskConfig::default())?;
+            let z = nets.encoder.forward(&mt.x, ForwardMode::Train)?;
+            let logits = heads.forward(&z)?;
+            multitask_loss(
+                &logits.arrow_of_time,
+                &logits.permutation,
+                &logits.time_warp,
+                &mt.targets,
+            )?
+        }
+    })
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// Total steps and batches per epoch for a pool of `n` windows.
+pub fn schedule_steps(exp: &Experiment, n: usize) -> Result<(u64, u64)> {
+    let bs = exp.file.train.batch_size;
+    let per_epoch = (n / bs) as u64;
+    if per_epoch == 0 {
+        bail!("the pretraining pool has {n} windows, fewer than one batch of {bs}");
+    }
+    let total = match exp.duration {
+        Duration::Steps(s) => s,
+        Duration::Epochs(e) => e * per_epoch,
+    };
+    Ok((total, per_epoch))
+}
+
+fn state_tensors(nets: &Networks, opt: &AdamW, ema: Option<&Ema>) -> Vec<(String, Tensor)> {
+    let mut t: Vec<(String, Tensor)> = nets
+        .named_vars()
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().clone()))
+        .collect();
+    t.extend(opt.state_tensors());
+    if let Some(e) = ema {
+        t.extend(
+            e.tensors()
+                .into_iter()
+                .map(|(n, v)| (format!("ema.{n}"), v)),
+        );
+    }
+    t
+}
+
+fn restore(nets: &Networks, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    for (name, var) in nets.named_vars() {
+        let t = tensors
+            .get(&name)
+            .with_context(|| format!("checkpoint lacks tensor `{name}`"))?;
+        if t.shape() != var.shape() {
+            bail!(
+                "checkpoint tensor `{name}` has shape {:?}, the model has {:?}",
+                t.dims(),
+                var.dims()
+            );
+        }
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    }
+    Ok(())
+}
+
+/// Saves the final networks as self-describing model checkpoints (`encoder.safetensors`,
+/// `generator.safetensors` with EMA weights, `heads.safetensors`).
+fn save_models(exp: &Experiment, nets: &Networks, ema: Option<&Ema>, dir: &Path) -> Result<()> {
+    let mut meta = BTreeMap::new();
+    meta.insert("method".to_string(), exp.method.name().to_string());
+    flowfm_models::checkpoint::save_checkpoint_with_metadata(
+        &nets.encoder_vars,
+        &exp.encoder,
+        &meta,
+        &dir.join("encoder.safetensors"),
+    )?;
+    if exp.method != Method::SslMultitask {
+        // Sampling uses the EMA weights: write them into a copy of the generator's VarMap.
+        let gen = VarMap::new();
+        if let (Ok(src), Ok(mut dst)) = (nets.generator_vars.data().lock(), gen.data().lock()) {
+            let averaged: HashMap<String, Tensor> = ema
+                .map(|e| e.tensors())
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            for (n, v) in src.iter() {
+                let t = averaged
+                    .get(&format!("generator.{n}"))
+                    .cloned()
+                    .unwrap_or_else(|| v.as_tensor().clone());
+                dst.insert(n.clone(), Var::from_tensor(&t.detach())?);
+            }
+        }
+        flowfm_models::checkpoint::save_checkpoint_with_metadata(
+            &gen,
+            &exp.generator,
+            &meta,
+            &dir.join("generator.safetensors"),
+        )?;
+    } else {
+        flowfm_models::checkpoint::save_checkpoint_with_metadata(
+            &nets.head_vars,
+            &exp.encoder.repr_dim(),
+            &meta,
+            &dir.join("heads.safetensors"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Pretrains `exp.method` on the windows `indices` of `source`.
+pub fn pretrain<S: WindowSource + 'static>(
+    exp: &Experiment,
+    source: Arc<S>,
+    indices: Vec<usize>,
+    opts: &PretrainOptions,
+) -> Result<PretrainOutcome> {
+    let train = &exp.file.train;
+    let run = RunDir::create(&opts.run_dir)?;
+    let (total_steps, per_epoch) = schedule_steps(exp, indices.len())?;
+    let nets = Networks::build(exp, &opts.device)?;
+    let trainable = nets.trainable();
+    let trainable_vars: Vec<Var> = trainable.iter().map(|(_, v)| v.clone()).collect();
+    let mut opt = AdamW::new(
+        trainable.clone(),
+        AdamWConfig {
+            weight_decay: train.weight_decay,
+            ..AdamWConfig::default()
+        },
+    )?;
+    let gen_params: Vec<(String, Var)> = trainable
+        .iter()
+        .filter(|(n, _)| n.starts_with("generator."))
+        .cloned()
+        .collect();
+    let mut ema = if gen_params.is_empty() {
+        None
+    } else {
+        Some(Ema::new(&gen_params, train.ema_decay)?)
+    };
+    let schedule = NoiseSchedule::new(&exp.noise_schedule)?;
+    let lr = WarmupCosine {
+        lr: train.lr,
+        min_lr: train.min_lr,
+        warmup_steps: train.warmup_steps,
+        total_steps,
+    };
+    let batcher = Batcher::new(
+        source,
+        indices,
+        None,
+        BatchConfig {
+            batch_size: train.batch_size,
+            shuffle: true,
+            drop_last: true,
+            prefetch: 2,
+            seed: SeededRng::new(exp.seed).derive("batches").seed(),
+        },
+        opts.device.clone(),
+    )?;
+
+    let mut start = 0u64;
+    let mut wall_offset = 0.0;
+    if opts.resume && run.last_checkpoint().exists() {
+        let (tensors, meta) = load_checkpoint(&run.last_checkpoint(), &opts.device)?;
+        if meta.config_fingerprint != exp.fingerprint() {
+            bail!(
+                "{}: written for config {}, this config is {}; refusing to resume under another config",
+                run.last_checkpoint().display(),
+                meta.config_fingerprint,
+                exp.fingerprint()
+            );
+        }
+        restore(&nets, &tensors)?;
+        opt.load_state(&tensors, meta.step)?;
+        if let Some(e) = ema.as_mut() {
+            e.load(&tensors)?;
+        }
+        start = meta.step;
+        run.truncate_metrics(start)?;
+        wall_offset = run.read_metrics()?.last().map(|r| r.wall_s).unwrap_or(0.0);
+    } else {
+        run.truncate_metrics(0)?;
+    }
+    run.write_config(&exp.file.to_toml(), exp.seed)?;
+
+    let bar = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(total_steps);
+        b.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_prefix(format!("pretrain {}", exp.method.name()));
+        b
+    };
+    bar.set_position(start);
+
+    let root = SeededRng::new(exp.seed);
+    let session = Instant::now();
+    let mut epoch_start = Instant::now();
+    let mut losses = Vec::new();
+    let mut epoch_seconds = Vec::new();
+    let mut windows = 0usize;
+    let mut last_loss = f64::NAN;
+    let end = match opts.stop_after {
+        Some(k) => (start + k).min(total_steps),
+        None => total_steps,
+    };
+    for step in start..end {
+        let (epoch, b) = (step / per_epoch, (step % per_epoch) as usize);
+        let batch = batcher.batch(epoch, b)?;
+        let mut rng = root.derive_indexed("step", step);
+        let mut loss = step_loss(exp, &nets, &schedule, &batch.x, &mut rng)?;
+        if opts.inject_nan_at == Some(step + 1) {
+            loss = (loss * f64::NAN)?;
+        }
+        let loss_value = scalar(&loss)?;
+        let mut grads = loss.backward()?;
+        let grad_norm = clip_grad_norm(&mut grads, &trainable_vars, train.grad_clip)?;
+        if !loss_value.is_finite() || !grad_norm.is_finite() {
+            bar.abandon();
+            bail!(
+                "training diverged at step {}: loss {loss_value}, gradient norm {grad_norm}; the last good checkpoint is kept at {}",
+                step + 1,
+                run.last_checkpoint().display()
+            );
+        }
+        let rate = lr.at(step);
+        opt.step(&grads, rate)?;
+        if let Some(e) = ema.as_mut() {
+            e.update()?;
+        }
+        let done = step + 1;
+        windows += batch.indices.len();
+        losses.push(loss_value);
+        last_loss = loss_value;
+        let elapsed = session.elapsed().as_secs_f64();
+        let wps = windows as f64 / elapsed.max(1e-9);
+        bar.set_position(done);
+        bar.set_message(format!("loss {loss_value:.4} {wps:.1} win/s"));
+        let epoch_done = done % per_epoch == 0;
+        if epoch_done {
+            epoch_seconds.push(epoch_start.elapsed().as_secs_f64());
+            epoch_start = Instant::now();
+        }
+        if done % train.log_every == 0 || done == total_steps || epoch_done {
+            let mut extra = HashMap::new();
+            if epoch_done {
+                if let Some(s) = epoch_seconds.last() {
+                    extra.insert("epoch_seconds".to_string(), *s);
+                }
+            }
+            run.append_metrics(&MetricsRecord {
+                step: done,
+                epoch,
+                loss: loss_value,
+                lr: rate,
+                grad_norm,
+                windows_per_s: wps,
+                wall_s: wall_offset + elapsed,
+                extra,
+            })?;
+        }
+        if done % train.checkpoint_every == 0 || done == total_steps || done == end {
+            let meta = CheckpointMeta {
+                step: done,
+                seed: exp.seed,
+                rng_word_pos: "0".into(),
+                config_fingerprint: exp.fingerprint(),
+                flowfm_version: env!("CARGO_PKG_VERSION").into(),
+                loss: loss_value,
+            };
+            save_checkpoint(
+                &run.last_checkpoint(),
+                &state_tensors(&nets, &opt, ema.as_ref()),
+                &meta,
+            )?;
+        }
+    }
+    bar.finish_and_clear();
+    if end == total_steps {
+        save_models(exp, &nets, ema.as_ref(), run.path())?;
+    }
+    let secs = session.elapsed().as_secs_f64();
+    if !opts.quiet {
+        eprintln!(
+            "pretrain {}: {} steps, last loss {last_loss:.4}, {:.1} windows/s",
+            exp.method.name(),
+            end,
+            windows as f64 / secs.max(1e-9)
+        );
+    }
+    Ok(PretrainOutcome {
+        steps: end,
+        total_steps,
+        losses,
+        epoch_seconds,
+        windows_per_s: windows as f64 / secs.max(1e-9),
+        run_dir: run.path().to_path_buf(),
+    })
+}
