@@ -5,22 +5,24 @@
 //! windows; the [`store`] writes them to HDF5; [`split`] makes subject-disjoint folds; [`augment`]
 //! and [`batch`] feed training.
 
-pub mod error;
-pub mod recording;
-pub mod prepare;
-pub mod resample;
-pub mod store;
-pub mod window;
 pub mod augment;
 pub mod batch;
+pub mod error;
+pub mod prepare;
+pub mod readers;
+pub mod recording;
+pub mod registry;
+pub mod resample;
 pub mod split;
+pub mod store;
+pub mod window;
 
-pub use error::DataError;
-pub use recording::{RawDataset, Recording, SkipReport};
-pub use prepare::{prepare, prepare_or_reuse, PrepareConfig, PrepareSummary, Prepared};
-pub use resample::ResampleConfig;
-pub use store::{write_store, WindowStore};
-pub use window::{ImpurePolicy, WindowConfig, WindowSet};
 pub use augment::{Augmentation, Compose};
 pub use batch::{Batch, BatchConfig, Batcher, WindowSource};
+pub use error::DataError;
+pub use prepare::{prepare, prepare_or_reuse, PrepareConfig, PrepareSummary, Prepared};
+pub use recording::{RawDataset, Recording, SkipReport};
+pub use resample::ResampleConfig;
 pub use split::{Fold, SubjectSet};
+pub use store::{write_store, WindowStore};
+pub use window::{ImpurePolicy, WindowConfig, WindowSet};

@@ -1,0 +1,453 @@
+//! Allocation-free text parsing shared by the readers: whole-file loading (gzip transparent), a
+//! line iterator with 1-based line numbers, field splitting and fast number parsing.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::{DataError, Result};
+
+/// Reads a whole file into memory.
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| DataError::io(path, e))
+}
+
+/// Whether `raw` starts with the gzip magic bytes.
+pub(crate) fn is_gzip(raw: &[u8]) -> bool {
+    raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b
+}
+
+/// Decompresses `raw` when it is gzip (by magic bytes), otherwise returns it unchanged.
+///
+/// A truncated or corrupt gzip stream is an error naming `path`.
+pub(crate) fn maybe_gunzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
+    if !is_gzip(&raw) {
+        return Ok(raw);
+    }
+    gunzip(path, &raw)
+}
+
+/// Decompresses a gzip stream (all members).
+pub(crate) fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4));
+    flate2::read::MultiGzDecoder::new(raw)
+        .read_to_end(&mut out)
+        .map_err(|e| DataError::format(path, format!("corrupt or truncated gzip stream: {e}")))?;
+    Ok(out)
+}
+
+/// Iterates over the lines of a buffer as `(1-based line number, line)`, without the line end
+/// (`\n`, `\r\n` or a lone trailing `\r`). A final line without a newline is yielded too.
+pub(crate) struct Lines<'a> {
+    data: &'a [u8],
+    pos: usize,
+    line_no: usize,
+}
+
+impl<'a> Lines<'a> {
+    /// Lines of `data`.
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Self {
+            data,
+            pos: 0,
+            line_no: 0,
+        }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (usize, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.data.len() {
+            return None;
+        }
+        let rest = &self.data[self.pos..];
+        let (mut line, advance) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (&rest[..i], i + 1),
+            None => (rest, rest.len()),
+        };
+        if let [head @ .., b'\r'] = line {
+            line = head;
+        }
+        self.pos += advance;
+        self.line_no += 1;
+        Some((self.line_no, line))
+    }
+}
+
+/// Trims ASCII whitespace (space, tab, `\r`) at both ends.
+pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+/// Splits `line` on a single separator byte (empty fields are kept).
+pub(crate) fn split_on(line: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
+    line.split(move |&b| b == sep)
+}
+
+/// Splits `line` on runs of spaces and tabs (leading/trailing whitespace ignored).
+pub(crate) fn split_ws(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|b| *b == b' ' || *b == b'\t')
+        .filter(|f| !f.is_empty())
+}
+
+/// Collects up to `N` fields of `iter` into `out`; returns the total number of fields seen.
+pub(crate) fn collect_fields<'a, const N: usize>(
+    iter: impl Iterator<Item = &'a [u8]>,
+    out: &mut [&'a [u8]; N],
+) -> usize {
+    let mut n = 0;
+    for f in iter {
+        if n < N {
+            out[n] = f;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Exact powers of ten representable in f64 (Clinger's fast path).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Parses a decimal number (`-1.25`, `+3`, `.5`, `1e-3`, `NaN`, `inf`) from ASCII bytes.
+///
+/// Numbers with at most 15 significant digits and a small exponent take an exact fast path
+/// (mantissa and power of ten both exact in f64, so the one division or multiplication rounds
+/// correctly); everything else falls back to the standard library's correctly rounded parser.
+/// Returns `None` for anything that is not a number. `NaN`/`inf` are returned as such: callers
+/// decide whether non-finite values are allowed.
+pub(crate) fn parse_f64(s: &[u8]) -> Option<f64> {
+    let (neg, body) = match s.first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let mut mantissa: u64 = 0;
+    let mut digits = 0u32;
+    let mut exp10: i32 = 0;
+    let mut i = 0;
+    let mut any_digit = false;
+    while i < body.len() && body[i].is_ascii_digit() {
+        any_digit = true;
+        if digits < 19 {
+            mantissa = mantissa * 10 + u64::from(body[i] - b'0');
+            if mantissa != 0 {
+                digits += 1;
+            }
+        } else {
+            exp10 += 1;
+        }
+        i += 1;
+    }
+    if i < body.len() && body[i] == b'.' {
+        i += 1;
+        while i < body.len() && body[i].is_ascii_digit() {
+            any_digit = true;
+            if digits < 19 {
+                mantissa = mantissa * 10 + u64::from(body[i] - b'0');
+                if mantissa != 0 {
+                    digits += 1;
+                }
+                exp10 -= 1;
+            }
+            i += 1;
+        }
+    }
+    if !any_digit {
+        return parse_special(s);
+    }
+    if i < body.len() && (body[i] == b'e' || body[i] == b'E') {
+        i += 1;
+        let (eneg, start) = match body.get(i) {
+            Some(b'-') => (true, i + 1),
+            Some(b'+') => (false, i + 1),
+            _ => (false, i),
+        };
+        let mut e: i32 = 0;
+        let mut j = start;
+        while j < body.len() && body[j].is_ascii_digit() {
+            e = e
+                .saturating_mul(10)
+                .saturating_add(i32::from(body[j] - b'0'));
+            j += 1;
+        }
+        if j == start {
+            return None;
+        }
+        exp10 = exp10.saturating_add(if eneg { -e } else { e });
+        i = j;
+    }
+    if i != body.len() {
+        return None;
+    }
+    if digits <= 15 && (-22..=22).contains(&exp10) {
+        let m = mantissa as f64;
+        let v = if exp10 >= 0 {
+            m * POW10[exp10 as usize]
+        } else {
+            m / POW10[(-exp10) as usize]
+        };
+        return Some(if neg { -v } else { v });
+    }
+    std::str::from_utf8(s).ok()?.parse::<f64>().ok()
+}
+
+/// `NaN`, `nan`, `inf`, `-Infinity` and friends.
+fn parse_special(s: &[u8]) -> Option<f64> {
+    let txt = std::str::from_utf8(s).ok()?;
+    match txt.to_ascii_lowercase().as_str() {
+        "nan" | "+nan" | "-nan" => Some(f64::NAN),
+        "inf" | "+inf" | "infinity" | "+infinity" => Some(f64::INFINITY),
+        "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
+/// Parses a signed decimal integer; `None` on anything else or on overflow.
+pub(crate) fn parse_i64(s: &[u8]) -> Option<i64> {
+    let (neg, body) = match s.first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if body.is_empty() {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &b in body {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_sub(i64::from(b - b'0'))?;
+    }
+    if neg {
+        Some(v)
+    } else {
+        v.checked_neg()
+    }
+}
+
+/// A short, printable rendering of a field for error messages.
+pub(crate) fn show(field: &[u8]) -> String {
+    let s = String::from_utf8_lossy(field);
+    if s.chars().count() > 40 {
+        let head: String = s.chars().take(40).collect();
+        format!("{head}...")
+    } else {
+        s.into_owned()
+    }
+}
+
+/// Parses a finite float field, or returns a parse error naming `what`.
+pub(crate) fn finite_f64(path: &Path, line: usize, field: &[u8], what: &str) -> Result<f64> {
+    match parse_f64(trim(field)) {
+        Some(v) if v.is_finite() => Ok(v),
+        Some(v) => Err(DataError::parse(
+            path,
+            line,
+            format!("{what}: non-finite value {v}"),
+        )),
+        None => Err(DataError::parse(
+            path,
+            line,
+            format!("{what}: `{}` is not a number", show(field)),
+        )),
+    }
+}
+
+/// Parses an integer field, or returns a parse error naming `what`.
+pub(crate) fn int_field(path: &Path, line: usize, field: &[u8], what: &str) -> Result<i64> {
+    parse_i64(trim(field)).ok_or_else(|| {
+        DataError::parse(
+            path,
+            line,
+            format!("{what}: `{}` is not an integer", show(field)),
+        )
+    })
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS[.fff...]` (or with `T`) into seconds since 1970-01-01 00:00:00
+/// of the same (unspecified) time zone. `None` if malformed or out of range.
+pub(crate) fn parse_datetime(s: &[u8]) -> Option<f64> {
+    let s = trim(s);
+    if s.len() < 19 {
+        return None;
+    }
+    let num = |a: usize, b: usize| -> Option<i64> {
+        let f = &s[a..b];
+        if f.iter().all(u8::is_ascii_digit) {
+            parse_i64(f)
+        } else {
+            None
+        }
+    };
+    if s[4] != b'-'
+        || s[7] != b'-'
+        || !(s[10] == b' ' || s[10] == b'T')
+        || s[13] != b':'
+        || s[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut frac = 0.0;
+    if s.len() > 19 {
+        if s[19] != b'.' || s.len() == 20 {
+            return None;
+        }
+        let digits = &s[20..];
+        if !digits.iter().all(u8::is_ascii_digit) || digits.len() > 12 {
+            return None;
+        }
+        frac = parse_i64(digits)? as f64 / 10f64.powi(digits.len() as i32);
+    }
+    let days = days_from_civil(y, mo, d);
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec) as f64 + frac)
+}
+
+/// Splits a CSV line on `sep`, honouring double quotes (`""` inside quotes is a quote). Fields
+/// are appended to `out` (unquoted); returns `false` on an unterminated quote.
+pub(crate) fn split_csv(line: &[u8], sep: u8, out: &mut Vec<Vec<u8>>) -> bool {
+    out.clear();
+    let mut field = Vec::new();
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < line.len() {
+        let b = line[i];
+        if in_quotes {
+            if b == b'"' {
+                if line.get(i + 1) == Some(&b'"') {
+                    field.push(b'"');
+                    i += 1;
+                } else {
+                    in_quotes = false;
+                }
+            } else {
+                field.push(b);
+            }
+        } else if b == b'"' {
+            in_quotes = true;
+        } else if b == sep {
+            out.push(std::mem::take(&mut field));
+        } else {
+            field.push(b);
+        }
+        i += 1;
+    }
+    out.push(field);
+    !in_quotes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowfm_core::Tolerance;
+
+    #[test]
+    fn parse_f64_agrees_with_std_on_typical_sensor_values() {
+        let cases = [
+            "7.091625",
+            "-0.5916671",
+            "8.195502",
+            "0.918055589766518",
+            "-1.2e-3",
+            "1E5",
+            ".5",
+            "-.25",
+            "+3",
+            "123456789012345678901234",
+            "0.000000000000000000000000001",
+            "9.80665",
+        ];
+        for c in cases {
+            let ours = parse_f64(c.as_bytes()).expect(c);
+            let std: f64 = c.parse().expect(c);
+            Tolerance::new(1e-15, 0.0).assert_close(&[ours], &[std]);
+        }
+    }
+
+    #[test]
+    fn parse_f64_rejects_garbage_and_reads_special_values() {
+        for bad in ["", "-", "1.2.3", "abc", "1e", "1,5", "0x10", "1 2"] {
+            assert!(parse_f64(bad.as_bytes()).is_none(), "{bad}");
+        }
+        assert!(parse_f64(b"NaN").is_some_and(f64::is_nan));
+        assert!(parse_f64(b"-inf").is_some_and(|v| v.is_infinite() && v < 0.0));
+    }
+
+    #[test]
+    fn parse_i64_handles_signs_and_overflow() {
+        assert_eq!(parse_i64(b"90426708196641"), Some(90_426_708_196_641));
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_i64(b"12a"), None);
+        assert_eq!(parse_i64(b""), None);
+    }
+
+    #[test]
+    fn lines_strip_crlf_and_count_from_one() {
+        let got: Vec<(usize, &[u8])> = Lines::new(b"a b\r\nc\n\nd").collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, &b"a b"[..]),
+                (2, &b"c"[..]),
+                (3, &b""[..]),
+                (4, &b"d"[..])
+            ]
+        );
+    }
+
+    #[test]
+    fn parse_datetime_matches_known_unix_times() {
+        // 2000-03-01 00:00:00 UTC is 951868800 s; 1970-01-01 is 0.
+        let t = parse_datetime(b"2000-03-01 00:00:00").unwrap();
+        Tolerance::F64.assert_close(&[t], &[951_868_800.0]);
+        let t = parse_datetime(b"1970-01-01 00:00:01.250000").unwrap();
+        Tolerance::F64.assert_close(&[t], &[1.25]);
+        assert!(parse_datetime(b"2016-13-01 00:00:00").is_none());
+        assert!(parse_datetime(b"2016-11-13 10:00").is_none());
+    }
+
+    #[test]
+    fn split_csv_unquotes_fields_with_separators() {
+        let mut out = Vec::new();
+        assert!(split_csv(br#"a,"b,c","say ""hi""",,"#, b',', &mut out));
+        let got: Vec<&[u8]> = out.iter().map(Vec::as_slice).collect();
+        assert_eq!(got, vec![&b"a"[..], b"b,c", b"say \"hi\"", b"", b""]);
+        assert!(!split_csv(br#"a,"open"#, b',', &mut out));
+    }
+}
