@@ -365,7 +365,10 @@ pub fn natural_cubic_spline(xs: &[f64], ys: &[f64], at: &[f64]) -> Result<Vec<f6
             ),
         ));
     }
-    if xs.windows(2).any(|w| !(w[1] > w[0])) {
+    if xs
+        .windows(2)
+        .any(|w| w[1].partial_cmp(&w[0]) != Some(std::cmp::Ordering::Greater))
+    {
         return Err(config_err(
             "knots",
             "knot positions must be strictly increasing",

@@ -198,6 +198,9 @@ impl<S: WindowSource + 'static> Batcher<S> {
     }
 
     /// Builds batch `b` of `epoch` synchronously (what the background thread does).
+    ///
+    /// # Shapes
+    /// - `x`: `(batch, C, L)` f32; `y`, `subject`: `(batch,)` i64.
     pub fn batch(&self, epoch: u64, b: usize) -> Result<Batch> {
         let order = self.order(epoch);
         make_batch(&*self.source, &order, b, &self.ctx(), epoch)
@@ -214,6 +217,10 @@ impl<S: WindowSource + 'static> Batcher<S> {
 
     /// Iterates over the batches of `epoch`, prepared by a background thread up to
     /// `prefetch` batches ahead. Dropping the iterator stops the thread.
+    ///
+    /// # Shapes
+    /// - `x`: `(batch, C, L)` f32; `y`, `subject`: `(batch,)` i64; the last batch is smaller
+    ///   unless `drop_last`.
     pub fn epoch(&self, epoch: u64) -> BatchIter {
         let (tx, rx) = sync_channel(self.cfg.prefetch);
         let source = Arc::clone(&self.source);

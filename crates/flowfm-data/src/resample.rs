@@ -323,10 +323,10 @@ pub fn resample_channels(
             stats.gap_s += times[end] - times[end - 1];
         }
         let piece_t = &times[start..end];
-        let fs_grid = if regular {
-            fs_nominal
-        } else {
-            fs_nominal.max(median_rate(piece_t).unwrap_or(fs_nominal))
+        // Irregular pieces are gridded at the nominal rate unless they are clearly denser.
+        let fs_grid = match median_rate(piece_t) {
+            Some(m) if !regular && m > 1.05 * fs_nominal => m,
+            _ => fs_nominal,
         };
         let piece_v: Vec<&[f32]> = values.iter().map(|v| &v[start..end]).collect();
         let (grid_v, grid_l) = grid_linear(piece_t, &piece_v, &labels[start..end], fs_grid);
@@ -492,6 +492,15 @@ pub fn resample_uniform(x: &[f32], fs_in: f64, cfg: &ResampleConfig) -> Vec<f32>
     v.pop().unwrap_or_default()
 }
 
+/// `step` as `p / q` with a small denominator, when it is one (100 -> 30 Hz gives 10 / 3).
+fn rational(step: f64) -> Option<(usize, usize)> {
+    (1..=1000usize).find_map(|q| {
+        let p = step * q as f64;
+        let pr = p.round();
+        ((p - pr).abs() <= 1e-9 * p.max(1.0) && pr >= 1.0).then_some((pr as usize, q))
+    })
+}
+
 /// Band-limited conversion of uniform channels from `fs_in` to the target rate.
 fn convert_rate(
     src: &[&[f32]],
@@ -513,29 +522,64 @@ fn convert_rate(
     let hw = kernel.half_width();
     let mut out: Vec<Vec<f32>> = vec![Vec::with_capacity(n_out); src.len()];
     let mut out_l = Vec::with_capacity(n_out);
-    let mut weights: Vec<f64> = Vec::with_capacity(2 * hw.ceil() as usize + 2);
     let last = (n_in - 1) as f64;
-    for j in 0..n_out {
-        let u = (j as f64 * step).min(last);
+    // Normalised weights of the taps `k in lo..=hi` around position `u`.
+    let weights_at = |u: f64, weights: &mut Vec<f64>| -> (usize, usize) {
         let lo = (u - hw).ceil().max(0.0) as usize;
         let hi = ((u + hw).floor().min(last)) as usize;
         weights.clear();
-        let mut wsum = 0.0;
-        for k in lo..=hi {
-            let w = kernel.eval(u - k as f64);
-            weights.push(w);
-            wsum += w;
-        }
-        let inv = if wsum.abs() > 1e-12 { 1.0 / wsum } else { 0.0 };
+        weights.extend((lo..=hi).map(|k| kernel.eval(u - k as f64)));
+        let sum: f64 = weights.iter().sum();
+        let inv = if sum.abs() > 1e-12 { 1.0 / sum } else { 0.0 };
+        weights.iter_mut().for_each(|w| *w *= inv);
+        (lo, hi)
+    };
+    let mut emit = |lo: usize, weights: &[f64], label_at: usize| {
         for (c, s) in src.iter().enumerate() {
             let acc: f64 = weights
                 .iter()
-                .zip(&s[lo..=hi])
+                .zip(&s[lo..lo + weights.len()])
                 .map(|(&w, &x)| w * f64::from(x))
                 .sum();
-            out[c].push((acc * inv) as f32);
+            out[c].push(acc as f32);
         }
-        out_l.push(labels[(u.round() as usize).min(n_in - 1)]);
+        out_l.push(labels[label_at.min(n_in - 1)]);
+    };
+    let mut weights: Vec<f64> = Vec::with_capacity(2 * hw.ceil() as usize + 2);
+    if let Some((p, q)) = rational(step) {
+        // Output j sits at input position (j p) / q: only q distinct phases, whose interior
+        // weights are computed once. Outputs whose kernel is cut by an edge are done one by one.
+        let phases: Vec<(isize, Vec<f64>)> = (0..q)
+            .map(|r| {
+                let frac = r as f64 / q as f64;
+                let lo = (frac - hw).ceil() as isize;
+                let hi = (frac + hw).floor() as isize;
+                let mut w: Vec<f64> = (lo..=hi).map(|k| kernel.eval(frac - k as f64)).collect();
+                let sum: f64 = w.iter().sum();
+                w.iter_mut().for_each(|x| *x /= sum);
+                (lo, w)
+            })
+            .collect();
+        for j in 0..n_out {
+            let jp = j * p;
+            let (base, r) = (jp / q, jp % q);
+            let (lo_off, w) = &phases[r];
+            let lo = base as isize + lo_off;
+            let label_at = base + usize::from(2 * r >= q);
+            if lo >= 0 && (lo as usize) + w.len() <= n_in {
+                emit(lo as usize, w, label_at);
+            } else {
+                let u = (base as f64 + r as f64 / q as f64).min(last);
+                let (lo, _) = weights_at(u, &mut weights);
+                emit(lo, &weights, label_at);
+            }
+        }
+    } else {
+        for j in 0..n_out {
+            let u = (j as f64 * step).min(last);
+            let (lo, _) = weights_at(u, &mut weights);
+            emit(lo, &weights, u.round() as usize);
+        }
     }
     (out, out_l)
 }
