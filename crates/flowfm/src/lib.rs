@@ -1,6 +1,13 @@
-//! flowfm: training loops, configs, checkpoints and run directories behind the `flowfm` binary.
+//! flowfm: training loops, configs, checkpoints, run directories and the study pipeline behind
+//! the `flowfm` binary.
 
 pub mod config;
+pub mod datasets;
+pub mod finetune;
+pub mod generate;
 pub mod optim;
 pub mod pretrain;
+pub mod protocol;
+pub mod report;
+pub mod reproduce;
 pub mod run;

@@ -1,10 +1,248 @@
-//! The `flowfm` command line.
+//! The `flowfm` command line: prepare datasets, pretrain, embed, and run the study.
 
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use flowfm::config::Experiment;
+use flowfm::datasets::{self, DatasetSpec, Source};
+use flowfm::pretrain::{pretrain, PretrainOptions};
+use flowfm_data::prepare::PrepareConfig;
+use flowfm_data::readers::DatasetKind;
+use flowfm_data::registry::DefaultDataset;
 use mimalloc::MiMalloc;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-fn main() {
-    println!("flowfm {}", env!("CARGO_PKG_VERSION"));
+/// Foundation models for wearable sensor data: joint encoder + flow-matching pretraining.
+#[derive(Parser)]
+#[command(name = "flowfm", version, about)]
+struct Cli {
+    /// Worker threads for tensor and data work (default: RAYON_NUM_THREADS or all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// No progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Turn a raw dataset (or a registry default) into an HDF5 window store.
+    Prepare {
+        /// Dataset kind: wisdm2019, adl_hmp, uci_hapt, pamap2, opportunity, realworld2016,
+        /// capture24, uea_ts; or a registry default: hapt_kcc2020, seglearn_watch.
+        #[arg(long)]
+        dataset: String,
+        /// Folder (or file) of the raw dataset; not needed for registry defaults.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Output store (`.h5`).
+        #[arg(long)]
+        output: PathBuf,
+        /// Target sample rate in Hz.
+        #[arg(long, default_value_t = 30.0)]
+        rate_hz: f64,
+        /// Window length in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        window_secs: f64,
+        /// Hop between windows in seconds (default: the window length).
+        #[arg(long)]
+        hop_secs: Option<f64>,
+        /// Keep only these classes (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        classes: Option<Vec<String>>,
+        /// Rebuild even if a matching store exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Pretrain an encoder (and generator) from a TOML experiment on window stores.
+    Pretrain {
+        /// Experiment config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Window stores forming the pretraining pool.
+        #[arg(long, required = true, num_args = 1..)]
+        store: Vec<PathBuf>,
+        /// Run directory (default: runs/<run.name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the run directory's last checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Validate experiment configs and print their resolved form.
+    CheckConfig {
+        /// Config files.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+    },
+    /// Run the whole study and write a report (what `cargo xtask reproduce` calls).
+    Reproduce {
+        /// quick | default | full.
+        #[arg(long, default_value = "default")]
+        profile: String,
+        /// Also use every supported raw dataset found under this folder.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where the report (and its working files) go.
+        #[arg(long)]
+        report_dir: PathBuf,
+        /// Rerun stages whose outputs exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn configure_threads(threads: Option<usize>) -> Result<()> {
+    // candle 0.11 runs large elementwise ops on its own spinning barrier pool; on a few cores it
+    // competes with the rayon threads of our ops and of gemm, and a training step takes about
+    // twice as long (measured: docs/benchmarks.md). Elementwise ops are memory-bound, so they run
+    // on the calling thread unless the user chose otherwise.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if let Some(n) = threads {
+        if n == 0 {
+            bail!("--threads must be >= 1");
+        }
+        // candle's CPU matmul sizes its pool from RAYON_NUM_THREADS; rayon's global pool is the
+        // one our ops and data work use.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("configuring the thread pool")?;
+    }
+    Ok(())
+}
+
+fn spec_for(
+    dataset: &str,
+    input: Option<PathBuf>,
+    classes: Option<Vec<String>>,
+) -> Result<DatasetSpec> {
+    let source = match dataset {
+        "hapt_kcc2020" => Source::Registry(DefaultDataset::UciHaptKcc2020),
+        "seglearn_watch" => Source::Registry(DefaultDataset::SeglearnWatch),
+        other => {
+            let kind = DatasetKind::parse(other)?;
+            let Some(path) = input else {
+                bail!("--input is required for the raw dataset `{other}`");
+            };
+            Source::Raw(kind, path)
+        }
+    };
+    Ok(DatasetSpec {
+        name: dataset.to_string(),
+        source,
+        classes,
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowfm: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    configure_threads(cli.threads)?;
+    match cli.command {
+        Command::Prepare {
+            dataset,
+            input,
+            output,
+            rate_hz,
+            window_secs,
+            hop_secs,
+            classes,
+            force,
+        } => {
+            let spec = spec_for(&dataset, input, classes)?;
+            let mut cfg = PrepareConfig::default();
+            cfg.resample.target_rate_hz = rate_hz;
+            cfg.window.window_secs = window_secs;
+            cfg.window.hop_secs = hop_secs.unwrap_or(window_secs);
+            cfg.validate()?;
+            let dir = output
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            let name = output
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .context("--output needs a file name")?;
+            let spec = DatasetSpec { name, ..spec };
+            let prepared = datasets::prepare_spec(&spec, &cfg, &dir, true, force)?;
+            match &prepared.summary {
+                Some(s) => println!("{s}"),
+                None => println!(
+                    "{}: reused (its recorded inputs and config match); {} windows",
+                    prepared.path.display(),
+                    prepared.store.num_windows()
+                ),
+            }
+            println!("wrote {}", prepared.path.display());
+            Ok(())
+        }
+        Command::Pretrain {
+            config,
+            store,
+            out,
+            resume,
+        } => {
+            let exp = Experiment::load(&config)?;
+            let pool = flowfm::reproduce::load_pool(&store)?;
+            let n = pool.num_windows();
+            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&exp.file.run.name));
+            let mut opts = PretrainOptions::new(&out);
+            opts.resume = resume;
+            opts.quiet = cli.quiet;
+            let outcome = pretrain(&exp, Arc::new(pool), (0..n).collect(), &opts)?;
+            println!(
+                "pretrained {} for {} steps ({:.1} windows/s); run directory {}",
+                exp.method.name(),
+                outcome.steps,
+                outcome.windows_per_s,
+                outcome.run_dir.display()
+            );
+            Ok(())
+        }
+        Command::CheckConfig { configs } => {
+            for c in configs {
+                let exp = Experiment::load(&c)?;
+                println!(
+                    "{}: ok ({} , fingerprint {})",
+                    c.display(),
+                    exp.method.name(),
+                    exp.fingerprint()
+                );
+            }
+            Ok(())
+        }
+        Command::Reproduce {
+            profile,
+            data_dir,
+            report_dir,
+            force,
+        } => {
+            let profile = flowfm::reproduce::Profile::parse(&profile)?;
+            flowfm::reproduce::run(&flowfm::reproduce::ReproduceOptions {
+                profile,
+                data_dir,
+                report_dir,
+                force,
+                quiet: cli.quiet,
+            })
+        }
+    }
 }

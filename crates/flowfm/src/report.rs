@@ -1,0 +1,267 @@
+//! The study report: Markdown tables, a JSON twin with the same numbers, and SVG plots, written
+//! atomically. The header records the git revision, seed, threads and machine.
+
+use crate::reproduce::{DatasetRow, PretrainRow, SubjectPlan};
+use crate::run::atomic_write;
+use anyhow::Result;
+use plotters::prelude::*;
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// One section of the report.
+pub struct Section {
+    /// Heading.
+    pub title: String,
+    /// Markdown body.
+    pub markdown: String,
+    /// Key in `report.json`.
+    pub key: String,
+    /// The section's data.
+    pub json: Value,
+}
+
+fn fmt(v: f64, digits: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.digits$}")
+    } else {
+        "n/a".into()
+    }
+}
+
+impl Section {
+    /// The datasets table.
+    pub fn datasets(rows: &[DatasetRow]) -> Self {
+        let mut md = String::from("| dataset | subjects | windows | labelled | classes | prepared in |\n|---|---:|---:|---:|---:|---|\n");
+        for r in rows {
+            let prep = if r.reused {
+                "reused".to_string()
+            } else {
+                format!("{:.1} s", r.prepare_s)
+            };
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                r.name, r.subjects, r.windows, r.labelled, r.classes, prep
+            ));
+        }
+        md.push_str("\nWindows: 10 s at 30 Hz (3 x 300, accelerometer in g), anti-aliased resampling, label by majority with purity >= 0.8.\n");
+        Section {
+            title: "Data".into(),
+            markdown: md,
+            key: "datasets".into(),
+            json: serde_json::to_value(rows).unwrap_or(Value::Null),
+        }
+    }
+
+    /// The subject plan.
+    pub fn subjects(plans: &[SubjectPlan], pool: usize) -> Self {
+        let mut md = String::from(
+            "| dataset | pretraining subjects | downstream subjects |\n|---|---:|---:|\n",
+        );
+        for p in plans {
+            md.push_str(&format!(
+                "| {} | {} | {} |\n",
+                p.dataset,
+                p.pretrain_subjects.len(),
+                p.downstream_subjects.len()
+            ));
+        }
+        md.push_str(&format!(
+            "\nPretraining pool: {pool} windows (all windows, labelled or not, of the pretraining subjects). \
+             Downstream protocols use only the downstream subjects, so pretraining never sees a downstream test subject.\n"
+        ));
+        Section {
+            title: "Subjects".into(),
+            markdown: md,
+            key: "subjects".into(),
+            json: json!({ "plans": plans, "pool_windows": pool }),
+        }
+    }
+
+    /// The pretraining table, with the flow/diffusion time ratio.
+    pub fn pretraining(rows: &[PretrainRow]) -> Self {
+        let mut md = String::from(
+            "| method | steps | pool windows | wall time | s / epoch | windows / s | loss (first 10 %) | loss (last 10 %) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for r in rows {
+            md.push_str(&format!(
+                "| {} | {} | {} | {:.1} s | {} | {:.1} | {} | {} |\n",
+                r.method,
+                r.steps,
+                r.pool_windows,
+                r.wall_s,
+                r.epoch_s
+                    .map(|e| format!("{e:.1}"))
+                    .unwrap_or_else(|| "n/a (< 1 epoch)".into()),
+                r.windows_per_s,
+                fmt(r.loss_first, 4),
+                fmt(r.loss_last, 4)
+            ));
+        }
+        let flow = rows.iter().find(|r| r.method == "flowfm");
+        let diff = rows.iter().find(|r| r.method == "diffusion");
+        let ratio = match (flow, diff) {
+            (Some(f), Some(d)) if d.wall_s > 0.0 => Some(f.wall_s / d.wall_s),
+            _ => None,
+        };
+        if let Some(r) = ratio {
+            md.push_str(&format!(
+                "\nFlow matching took {:.1} % of the diffusion baseline's wall time for the same number of steps \
+                 ({:+.1} %). Same encoder, same U-Net, same batches; the two objectives differ only in the noise \
+                 target and the time input, so per-step cost is expected to be equal: the paper's 50.4 % saving \
+                 comes from needing fewer steps to reach a target, which the downstream stage measures.\n",
+                100.0 * r,
+                100.0 * (r - 1.0)
+            ));
+        }
+        Section {
+            title: "Pretraining".into(),
+            markdown: md,
+            key: "pretraining".into(),
+            json: json!({ "runs": rows, "flow_over_diffusion_wall_time": ratio }),
+        }
+    }
+}
+
+/// A report under construction.
+pub struct Report {
+    title: String,
+    profile: String,
+    seed: u64,
+    sections: Vec<Section>,
+    plots: Vec<(String, String)>,
+}
+
+fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0 / 1024.0);
+    match mem_gib {
+        Some(m) => format!("{cpu}, {cores} cores, {m:.0} GiB"),
+        None => format!("{cpu}, {cores} cores"),
+    }
+}
+
+impl Report {
+    /// An empty report.
+    pub fn new(title: &str, profile: &str, seed: u64) -> Self {
+        Self {
+            title: title.into(),
+            profile: profile.into(),
+            seed,
+            sections: Vec::new(),
+            plots: Vec::new(),
+        }
+    }
+
+    /// Appends a section.
+    pub fn add(&mut self, s: Section) {
+        self.sections.push(s);
+    }
+
+    /// Loss curves of the pretraining runs (`loss_curves.svg`).
+    pub fn plot_losses(&mut self, dir: &Path, rows: &[PretrainRow]) -> Result<()> {
+        let file = "loss_curves.svg";
+        let mut svg = String::new();
+        {
+            let backend = SVGBackend::with_string(&mut svg, (900, 300));
+            let root = backend.into_drawing_area();
+            root.fill(&WHITE)?;
+            let panels = root.split_evenly((1, rows.len().max(1)));
+            for (panel, r) in panels.iter().zip(rows) {
+                let n = r.losses.len().max(2);
+                let finite: Vec<f64> = r.losses.iter().copied().filter(|v| v.is_finite()).collect();
+                let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let (lo, hi) = if lo.is_finite() && hi > lo {
+                    (lo, hi)
+                } else {
+                    (0.0, 1.0)
+                };
+                let mut chart = ChartBuilder::on(panel)
+                    .caption(&r.method, ("sans-serif", 16))
+                    .margin(8)
+                    .x_label_area_size(28)
+                    .y_label_area_size(44)
+                    .build_cartesian_2d(1usize..n, lo..hi)?;
+                chart
+                    .configure_mesh()
+                    .x_desc("step")
+                    .y_desc("loss")
+                    .draw()?;
+                chart.draw_series(LineSeries::new(
+                    r.losses.iter().enumerate().map(|(i, &l)| (i + 1, l)),
+                    &BLUE,
+                ))?;
+            }
+            root.present()?;
+        }
+        atomic_write(&dir.join(file), svg.as_bytes())?;
+        self.plots
+            .push((file.into(), "Pretraining loss per step".into()));
+        Ok(())
+    }
+
+    /// Writes `report.md` and `report.json`.
+    pub fn finish(&self, dir: &Path, wall_s: f64) -> Result<()> {
+        let rev = git_revision();
+        let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| {
+            std::thread::available_parallelism()
+                .map(|n| n.get().to_string())
+                .unwrap_or_else(|_| "1".into())
+        });
+        let machine = machine();
+        let mut md = format!(
+            "# {}\n\nGenerated by `cargo xtask reproduce` (profile `{}`) at git revision `{rev}`, seed {}, \
+             {threads} threads, on {machine}; the whole run took {:.1} s. Every number below comes from this run.\n\n",
+            self.title, self.profile, self.seed, wall_s
+        );
+        let mut js = serde_json::Map::new();
+        js.insert(
+            "meta".into(),
+            json!({ "profile": self.profile, "git_revision": rev, "seed": self.seed, "threads": threads, "machine": machine, "wall_s": wall_s }),
+        );
+        for s in &self.sections {
+            md.push_str(&format!("## {}\n\n{}\n", s.title, s.markdown));
+            js.insert(s.key.clone(), s.json.clone());
+        }
+        if !self.plots.is_empty() {
+            md.push_str("## Plots\n\n");
+            for (file, caption) in &self.plots {
+                md.push_str(&format!("![{caption}]({file})\n\n"));
+            }
+        }
+        atomic_write(&dir.join("report.md"), md.as_bytes())?;
+        atomic_write(
+            &dir.join("report.json"),
+            serde_json::to_string_pretty(&Value::Object(js))?.as_bytes(),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,358 @@
+//! The study behind `cargo xtask reproduce`: obtain and prepare the datasets, split subjects into
+//! a pretraining pool and downstream subjects, pretrain FlowFM, the diffusion baseline and
+//! SSL-Wearables multi-task on the pool, then evaluate, and write `report.md`, `report.json` and
+//! SVG plots. Every number in the report comes from this run.
+
+use crate::config::{Experiment, ExperimentFile};
+use crate::datasets::{self, DatasetSpec, PreparedStore};
+use crate::pretrain::{pretrain, PretrainOptions, PretrainOutcome};
+use crate::report::{Report, Section};
+use anyhow::{bail, Context, Result};
+use flowfm_core::SeededRng;
+use flowfm_data::prepare::PrepareConfig;
+use flowfm_data::store::WindowStore;
+use flowfm_data::window::WindowSet;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Scale of the study.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Profile {
+    /// Tiny models and few steps on real data (minutes on 2 cores; what CI runs).
+    Quick,
+    /// CPU scale: width-reduced encoder (about an hour on 2 cores).
+    Default,
+    /// The paper's sizes (for a GPU build).
+    Full,
+}
+
+impl Profile {
+    /// Parses `quick`, `default` or `full`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "quick" => Profile::Quick,
+            "default" => Profile::Default,
+            "full" => Profile::Full,
+            other => bail!("unknown profile `{other}` (quick | default | full)"),
+        })
+    }
+
+    /// The name used in paths and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Quick => "quick",
+            Profile::Default => "default",
+            Profile::Full => "full",
+        }
+    }
+
+    /// The pretraining experiment of `method` at this scale.
+    pub fn experiment(self, method: &str, seed: u64) -> Result<Experiment> {
+        let (width, generator, steps, batch, lr) = match self {
+            Profile::Quick => (
+                "0.0625",
+                "preset = \"small\"\nbase_channels = 8\nchannel_mults = [1, 2]",
+                40,
+                32,
+                2e-3,
+            ),
+            Profile::Default => ("0.25", "preset = \"small\"", 1500, 64, 1e-3),
+            Profile::Full => ("1.0", "preset = \"paper\"", 20000, 256, 1e-3),
+        };
+        let text = format!(
+            "[run]\nname = \"{method}\"\nmethod = \"{method}\"\nseed = {seed}\n\n[encoder]\nwidth = {width}\n\n[generator]\n{generator}\n\n\
+             [train]\nbatch_size = {batch}\nsteps = {steps}\nlr = {lr}\nmin_lr = {min_lr}\nwarmup_steps = {warmup}\ngrad_clip = 1.0\n\
+             checkpoint_every = {ckpt}\nlog_every = 1\n",
+            min_lr = lr * 0.05,
+            warmup = steps / 20,
+            ckpt = (steps / 4).max(1),
+        );
+        Ok(
+            ExperimentFile::parse(&text, &format!("{} profile, {method}", self.name()))?
+                .validate()?,
+        )
+    }
+}
+
+/// Options of a reproduce run.
+#[derive(Clone, Debug)]
+pub struct ReproduceOptions {
+    /// Scale.
+    pub profile: Profile,
+    /// Extra raw datasets.
+    pub data_dir: Option<PathBuf>,
+    /// Where the report goes.
+    pub report_dir: PathBuf,
+    /// Rerun stages whose outputs exist.
+    pub force: bool,
+    /// No progress bars.
+    pub quiet: bool,
+}
+
+/// Concatenates the windows of several stores into one set (subject ids offset per store so they
+/// stay unique; labels dropped because class vocabularies differ).
+pub fn load_pool(paths: &[PathBuf]) -> Result<WindowSet> {
+    let mut sets = Vec::new();
+    for p in paths {
+        let store = WindowStore::open(p).with_context(|| format!("opening {}", p.display()))?;
+        sets.push(store.load()?);
+    }
+    combine_unlabelled(&sets)
+}
+
+/// Concatenates window sets of the same layout as one unlabelled pool.
+pub fn combine_unlabelled(sets: &[WindowSet]) -> Result<WindowSet> {
+    let Some(first) = sets.first() else {
+        bail!("no window sets to combine")
+    };
+    let mut out = WindowSet::empty(
+        "pool",
+        first.sample_rate_hz,
+        first.channel_names.clone(),
+        first.window_len,
+        vec![],
+    );
+    for (i, s) in sets.iter().enumerate() {
+        if s.channels != first.channels
+            || s.window_len != first.window_len
+            || s.sample_rate_hz != first.sample_rate_hz
+        {
+            bail!(
+                "dataset `{}` has windows of {} channels x {} samples at {} Hz; `{}` has {} x {} at {} Hz",
+                s.dataset, s.channels, s.window_len, s.sample_rate_hz, first.dataset, first.channels, first.window_len, first.sample_rate_hz
+            );
+        }
+        out.x.extend_from_slice(&s.x);
+        out.y.extend(std::iter::repeat_n(-1, s.y.len()));
+        out.subject
+            .extend(s.subject.iter().map(|&sub| (i as i64) * 1_000_000 + sub));
+        out.start_time_s.extend_from_slice(&s.start_time_s);
+    }
+    Ok(out)
+}
+
+/// The subjects of a dataset split into a pretraining part and a downstream part.
+#[derive(Clone, Debug, Serialize)]
+pub struct SubjectPlan {
+    /// Dataset name.
+    pub dataset: String,
+    /// Subjects whose windows (labelled or not) form the pretraining pool.
+    pub pretrain_subjects: Vec<i64>,
+    /// Subjects used only by the downstream protocols (never seen in pretraining).
+    pub downstream_subjects: Vec<i64>,
+}
+
+/// Splits subjects in half (seeded): pretraining never sees a downstream subject.
+pub fn plan_subjects(dataset: &str, subjects: &[i64], seed: u64) -> SubjectPlan {
+    let mut unique: Vec<i64> = subjects
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    SeededRng::new(seed)
+        .derive(&format!("subject-plan/{dataset}"))
+        .shuffle(&mut unique);
+    let half = unique.len() / 2;
+    let mut pre = unique[..half].to_vec();
+    let mut down = unique[half..].to_vec();
+    pre.sort_unstable();
+    down.sort_unstable();
+    SubjectPlan {
+        dataset: dataset.into(),
+        pretrain_subjects: pre,
+        downstream_subjects: down,
+    }
+}
+
+/// One row of the data table.
+#[derive(Clone, Debug, Serialize)]
+pub struct DatasetRow {
+    /// Name.
+    pub name: String,
+    /// Subjects.
+    pub subjects: usize,
+    /// Windows.
+    pub windows: usize,
+    /// Labelled windows.
+    pub labelled: usize,
+    /// Classes.
+    pub classes: usize,
+    /// Whether the store was reused.
+    pub reused: bool,
+    /// Seconds to read and prepare (0 when reused).
+    pub prepare_s: f64,
+}
+
+/// One pretraining run in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct PretrainRow {
+    /// Method.
+    pub method: String,
+    /// Steps.
+    pub steps: u64,
+    /// Windows in the pool.
+    pub pool_windows: usize,
+    /// Wall seconds of the whole run.
+    pub wall_s: f64,
+    /// Mean seconds per epoch (over completed epochs).
+    pub epoch_s: Option<f64>,
+    /// Throughput.
+    pub windows_per_s: f64,
+    /// Mean loss of the first and last tenth of the steps.
+    pub loss_first: f64,
+    /// See `loss_first`.
+    pub loss_last: f64,
+    /// Loss of every step (for the plot).
+    #[serde(skip)]
+    pub losses: Vec<f64>,
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        f64::NAN
+    } else {
+        xs.iter().sum::<f64>() / xs.len() as f64
+    }
+}
+
+fn pretrain_row(method: &str, out: &PretrainOutcome, pool: usize, wall_s: f64) -> PretrainRow {
+    let k = (out.losses.len() / 10).max(1);
+    PretrainRow {
+        method: method.into(),
+        steps: out.steps,
+        pool_windows: pool,
+        wall_s,
+        epoch_s: if out.epoch_seconds.is_empty() {
+            None
+        } else {
+            Some(mean(&out.epoch_seconds))
+        },
+        windows_per_s: out.windows_per_s,
+        loss_first: mean(&out.losses[..k.min(out.losses.len())]),
+        loss_last: mean(&out.losses[out.losses.len().saturating_sub(k)..]),
+        losses: out.losses.clone(),
+    }
+}
+
+/// Runs the study.
+pub fn run(opts: &ReproduceOptions) -> Result<()> {
+    let started = Instant::now();
+    let seed = 0u64;
+    let work = opts.report_dir.join("work");
+    let stores_dir = work.join("stores");
+    let mut report = Report::new(
+        &format!("flowfm study ({} profile)", opts.profile.name()),
+        opts.profile.name(),
+        seed,
+    );
+
+    // Stage 1: data.
+    let mut specs: Vec<DatasetSpec> = datasets::default_specs();
+    if let Some(dir) = &opts.data_dir {
+        if !dir.is_dir() {
+            bail!("--data-dir {}: not a directory", dir.display());
+        }
+        let found = datasets::discover(dir);
+        // The registry's HAPT is the same study as the raw UCI HAPT: keep one copy, or a subject
+        // could land in the pretraining pool through one and in the downstream set through the other.
+        if found.iter().any(|s| s.name == "uci_hapt") {
+            specs.retain(|s| s.name != "hapt_kcc2020");
+        }
+        specs.extend(found);
+    }
+    eprintln!("[1/4] data: {} datasets", specs.len());
+    let prep_cfg = PrepareConfig::default();
+    let mut prepared: Vec<(DatasetSpec, PreparedStore)> = Vec::new();
+    let mut rows = Vec::new();
+    for spec in specs {
+        let t = Instant::now();
+        let p = datasets::prepare_spec(&spec, &prep_cfg, &stores_dir, true, opts.force)?;
+        let secs = if p.reused {
+            0.0
+        } else {
+            t.elapsed().as_secs_f64()
+        };
+        let subjects: BTreeSet<i64> = p.store.subject.iter().copied().collect();
+        let row = DatasetRow {
+            name: spec.name.clone(),
+            subjects: subjects.len(),
+            windows: p.store.num_windows(),
+            labelled: p.store.y.iter().filter(|&&y| y >= 0).count(),
+            classes: p.store.meta.class_names.len(),
+            reused: p.reused,
+            prepare_s: secs,
+        };
+        eprintln!(
+            "      {}: {} subjects, {} windows ({} labelled), {} classes{}",
+            row.name,
+            row.subjects,
+            row.windows,
+            row.labelled,
+            row.classes,
+            if p.reused { " (reused)" } else { "" }
+        );
+        rows.push(row);
+        prepared.push((spec, p));
+    }
+    report.add(Section::datasets(&rows));
+
+    // Stage 2: subjects.
+    let mut plans = Vec::new();
+    let mut pool_sets = Vec::new();
+    for (spec, p) in &prepared {
+        let plan = plan_subjects(&spec.name, &p.store.subject, seed);
+        let keep: BTreeSet<i64> = plan.pretrain_subjects.iter().copied().collect();
+        let idx: Vec<usize> = (0..p.store.num_windows())
+            .filter(|&i| keep.contains(&p.store.subject[i]))
+            .collect();
+        pool_sets.push(p.store.load_subset(&idx)?);
+        plans.push(plan);
+    }
+    let pool = Arc::new(combine_unlabelled(&pool_sets)?);
+    let n_pool = pool.num_windows();
+    report.add(Section::subjects(&plans, n_pool));
+    eprintln!(
+        "[2/4] pretraining pool: {n_pool} windows from the pretraining subjects of {} datasets",
+        plans.len()
+    );
+
+    // Stage 3: pretraining.
+    let runs_dir = work.join("runs");
+    let mut pre_rows = Vec::new();
+    for (i, method) in ["flowfm", "diffusion", "ssl_multitask"].iter().enumerate() {
+        let exp = opts.profile.experiment(method, seed)?;
+        let dir = runs_dir.join(method);
+        if opts.force && dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        eprintln!("[3/4] pretraining {} ({}/3)", method, i + 1);
+        let mut popts = PretrainOptions::new(&dir);
+        popts.quiet = opts.quiet;
+        popts.resume = true;
+        let t = Instant::now();
+        let out = pretrain(&exp, pool.clone(), (0..n_pool).collect(), &popts)?;
+        pre_rows.push(pretrain_row(
+            method,
+            &out,
+            n_pool,
+            t.elapsed().as_secs_f64(),
+        ));
+    }
+    report.add(Section::pretraining(&pre_rows));
+    report.plot_losses(&opts.report_dir, &pre_rows)?;
+
+    // Stage 4: evaluation (downstream protocols and generation are added by later stages).
+    eprintln!("[4/4] report");
+    report.finish(&opts.report_dir, started.elapsed().as_secs_f64())?;
+    eprintln!("report: {}", opts.report_dir.join("report.md").display());
+    Ok(())
+}
+
+/// Where a report directory keeps its working files.
+pub fn work_dir(report_dir: &Path) -> PathBuf {
+    report_dir.join("work")
+}
