@@ -221,7 +221,7 @@ fn run(cli: Cli) -> Result<()> {
             for c in configs {
                 let exp = Experiment::load(&c)?;
                 println!(
-                    "{}: ok ({} , fingerprint {})",
+                    "{}: ok ({}, fingerprint {})",
                     c.display(),
                     exp.method.name(),
                     exp.fingerprint()

@@ -1,0 +1,345 @@
+//! Downstream training on a small synthetic labelled set (three activities that differ in
+//! frequency, eight subjects with their own amplitude and wrist orientation): fine-tuning, the
+//! linear probe, kNN and the random forest beat chance on held-out subjects; early stopping
+//! restores the best-validation weights; pretrained encoders load from their checkpoint; bad
+//! configs are errors naming the field; a class missing from a training fold gets weight 0.
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use flowfm::finetune::{
+    finetune_fold, train_with_early_stopping, DownstreamConfig, EncoderSource, FoldSplit, Mode,
+};
+use flowfm::protocol::{run_protocol, DatasetInfo, Protocol, ProtocolOptions};
+use flowfm_core::init::seeded_var_builder;
+use flowfm_core::{SeededRng, Tolerance};
+use flowfm_data::window::WindowSet;
+use flowfm_models::{EncoderConfig, HarNet};
+use std::sync::Arc;
+
+const RATE_HZ: f64 = 30.0;
+const LEN: usize = 150;
+
+/// `per_class` windows of each of three activities (0.4, 1.5 and 4 Hz oscillations) for each of
+/// `subjects` subjects; each subject has its own amplitude and gravity direction.
+fn synthetic(subjects: usize, per_class: usize, seed: u64) -> WindowSet {
+    let mut rng = SeededRng::new(seed);
+    let mut ws = WindowSet::empty(
+        "synthetic",
+        RATE_HZ,
+        vec!["x".into(), "y".into(), "z".into()],
+        LEN,
+        vec!["sit".into(), "walk".into(), "run".into()],
+    );
+    for s in 0..subjects {
+        let amp = rng.uniform_range(0.3, 0.7);
+        let g: Vec<f64> = (0..3).map(|_| rng.normal()).collect();
+        let gn = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+        for class in 0..3 {
+            let f = [0.4, 1.5, 4.0][class];
+            for _ in 0..per_class {
+                let phase = rng.uniform_range(0.0, 6.28);
+                for c in 0..3 {
+                    for i in 0..LEN {
+                        let t = i as f64 / RATE_HZ;
+                        let v = amp * (2.0 * std::f64::consts::PI * f * t + phase + c as f64).sin()
+                            + g[c] / gn
+                            + 0.1 * rng.normal();
+                        ws.x.push(v as f32);
+                    }
+                }
+                ws.y.push(class as i64);
+                ws.subject.push(s as i64 + 1);
+                ws.start_time_s.push(0.0);
+            }
+        }
+    }
+    ws
+}
+
+fn tiny_encoder() -> EncoderConfig {
+    EncoderConfig::harnet5s().with_width(0.0625)
+}
+
+fn opts(ws: &WindowSet, method: &str) -> ProtocolOptions {
+    ProtocolOptions::new(DatasetInfo::of_window_set(ws), method)
+}
+
+fn fast(mode: Mode) -> DownstreamConfig {
+    DownstreamConfig {
+        mode,
+        protocol: Protocol::KFold { k: 4 },
+        max_epochs: 8,
+        patience: 3,
+        batch_size: 16,
+        lr: 3e-3,
+        val_fraction: 0.2,
+        forest_trees: 20,
+        seed: 11,
+        ..DownstreamConfig::default()
+    }
+}
+
+#[test]
+fn fine_tuning_a_scratch_encoder_beats_chance_on_held_out_subjects() -> Result<()> {
+    let ws = synthetic(8, 8, 1);
+    let cfg = DownstreamConfig {
+        augment: true,
+        ..fast(Mode::FineTune)
+    };
+    let r = run_protocol(
+        Arc::new(ws.clone()),
+        &EncoderSource::Scratch(tiny_encoder()),
+        &cfg,
+        &opts(&ws, "scratch (fine-tune)"),
+    )?;
+    assert_eq!(r.folds.len(), 4);
+    // Chance macro F1 for three balanced classes is about 1/3.
+    assert!(r.mean_macro_f1() > 0.7, "macro F1 {}", r.mean_macro_f1());
+    for f in &r.folds {
+        let t = f.training.as_ref().expect("fine-tuning records its training");
+        assert!(t.epochs_run >= 1 && t.best_epoch < t.epochs_run);
+        assert!(f.val_windows > 0 && !f.val_subjects.is_empty());
+    }
+    Ok(())
+}
+
+#[test]
+fn linear_probe_and_knn_on_frozen_random_features_beat_chance() -> Result<()> {
+    let ws = synthetic(8, 8, 2);
+    for mode in [Mode::LinearProbe, Mode::Knn] {
+        let cfg = DownstreamConfig {
+            max_epochs: 30,
+            patience: 10,
+            ..fast(mode)
+        };
+        let r = run_protocol(
+            Arc::new(ws.clone()),
+            &EncoderSource::Scratch(tiny_encoder()),
+            &cfg,
+            &opts(&ws, mode.name()),
+        )?;
+        assert!(
+            r.mean_macro_f1() > 0.6,
+            "{}: macro F1 {}",
+            mode.name(),
+            r.mean_macro_f1()
+        );
+        assert_eq!(r.folds[0].training.is_some(), mode == Mode::LinearProbe);
+    }
+    Ok(())
+}
+
+#[test]
+fn random_forest_separates_the_synthetic_activities() -> Result<()> {
+    let ws = synthetic(8, 8, 3);
+    let r = run_protocol(
+        Arc::new(ws.clone()),
+        &EncoderSource::None,
+        &fast(Mode::RandomForest),
+        &opts(&ws, "Random forest"),
+    )?;
+    assert!(r.mean_macro_f1() > 0.9, "macro F1 {}", r.mean_macro_f1());
+    // The forest tunes nothing: validation subjects join the training side.
+    for f in &r.folds {
+        assert!(f.val_subjects.is_empty());
+        assert_eq!(f.train_subjects.len() + f.test_subjects.len(), 8);
+    }
+    Ok(())
+}
+
+#[test]
+fn early_stopping_restores_the_weights_of_the_best_validation_epoch() -> Result<()> {
+    // The "weight" records the epoch that last wrote it; validation scores are scripted.
+    let w = Var::from_tensor(&Tensor::new(&[-1f32], &Device::Cpu)?)?;
+    let scores = [0.2, 0.6, 0.5, 0.6, 0.4, 0.9];
+    let mut current = 0usize;
+    let out = train_with_early_stopping(
+        10,
+        3,
+        std::slice::from_ref(&w),
+        |epoch| {
+            current = epoch;
+            w.set(&Tensor::new(&[epoch as f32], &Device::Cpu)?)?;
+            Ok(1.0)
+        },
+        || Ok(scores[current]),
+    )?;
+    // Best is epoch 1 (0.6; the tie at epoch 3 is no improvement); epochs 2, 3, 4 fail to beat
+    // it, so training stops after epoch 4 and never sees the 0.9 of epoch 5.
+    assert_eq!(out.best_epoch, 1);
+    assert_eq!(out.epochs_run, 5);
+    assert!(out.stopped_early);
+    assert!(Tolerance::F64.close(out.best_val_macro_f1, 0.6));
+    let restored = w.as_tensor().to_vec1::<f32>()?[0] as f64;
+    assert!(Tolerance::F64.close(restored, 1.0), "restored {restored}");
+    Ok(())
+}
+
+#[test]
+fn test_predictions_come_from_the_best_validation_epoch() -> Result<()> {
+    // Training is deterministic, so a run cut off right after the best epoch holds exactly the
+    // weights the full run restored: both must predict the test windows identically.
+    let ws = Arc::new(synthetic(6, 6, 4));
+    let split = FoldSplit {
+        train: (0..ws.y.len()).filter(|&i| ws.subject[i] <= 4).collect(),
+        val: (0..ws.y.len()).filter(|&i| ws.subject[i] == 5).collect(),
+        test: (0..ws.y.len()).filter(|&i| ws.subject[i] == 6).collect(),
+    };
+    let cfg = DownstreamConfig {
+        max_epochs: 6,
+        patience: 6,
+        lr: 1e-2,
+        ..fast(Mode::FineTune)
+    };
+    let rng = SeededRng::new(21);
+    let src = EncoderSource::Scratch(tiny_encoder());
+    let full = finetune_fold(&ws, &split, &src, 3, &cfg, &rng, &Device::Cpu)?;
+    let t = full.training.as_ref().expect("training record");
+    assert_eq!(t.epochs_run, 6);
+    let best = t
+        .history
+        .iter()
+        .map(|e| e.val_macro_f1)
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert!(Tolerance::F64.close(t.history[t.best_epoch].val_macro_f1, best));
+    let cut = DownstreamConfig {
+        max_epochs: t.best_epoch + 1,
+        ..cfg.clone()
+    };
+    let short = finetune_fold(&ws, &split, &src, 3, &cut, &rng, &Device::Cpu)?;
+    assert_eq!(short.training.as_ref().map(|s| s.best_epoch), Some(t.best_epoch));
+    assert_eq!(short.predicted, full.predicted);
+    Ok(())
+}
+
+#[test]
+fn a_pretrained_encoder_is_loaded_from_its_checkpoint() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("encoder.safetensors");
+    let cfg = tiny_encoder();
+    let vars = VarMap::new();
+    let original = HarNet::new(
+        cfg.clone(),
+        seeded_var_builder(&vars, 777, DType::F32, &Device::Cpu),
+    )?;
+    flowfm_models::save_checkpoint(&vars, &cfg, &path)?;
+
+    let src = EncoderSource::Pretrained(path.clone());
+    assert_eq!(src.config()?, Some(cfg.clone()));
+    // Built with another init seed, the loaded weights must replace the initial ones.
+    let (_, loaded) = src
+        .build(&SeededRng::new(1), &Device::Cpu)?
+        .expect("an encoder");
+    let x = SeededRng::new(5).normal_tensor((4, 3, LEN), DType::F32, &Device::Cpu)?;
+    Tolerance::F32.assert_tensors_close(&loaded.encode_detached(&x)?, &original.encode_detached(&x)?);
+    let (_, fresh) = EncoderSource::Scratch(cfg)
+        .build(&SeededRng::new(1), &Device::Cpu)?
+        .expect("an encoder");
+    assert!(Tolerance::F32
+        .check_tensors(&fresh.encode_detached(&x)?, &original.encode_detached(&x)?)
+        .is_err());
+
+    let missing = EncoderSource::Pretrained(dir.path().join("nope.safetensors"));
+    let err = format!("{:#}", missing.build(&SeededRng::new(1), &Device::Cpu).unwrap_err());
+    assert!(err.contains("nope.safetensors"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn bad_configs_are_errors_naming_the_field() {
+    let ws = synthetic(4, 2, 5);
+    let cases: Vec<(&str, DownstreamConfig)> = vec![
+        ("batch_size", DownstreamConfig { batch_size: 0, ..Default::default() }),
+        ("batch_size", DownstreamConfig { batch_size: 1, ..Default::default() }),
+        ("patience", DownstreamConfig { patience: 0, ..Default::default() }),
+        ("max_epochs", DownstreamConfig { max_epochs: 0, ..Default::default() }),
+        ("lr", DownstreamConfig { lr: -1.0, ..Default::default() }),
+        ("lr", DownstreamConfig { lr: f64::NAN, ..Default::default() }),
+        ("weight_decay", DownstreamConfig { weight_decay: -0.1, ..Default::default() }),
+        ("val_fraction", DownstreamConfig { val_fraction: 1.0, ..Default::default() }),
+        ("grad_clip", DownstreamConfig { grad_clip: Some(0.0), ..Default::default() }),
+        ("protocol.k", DownstreamConfig { protocol: Protocol::KFold { k: 1 }, ..Default::default() }),
+        ("knn_k", DownstreamConfig { knn_k: 0, ..Default::default() }),
+        ("forest_trees", DownstreamConfig { forest_trees: 0, ..Default::default() }),
+    ];
+    for (field, cfg) in cases {
+        let err = cfg.validate().expect_err(field).to_string();
+        assert!(err.contains(&format!("`downstream.{field}`")), "{field}: {err}");
+        // run_protocol validates before doing anything.
+        let err = run_protocol(
+            Arc::new(ws.clone()),
+            &EncoderSource::Scratch(tiny_encoder()),
+            &cfg,
+            &opts(&ws, "x"),
+        )
+        .expect_err(field);
+        assert!(format!("{err:#}").contains(field), "{field}: {err:#}");
+    }
+    assert!(DownstreamConfig::default().validate().is_ok());
+    // More folds than subjects is an error naming `k`.
+    let err = run_protocol(
+        Arc::new(ws.clone()),
+        &EncoderSource::None,
+        &DownstreamConfig {
+            protocol: Protocol::KFold { k: 9 },
+            ..fast(Mode::RandomForest)
+        },
+        &opts(&ws, "x"),
+    )
+    .expect_err("9 folds of 4 subjects");
+    assert!(format!("{err:#}").contains("`k`"), "{err:#}");
+}
+
+#[test]
+fn toml_sections_deserialise_and_unknown_keys_are_rejected() {
+    let cfg: DownstreamConfig = toml::from_str(
+        "mode = \"linear_probe\"\nprotocol = { kind = \"loso\" }\nmax_epochs = 3\nseed = 4\n",
+    )
+    .expect("a valid section");
+    assert_eq!(cfg.mode, Mode::LinearProbe);
+    assert_eq!(cfg.protocol, Protocol::Loso);
+    assert_eq!((cfg.max_epochs, cfg.seed, cfg.patience), (3, 4, 5));
+    let cfg: DownstreamConfig =
+        toml::from_str("protocol = { kind = \"k_fold\", k = 3 }\n").expect("k-fold");
+    assert_eq!(cfg.protocol, Protocol::KFold { k: 3 });
+    let err = toml::from_str::<DownstreamConfig>("epochs = 3\n").expect_err("unknown key");
+    assert!(err.to_string().contains("epochs"), "{err}");
+}
+
+#[test]
+fn a_class_missing_from_a_training_fold_gets_weight_zero() -> Result<()> {
+    // Class 2 ("run") only occurs for subject 1: the LOSO fold holding out subject 1 trains
+    // without it.
+    let mut ws = synthetic(4, 4, 6);
+    for i in 0..ws.y.len() {
+        if ws.y[i] == 2 && ws.subject[i] != 1 {
+            ws.y[i] = 1;
+        }
+    }
+    for mode in [Mode::LinearProbe, Mode::FineTune] {
+        let cfg = DownstreamConfig {
+            protocol: Protocol::Loso,
+            max_epochs: 2,
+            val_fraction: 0.3,
+            ..fast(mode)
+        };
+        let r = run_protocol(
+            Arc::new(ws.clone()),
+            &EncoderSource::Scratch(tiny_encoder()),
+            &cfg,
+            &opts(&ws, mode.name()),
+        )?;
+        assert_eq!(r.folds.len(), 4);
+        let held_out_1 = r
+            .folds
+            .iter()
+            .find(|f| f.test_subjects == [1])
+            .expect("a fold testing subject 1");
+        assert_eq!(held_out_1.class_weights.len(), 3);
+        assert!(Tolerance::F64.close(held_out_1.class_weights[2], 0.0));
+        assert!(held_out_1.class_weights[..2].iter().all(|&w| w > 0.0));
+        assert_eq!(held_out_1.report.per_class[2].support, 4);
+    }
+    Ok(())
+}

@@ -1,0 +1,606 @@
+//! Generation from tiny trained runs: stores written with the right shape and attributes and read
+//! back, seeded determinism independent of batch size, Euler converging to the dopri5 solution at
+//! first order, the fitted representation Gaussian matching its data, the study table filled, the
+//! speed-up selection, and field-named errors for bad samplers and inputs.
+
+use candle_core::{DType, Device, Tensor};
+use flowfm::config::{Experiment, ExperimentFile};
+use flowfm::generate::{
+    generation_study, matched_speedup, run_generation, windows_tensor, CovarianceFactor,
+    CovarianceKind, GenerateJob, GenerateMode, GenerateSummary, GenerationStudy, GeneratorKind,
+    ReferenceEncoder, RepresentationGaussian, SamplerSpec, StudyConditioning, StudyConfig,
+    StudyRow, TrainedModels,
+};
+use flowfm::pretrain::{pretrain, PretrainOptions};
+use flowfm_core::{SeededRng, Tolerance};
+use flowfm_data::store::WindowStore;
+use flowfm_data::window::WindowSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// T of the tiny diffusion run.
+const T: usize = 50;
+
+/// Windows of three synthetic "activities": sinusoids of different frequencies plus gravity.
+fn synthetic_pool(n: usize, seed: u64) -> WindowSet {
+    let mut rng = SeededRng::new(seed);
+    let mut ws = WindowSet::empty(
+        "synthetic",
+        30.0,
+        vec!["x".into(), "y".into(), "z".into()],
+        300,
+        vec!["slow".into(), "mid".into(), "fast".into()],
+    );
+    for i in 0..n {
+        let f = [0.5, 1.5, 3.0][i % 3];
+        let phase = rng.uniform_range(0.0, 6.28);
+        for c in 0..3 {
+            for s in 0..300 {
+                let t = s as f64 / 30.0;
+                let v = (2.0 * std::f64::consts::PI * f * t + phase + c as f64).sin() * 0.5
+                    + if c == 2 { 1.0 } else { 0.0 };
+                ws.x.push((v + 0.05 * rng.normal()) as f32);
+            }
+        }
+        ws.y.push((i % 3) as i64);
+        ws.subject.push((i % 4) as i64);
+        ws.start_time_s.push(10.0 * i as f64);
+    }
+    ws
+}
+
+fn experiment(method: &str) -> Experiment {
+    let text = format!(
+        r#"
+[run]
+name = "gen"
+method = "{method}"
+seed = 3
+
+[encoder]
+width = 0.0625
+
+[generator]
+preset = "small"
+base_channels = 8
+channel_mults = [1, 2]
+
+[diffusion]
+num_steps = {T}
+
+[train]
+batch_size = 8
+steps = 6
+lr = 0.003
+warmup_steps = 1
+checkpoint_every = 6
+log_every = 6
+"#
+    );
+    ExperimentFile::parse(&text, "test")
+        .unwrap()
+        .validate()
+        .unwrap()
+}
+
+/// Two run directories (flow, diffusion) under the target's temp folder, trained once per
+/// test process.
+fn runs() -> &'static (PathBuf, PathBuf) {
+    static RUNS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flowfm-generate-runs");
+        let _ = std::fs::remove_dir_all(&root);
+        let pool = Arc::new(synthetic_pool(32, 99));
+        let dir = |method: &str| {
+            let dir = root.join(method);
+            pretrain(
+                &experiment(method),
+                pool.clone(),
+                (0..32).collect(),
+                &PretrainOptions::new(&dir),
+            )
+            .unwrap();
+            dir
+        };
+        (dir("flowfm"), dir("diffusion"))
+    })
+}
+
+fn flow_models() -> TrainedModels {
+    TrainedModels::from_run_dir(&runs().0, &Device::Cpu).unwrap()
+}
+
+fn diffusion_models() -> TrainedModels {
+    TrainedModels::from_run_dir(&runs().1, &Device::Cpu).unwrap()
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn err_text<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
+    format!("{:#}", r.expect_err("expected an error"))
+}
+
+fn job(sampler: &str, batch_size: usize, seed: u64, mode: GenerateMode, out: &Path) -> GenerateJob {
+    GenerateJob {
+        sampler: sampler.parse().unwrap(),
+        batch_size,
+        seed,
+        mode,
+        output: out.to_path_buf(),
+    }
+}
+
+#[test]
+fn run_directories_load_with_their_generator_kind_and_schedule() {
+    let f = flow_models();
+    let d = diffusion_models();
+    assert_eq!(f.kind(), GeneratorKind::Flow);
+    assert_eq!(d.kind(), GeneratorKind::Diffusion);
+    assert_eq!(
+        d.schedule.num_steps(),
+        T,
+        "the diffusion schedule comes from config.toml"
+    );
+    assert_eq!(f.window_shape(), (3, 300));
+    assert!(f.generator_params > 0);
+    assert_eq!(
+        f.generator_params, d.generator_params,
+        "same U-Net, same size"
+    );
+}
+
+#[test]
+fn reconstruction_store_has_the_window_shape_and_reads_back_exactly() {
+    let models = flow_models();
+    let real = synthetic_pool(10, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("recon.h5");
+    let summary = run_generation(
+        &models,
+        &real,
+        &job("euler-4", 4, 11, GenerateMode::Reconstruct, &out),
+    )
+    .unwrap();
+    assert_eq!(summary.windows, 10);
+    assert_eq!(summary.nfe_per_window, 4);
+    assert!(summary.ms_per_window > 0.0 && summary.total_secs > 0.0);
+    let rec = summary
+        .reconstruction
+        .clone()
+        .expect("reconstruct mode reports its error");
+    assert!(rec.rmse.is_finite() && rec.rmse > 0.0);
+
+    let store = WindowStore::open(&out).unwrap();
+    assert_eq!(store.num_windows(), 10);
+    assert_eq!((store.meta.channels, store.meta.window_len), (3, 300));
+    Tolerance::F64.assert_close(&[store.meta.sample_rate_hz], &[30.0]);
+    assert_eq!(store.meta.channel_names, real.channel_names);
+    assert_eq!(store.meta.class_names, real.class_names);
+    assert_eq!(store.meta.dataset, "synthetic/generated/flowfm/euler-4");
+    assert_eq!(store.y, real.y, "reconstructions keep their source labels");
+    assert_eq!(store.subject, real.subject);
+    let stored: GenerateSummary = serde_json::from_str(&store.meta.config).unwrap();
+    assert_eq!(stored, summary, "the config attribute records the job");
+    let x = store.read_x().unwrap();
+    assert_eq!(x.len(), 10 * 3 * 300);
+    assert!(x.iter().all(|v| v.is_finite()));
+
+    // The store holds exactly what the model generates for the same seed.
+    let z = models
+        .encode(&windows_tensor(&real, &Device::Cpu).unwrap(), 10)
+        .unwrap();
+    let again = models
+        .sample(&z, &"euler-4".parse().unwrap(), 10, 11)
+        .unwrap();
+    Tolerance::F32.assert_close(
+        &x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+        &values(&again.x),
+    );
+    // No temp files left beside the store.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["recon.h5".to_string()]);
+}
+
+#[test]
+fn sample_mode_writes_count_unlabelled_windows() {
+    let models = diffusion_models();
+    let pool = synthetic_pool(24, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sampled.h5");
+    let mode = GenerateMode::Sample {
+        count: 7,
+        covariance: CovarianceKind::Auto,
+    };
+    let summary = run_generation(&models, &pool, &job("ddim-5", 3, 2, mode, &out)).unwrap();
+    assert_eq!(summary.nfe_per_window, 5);
+    assert!(summary.reconstruction.is_none());
+    let store = WindowStore::open(&out).unwrap();
+    assert_eq!(store.num_windows(), 7);
+    assert!(store.y.iter().all(|&y| y == -1));
+    assert!(store.subject.iter().all(|&s| s == -1));
+    assert_eq!(store.read_x().unwrap().len(), 7 * 900);
+}
+
+#[test]
+fn same_seed_gives_identical_windows_whatever_the_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = synthetic_pool(9, 8);
+    for (models, sampler) in [(flow_models(), "heun-3"), (diffusion_models(), "ddpm")] {
+        let mode = GenerateMode::Sample {
+            count: 5,
+            covariance: CovarianceKind::Diagonal,
+        };
+        let read = |batch: usize, seed: u64, name: &str| {
+            let out = dir.path().join(name);
+            run_generation(
+                &models,
+                &pool,
+                &job(sampler, batch, seed, mode.clone(), &out),
+            )
+            .unwrap();
+            WindowStore::open(&out)
+                .unwrap()
+                .read_x()
+                .unwrap()
+                .into_iter()
+                .map(f64::from)
+                .collect::<Vec<f64>>()
+        };
+        let a = read(5, 42, "a.h5");
+        let b = read(2, 42, "b.h5");
+        let c = read(5, 43, "c.h5");
+        Tolerance::F32.assert_close(&b, &a);
+        assert!(
+            Tolerance::new(1e-3, 1e-3).check(&c, &a).is_err(),
+            "{sampler}: another seed must give other windows"
+        );
+    }
+}
+
+/// Euler's global error is first order: against a tight dopri5 solution from the same noise,
+/// 32 steps must be several times closer than 4 steps (8x in the asymptotic regime). Fails if
+/// the noise depended on the sampler, or the time grid or step plumbing were wrong.
+#[test]
+fn euler_converges_to_the_dopri5_solution_at_first_order() {
+    let models = flow_models();
+    let real = synthetic_pool(4, 3);
+    let z = models
+        .encode(&windows_tensor(&real, &Device::Cpu).unwrap(), 4)
+        .unwrap();
+    let reference = models
+        .sample(&z, &"dopri5-1e-6".parse().unwrap(), 4, 9)
+        .unwrap();
+    assert!(reference.nfe_per_window > 6);
+    let rmse = |steps: usize| {
+        let g = models
+            .sample(&z, &SamplerSpec::Euler { steps }, 4, 9)
+            .unwrap();
+        assert_eq!(g.nfe_per_window, steps);
+        let (a, b) = (values(&g.x), values(&reference.x));
+        (a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len() as f64).sqrt()
+    };
+    let (e4, e32) = (rmse(4), rmse(32));
+    assert!(e4 > 0.0, "Euler-4 should differ from the reference");
+    assert!(
+        e4 / e32 > 4.0,
+        "Euler error fell only {:.2}x from 4 to 32 steps ({e4:.3e} -> {e32:.3e})",
+        e4 / e32
+    );
+}
+
+fn sample_mean_cov(rows: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
+    let (n, d) = (rows.len(), rows[0].len());
+    let mean: Vec<f64> = (0..d)
+        .map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n as f64)
+        .collect();
+    let mut cov = vec![0.0; d * d];
+    for r in rows {
+        for i in 0..d {
+            for j in 0..d {
+                cov[i * d + j] += (r[i] - mean[i]) * (r[j] - mean[j]) / (n - 1) as f64;
+            }
+        }
+    }
+    (mean, cov)
+}
+
+fn tensor_rows(t: &Tensor) -> Vec<Vec<f64>> {
+    t.to_dtype(DType::F64).unwrap().to_vec2().unwrap()
+}
+
+#[test]
+fn fitted_gaussian_matches_its_data_and_its_draws_match_it() {
+    // Correlated 3-d data: z = A e + m.
+    let mut rng = SeededRng::new(1);
+    let a = [[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [-0.5, 0.3, 0.2]];
+    let m = [2.0, -1.0, 0.5];
+    let data: Vec<f32> = (0..4000)
+        .flat_map(|_| {
+            let e = [rng.normal(), rng.normal(), rng.normal()];
+            (0..3)
+                .map(|i| (m[i] + (0..3).map(|k| a[i][k] * e[k]).sum::<f64>()) as f32)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let z = Tensor::from_vec(data, (4000, 3), &Device::Cpu).unwrap();
+    let (mean, cov) = sample_mean_cov(&tensor_rows(&z));
+
+    let g = RepresentationGaussian::fit(&z, CovarianceKind::Full).unwrap();
+    assert!(matches!(g.factor, CovarianceFactor::Full { .. }));
+    Tolerance::new(1e-9, 1e-9).assert_close(&g.mean, &mean);
+    Tolerance::new(1e-9, 1e-9).assert_close(&g.covariance(), &cov);
+
+    let draws = g
+        .sample(20000, &mut SeededRng::new(2), &Device::Cpu)
+        .unwrap();
+    let (dm, dc) = sample_mean_cov(&tensor_rows(&draws));
+    // Monte-Carlo error with 20000 draws is about 1 %; allow 5 % of unit scale.
+    Tolerance::new(0.0, 0.05).assert_close(&dm, &mean);
+    Tolerance::new(0.0, 0.05).assert_close(&dc, &cov);
+
+    let diag = RepresentationGaussian::fit(&z, CovarianceKind::Diagonal).unwrap();
+    let c = diag.covariance();
+    Tolerance::new(1e-9, 1e-9).assert_close(&[c[0], c[4], c[8]], &[cov[0], cov[4], cov[8]]);
+    Tolerance::F64.assert_close(&[c[1], c[2], c[5]], &[0.0, 0.0, 0.0]);
+
+    // Fewer rows than dimensions: Auto falls back to the diagonal.
+    let few = z.narrow(0, 0, 3).unwrap();
+    let auto = RepresentationGaussian::fit(&few, CovarianceKind::Auto).unwrap();
+    assert!(matches!(auto.factor, CovarianceFactor::Diagonal { .. }));
+}
+
+#[test]
+fn study_table_has_every_cell_filled_for_a_tiny_configuration() {
+    let flow = flow_models();
+    let diffusion = diffusion_models();
+    let real = synthetic_pool(12, 21);
+    let mut cfg = StudyConfig::with_steps(
+        ReferenceEncoder::random_like(flow.encoder.config()),
+        &[1, 4],
+        false,
+        &[2, 10],
+        true,
+    );
+    cfg.flow_samplers.push("dopri5-1e-2".parse().unwrap());
+    cfg.batch_size = 6;
+    cfg.discriminative.steps = 50;
+    let study: GenerationStudy = generation_study(&flow, &diffusion, &real, &cfg).unwrap();
+    let labels: Vec<&str> = study.rows.iter().map(|r| r.sampler.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "euler-1",
+            "euler-4",
+            "dopri5-1e-2",
+            "ddim-2",
+            "ddim-10",
+            "ddpm-50"
+        ]
+    );
+    let nfe: Vec<usize> = study.rows.iter().map(|r| r.nfe).collect();
+    assert_eq!(&nfe[..2], &[1, 4]);
+    assert_eq!(&nfe[3..], &[2, 10, T]);
+    for r in &study.rows {
+        for (name, v) in [
+            ("ms_per_window", r.ms_per_window),
+            ("frechet", r.frechet),
+            ("mmd2", r.mmd2),
+            ("discriminative", r.discriminative),
+            ("spectral_l1", r.spectral_l1),
+            ("spectral_db", r.spectral_db),
+            ("recon_rmse", r.recon_rmse),
+            ("recon_corr", r.recon_corr),
+        ] {
+            assert!(v.is_finite(), "{} {name} = {v}", r.sampler);
+        }
+        assert!(r.ms_per_window > 0.0 && r.frechet >= 0.0 && r.discriminative <= 0.5);
+    }
+    assert!(study.real_halves_frechet.is_finite());
+    assert!(!study.speedup_note.is_empty());
+    let md = study.to_markdown();
+    assert!(!md.contains("n/a"), "an empty cell:\n{md}");
+    let table_rows = md.lines().filter(|l| l.starts_with("| ")).count();
+    assert_eq!(
+        table_rows,
+        1 + study.rows.len(),
+        "header + one line per setting:\n{md}"
+    );
+    let back: GenerationStudy =
+        serde_json::from_str(&serde_json::to_string(&study).unwrap()).unwrap();
+    assert_eq!(back.rows.len(), study.rows.len());
+    assert_eq!(back.rows[5].sampler, "ddpm-50");
+    assert_eq!(study.efficiency().unwrap().len(), study.rows.len());
+
+    // Fitted-Gaussian conditioning fills the same cells.
+    cfg.conditioning = StudyConditioning::FittedGaussian(CovarianceKind::Diagonal);
+    cfg.flow_samplers.truncate(1);
+    cfg.diffusion_samplers.truncate(1);
+    let g = generation_study(&flow, &diffusion, &real, &cfg).unwrap();
+    assert_eq!(g.rows.len(), 2);
+    assert!(g
+        .rows
+        .iter()
+        .all(|r| r.frechet.is_finite() && r.recon_rmse.is_finite()));
+}
+
+fn row(method: &str, sampler: &str, nfe: usize, ms: f64, fd: f64) -> StudyRow {
+    StudyRow {
+        method: method.into(),
+        sampler: sampler.into(),
+        nfe,
+        ms_per_window: ms,
+        frechet: fd,
+        mmd2: 0.0,
+        mmd_bandwidth: 1.0,
+        discriminative: 0.0,
+        spectral_l1: 0.0,
+        spectral_db: 0.0,
+        recon_rmse: 0.0,
+        recon_corr: 0.0,
+    }
+}
+
+#[test]
+fn speedup_is_the_fastest_flow_setting_no_worse_than_ddpm() {
+    let rows = vec![
+        row("flowfm", "euler-1", 1, 1.0, 9.0),
+        row("flowfm", "euler-4", 4, 4.0, 2.0),
+        row("flowfm", "euler-8", 8, 8.0, 1.5),
+        row("diffusion", "ddim-10", 10, 10.0, 3.0),
+        row("diffusion", "ddpm-1000", 1000, 1000.0, 2.0),
+    ];
+    let (s, note) = matched_speedup(&rows);
+    let s = s.expect("euler-4 ties DDPM's Frechet distance");
+    assert_eq!(s.flow_sampler, "euler-4");
+    assert_eq!(s.baseline_sampler, "ddpm-1000");
+    Tolerance::F64.assert_close(&[s.factor, s.nfe_ratio], &[250.0, 250.0]);
+    assert!(note.contains("euler-4"), "{note}");
+
+    let worse: Vec<StudyRow> = rows
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            if r.method == "flowfm" {
+                r.frechet += 10.0;
+            }
+            r
+        })
+        .collect();
+    let (none, note) = matched_speedup(&worse);
+    assert!(none.is_none());
+    assert!(
+        note.contains("no flow setting") && note.contains("euler-8"),
+        "{note}"
+    );
+    let (none, note) = matched_speedup(&rows[..3]);
+    assert!(none.is_none() && note.contains("no DDPM"), "{note}");
+}
+
+#[test]
+fn bad_sampler_names_and_steps_are_errors_naming_the_field() {
+    let parts = |name: &str, steps: Option<usize>, eta: Option<f64>, rtol: Option<f64>| {
+        err_text(SamplerSpec::from_parts(name, steps, eta, rtol, None))
+    };
+    assert!(parts("eulr", Some(4), None, None).starts_with("sampler:"));
+    assert!(parts("euler", None, None, None).starts_with("steps:"));
+    assert!(parts("euler", Some(0), None, None).starts_with("steps:"));
+    assert!(parts("ddpm", Some(10), None, None).starts_with("steps:"));
+    assert!(parts("dopri5", Some(10), None, None).starts_with("steps:"));
+    assert!(parts("ddim", Some(10), Some(-0.5), None).starts_with("eta:"));
+    assert!(parts("euler", Some(4), Some(0.5), None).starts_with("eta:"));
+    assert!(parts("dopri5", None, None, Some(0.0)).starts_with("rtol:"));
+    assert!(parts("euler", Some(4), None, Some(1e-3)).starts_with("rtol:"));
+    for (text, field) in [
+        ("warp-4", "sampler:"),
+        ("euler", "steps:"),
+        ("euler-x", "steps:"),
+        ("ddim-0", "steps:"),
+        ("ddim-5-etax", "eta:"),
+        ("dopri5-abc", "rtol:"),
+    ] {
+        let e = err_text(text.parse::<SamplerSpec>());
+        assert!(e.starts_with(field), "`{text}`: {e}");
+    }
+    // Labels parse back to the same sampler.
+    for s in [
+        "euler-8",
+        "rk4-2",
+        "dopri5",
+        "dopri5-0.001",
+        "ddim-50",
+        "ddim-20-eta0.5",
+        "ddpm",
+    ] {
+        let spec: SamplerSpec = s.parse().unwrap();
+        assert_eq!(
+            spec.to_string().parse::<SamplerSpec>().unwrap(),
+            spec,
+            "{s}"
+        );
+    }
+    // Against a model: wrong family, too many DDIM steps.
+    let ddim_on_flow = SamplerSpec::Ddim { steps: 5, eta: 0.0 }.validate(GeneratorKind::Flow, T);
+    assert!(err_text(ddim_on_flow).starts_with("sampler:"));
+    let too_many = SamplerSpec::Ddim {
+        steps: T + 1,
+        eta: 0.0,
+    }
+    .validate(GeneratorKind::Diffusion, T);
+    assert!(err_text(too_many).starts_with("steps:"));
+    let models = flow_models();
+    let z = Tensor::zeros((2, 64), DType::F32, &Device::Cpu).unwrap();
+    assert!(err_text(models.sample(&z, &SamplerSpec::Ddpm, 2, 0)).starts_with("sampler:"));
+    let wrong_dim = Tensor::zeros((2, 5), DType::F32, &Device::Cpu).unwrap();
+    assert!(
+        err_text(models.sample(&wrong_dim, &SamplerSpec::Euler { steps: 1 }, 2, 0))
+            .starts_with("z:")
+    );
+}
+
+#[test]
+fn bad_inputs_are_errors_naming_the_file_or_field() {
+    let empty = tempfile::tempdir().unwrap();
+    let e = err_text(TrainedModels::from_run_dir(empty.path(), &Device::Cpu));
+    assert!(e.contains("generator.safetensors"), "{e}");
+
+    let models = flow_models();
+    let mut short = synthetic_pool(3, 1);
+    short.window_len = 100;
+    short.x.truncate(3 * 3 * 100);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.h5");
+    let e = err_text(run_generation(
+        &models,
+        &short,
+        &job("euler-2", 2, 0, GenerateMode::Reconstruct, &out),
+    ));
+    assert!(e.starts_with("windows:"), "{e}");
+    assert!(!out.exists(), "nothing is written on error");
+
+    let pool = synthetic_pool(8, 1);
+    let e = err_text(run_generation(
+        &models,
+        &pool,
+        &job("ddim-5", 2, 0, GenerateMode::Reconstruct, &out),
+    ));
+    assert!(e.starts_with("sampler:"), "{e}");
+
+    // The study refuses swapped runs and too few windows.
+    let diffusion = diffusion_models();
+    let cfg = StudyConfig::with_steps(
+        ReferenceEncoder::random_like(models.encoder.config()),
+        &[1],
+        false,
+        &[2],
+        false,
+    );
+    let e = err_text(generation_study(&diffusion, &models, &pool, &cfg));
+    assert!(e.starts_with("flow:"), "{e}");
+    let e = err_text(generation_study(
+        &models,
+        &diffusion,
+        &synthetic_pool(5, 1),
+        &cfg,
+    ));
+    assert!(e.starts_with("real:"), "{e}");
+    let mut bad = cfg.clone();
+    bad.diffusion_samplers = vec![SamplerSpec::Ddim {
+        steps: 500,
+        eta: 0.0,
+    }];
+    let e = err_text(generation_study(&models, &diffusion, &pool, &bad));
+    assert!(
+        e.contains("diffusion_samplers[0]") && e.contains("steps:"),
+        "{e}"
+    );
+}
