@@ -394,12 +394,16 @@ fn grid_linear(t: &[f64], v: &[&[f32]], labels: &[i32], rate: f64) -> (Vec<Vec<f
     (out_v, out_l)
 }
 
-/// A tabulated, symmetric Kaiser-windowed sinc low-pass kernel in units of input samples.
+/// A symmetric Kaiser-windowed sinc low-pass kernel in units of input samples.
 #[derive(Clone, Debug)]
 pub struct LowpassKernel {
-    table: Vec<f64>,
-    oversample: usize,
+    /// Cutoff in cycles per input sample.
+    fc: f64,
+    beta: f64,
+    i0_beta: f64,
     half_width: f64,
+    /// Tabulated `exact` (filled by [`LowpassKernel::tabulate`]), for per-sample evaluation.
+    table: Vec<f64>,
 }
 
 impl LowpassKernel {
@@ -422,25 +426,12 @@ impl LowpassKernel {
             0.0
         };
         let taps = (a - 8.0) / (2.285 * dw);
-        let half_width = (0.5 * taps).max(2.0);
-        let os = Self::OVERSAMPLE;
-        let n = (half_width * os as f64).ceil() as usize + 2;
-        let i0_beta = bessel_i0(beta);
-        let table = (0..n)
-            .map(|k| {
-                let d = k as f64 / os as f64;
-                if d >= half_width {
-                    return 0.0;
-                }
-                let r = d / half_width;
-                let win = bessel_i0(beta * (1.0 - r * r).sqrt()) / i0_beta;
-                2.0 * fc * sinc(2.0 * fc * d) * win
-            })
-            .collect();
         Self {
-            table,
-            oversample: os,
-            half_width,
+            fc,
+            beta,
+            i0_beta: bessel_i0(beta),
+            half_width: (0.5 * taps).max(2.0),
+            table: Vec::new(),
         }
     }
 
@@ -449,9 +440,31 @@ impl LowpassKernel {
         self.half_width
     }
 
-    /// The kernel at offset `d` (input samples).
+    /// The kernel at offset `d` (input samples), from the closed form.
+    pub fn exact(&self, d: f64) -> f64 {
+        let d = d.abs();
+        if d >= self.half_width {
+            return 0.0;
+        }
+        let r = d / self.half_width;
+        let win = bessel_i0(self.beta * (1.0 - r * r).sqrt()) / self.i0_beta;
+        2.0 * self.fc * sinc(2.0 * self.fc * d) * win
+    }
+
+    /// Fills the lookup table used by [`LowpassKernel::eval`].
+    pub fn tabulate(&mut self) {
+        let os = Self::OVERSAMPLE as f64;
+        let n = (self.half_width * os).ceil() as usize + 2;
+        self.table = (0..n).map(|k| self.exact(k as f64 / os)).collect();
+    }
+
+    /// The kernel at offset `d` (input samples), linearly interpolated from the table
+    /// (falls back to the closed form before [`LowpassKernel::tabulate`]).
     pub fn eval(&self, d: f64) -> f64 {
-        let a = d.abs() * self.oversample as f64;
+        if self.table.is_empty() {
+            return self.exact(d);
+        }
+        let a = d.abs() * Self::OVERSAMPLE as f64;
         let i = a as usize;
         if i + 1 >= self.table.len() {
             return 0.0;
@@ -518,7 +531,12 @@ fn convert_rate(
     }
     let n_out = grid_len((n_in - 1) as f64 / fs_in, fs_out);
     let step = fs_in / fs_out;
-    let kernel = LowpassKernel::design(fs_in, fs_out, cfg);
+    let phases = rational(step);
+    let mut kernel = LowpassKernel::design(fs_in, fs_out, cfg);
+    if phases.is_none() {
+        // Every output has its own phase: evaluate from a table rather than the closed form.
+        kernel.tabulate();
+    }
     let hw = kernel.half_width();
     let mut out: Vec<Vec<f32>> = vec![Vec::with_capacity(n_out); src.len()];
     let mut out_l = Vec::with_capacity(n_out);
@@ -546,7 +564,7 @@ fn convert_rate(
         out_l.push(labels[label_at.min(n_in - 1)]);
     };
     let mut weights: Vec<f64> = Vec::with_capacity(2 * hw.ceil() as usize + 2);
-    if let Some((p, q)) = rational(step) {
+    if let Some((p, q)) = phases {
         // Output j sits at input position (j p) / q: only q distinct phases, whose interior
         // weights are computed once. Outputs whose kernel is cut by an edge are done one by one.
         let phases: Vec<(isize, Vec<f64>)> = (0..q)
@@ -554,7 +572,7 @@ fn convert_rate(
                 let frac = r as f64 / q as f64;
                 let lo = (frac - hw).ceil() as isize;
                 let hi = (frac + hw).floor() as isize;
-                let mut w: Vec<f64> = (lo..=hi).map(|k| kernel.eval(frac - k as f64)).collect();
+                let mut w: Vec<f64> = (lo..=hi).map(|k| kernel.exact(frac - k as f64)).collect();
                 let sum: f64 = w.iter().sum();
                 w.iter_mut().for_each(|x| *x /= sum);
                 (lo, w)
