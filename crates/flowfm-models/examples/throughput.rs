@@ -3,6 +3,9 @@
 //! `cargo run --release -p flowfm-models --example throughput [-- quick]` prints parameter
 //! counts, HARNet10 train-step (forward + backward) and eval-forward windows/s at batch 64 for
 //! width 1 and 0.25, and the U-Net forward time per window.
+//!
+//! mimalloc is the global allocator, as in the `flowfm` binary: with glibc's allocator every
+//! multi-megabyte activation is a fresh `mmap` whose page faults make elementwise ops ~10x slower.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -10,6 +13,9 @@ use flowfm_core::init::seeded_var_builder;
 use flowfm_core::{Conditioning, FlowTimes, ForwardMode, SeededRng};
 use flowfm_models::{count_parameters, EncoderConfig, FlowUNet, HarNet, UNetConfig};
 use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn time<F: FnMut() -> candle_core::Result<()>>(iters: usize, mut f: F) -> candle_core::Result<f64> {
     f()?; // warm-up

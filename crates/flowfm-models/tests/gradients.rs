@@ -19,7 +19,7 @@ fn checker() -> GradCheck {
     GradCheck {
         step: 1e-6,
         tolerance: Tolerance::new(1e-5, 1e-7),
-        max_probes: 40,
+        max_probes: 20,
         seed: 0,
     }
 }
