@@ -97,7 +97,7 @@ pub struct EncoderSection {
 }
 
 /// `[generator]` (flowfm and diffusion).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorSection {
     /// `paper` (about 3.2 M parameters) or `small`.
@@ -109,6 +109,17 @@ pub struct GeneratorSection {
     pub channel_mults: Option<Vec<usize>>,
     /// Override: residual blocks per level.
     pub res_blocks: Option<usize>,
+}
+
+impl Default for GeneratorSection {
+    fn default() -> Self {
+        Self {
+            preset: default_generator_preset(),
+            base_channels: None,
+            channel_mults: None,
+            res_blocks: None,
+        }
+    }
 }
 
 /// `[flow]`.
@@ -619,6 +630,18 @@ steps = 10
                 "`{to}`: expected the error to name {field}, got: {err}"
             );
         }
+    }
+
+    #[test]
+    fn omitted_sections_take_their_documented_defaults() {
+        let text = MINIMAL.replace("[generator]\npreset = \"small\"\n", "");
+        let e = ExperimentFile::parse(&text, "x")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(e.file.generator.preset, "paper");
+        assert_eq!(e.file.flow.time_sampling, "uniform");
+        assert_eq!(e.file.diffusion.schedule, "linear");
     }
 
     #[test]

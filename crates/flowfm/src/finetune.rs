@@ -30,7 +30,7 @@ use flowfm_models::{detached_var_builder, EncoderConfig, HarNet};
 use flowfm_objectives::classification::{inverse_frequency_weights, weighted_cross_entropy};
 use flowfm_ops::norm::is_buffer_name;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// How the downstream classifier is obtained.
@@ -510,6 +510,54 @@ pub fn finetune_fold<S: WindowSource + 'static>(
     rng: &SeededRng,
     device: &Device,
 ) -> Result<FoldOutcome> {
+    finetune_fold_with_model(source, split, encoder_src, num_classes, cfg, rng, device)
+        .map(|(outcome, _)| outcome)
+}
+
+/// A fine-tuned encoder and head (the best-validation weights).
+pub struct FineTunedModel {
+    /// Encoder variables (parameters and batch-norm buffers).
+    pub encoder_vars: VarMap,
+    /// The encoder.
+    pub encoder: HarNet,
+    /// Head variables.
+    pub head_vars: VarMap,
+    /// The head's configuration.
+    pub head_config: ClassifierConfig,
+    /// The head.
+    pub head: Classifier,
+}
+
+impl FineTunedModel {
+    /// Writes `encoder.safetensors` (loadable as [`EncoderSource::Pretrained`]) and
+    /// `head.safetensors` into `dir`, atomically, each with its config in the metadata.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        flowfm_models::save_checkpoint(
+            &self.encoder_vars,
+            self.encoder.config(),
+            &dir.join("encoder.safetensors"),
+        )?;
+        flowfm_models::save_checkpoint(
+            &self.head_vars,
+            &self.head_config,
+            &dir.join("head.safetensors"),
+        )?;
+        Ok(())
+    }
+}
+
+/// As [`finetune_fold`], also returning the fine-tuned model (best-validation weights), e.g. to
+/// save it with [`FineTunedModel::save`].
+pub fn finetune_fold_with_model<S: WindowSource + 'static>(
+    source: &Arc<S>,
+    split: &FoldSplit,
+    encoder_src: &EncoderSource,
+    num_classes: usize,
+    cfg: &DownstreamConfig,
+    rng: &SeededRng,
+    device: &Device,
+) -> Result<(FoldOutcome, FineTunedModel)> {
     if split.train.len() < 2 || split.val.is_empty() || split.test.is_empty() {
         bail!(
             "fine-tuning needs >= 2 training, >= 1 validation and >= 1 test windows, got {}/{}/{}",
@@ -535,7 +583,7 @@ pub fn finetune_fold<S: WindowSource + 'static>(
     };
     let head_vb = seeded_var_builder(&head_vars, rng.derive("head").seed(), DType::F32, device);
     let head = Classifier::new(head_cfg.clone(), head_vb.clone())?;
-    let head_eval = Classifier::new(head_cfg, detached_var_builder(&head_vb))?;
+    let head_eval = Classifier::new(head_cfg.clone(), detached_var_builder(&head_vb))?;
 
     let mut named: Vec<(String, Var)> = Vec::new();
     for (prefix, vm) in [("encoder", &enc_vars), ("head", &head_vars)] {
@@ -623,12 +671,21 @@ pub fn finetune_fold<S: WindowSource + 'static>(
         cfg.eval_batch_size,
         device,
     )?;
-    Ok(FoldOutcome {
-        truth: y_test,
-        predicted,
-        class_weights: weights,
-        training: Some(training),
-    })
+    Ok((
+        FoldOutcome {
+            truth: y_test,
+            predicted,
+            class_weights: weights,
+            training: Some(training),
+        },
+        FineTunedModel {
+            encoder_vars: enc_vars,
+            encoder,
+            head_vars,
+            head_config: head_cfg,
+            head,
+        },
+    ))
 }
 
 /// Gathers rows `idx` of a `(rows, dim)` row-major matrix.

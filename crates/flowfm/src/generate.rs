@@ -448,6 +448,7 @@ impl GeneratorNet {
 }
 
 /// An encoder and generator loaded from checkpoints, ready to encode and sample.
+#[derive(Debug)]
 pub struct TrainedModels {
     /// The encoder (inference through `encode_detached`, eval mode).
     pub encoder: HarNet,

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod datasets;
+pub mod embed;
 pub mod finetune;
 pub mod generate;
 pub mod optim;

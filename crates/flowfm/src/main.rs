@@ -74,6 +74,21 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Encode a window store with a pretrained encoder; write `(N, d)` representations to HDF5.
+    Embed {
+        /// Encoder checkpoint (`encoder.safetensors` of a run directory).
+        #[arg(long)]
+        encoder: PathBuf,
+        /// Window store.
+        #[arg(long)]
+        store: PathBuf,
+        /// Output file (`.h5`).
+        #[arg(long)]
+        output: PathBuf,
+        /// Windows per forward pass.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+    },
     /// Validate experiment configs and print their resolved form.
     CheckConfig {
         /// Config files.
@@ -214,6 +229,25 @@ fn run(cli: Cli) -> Result<()> {
                 outcome.steps,
                 outcome.windows_per_s,
                 outcome.run_dir.display()
+            );
+            Ok(())
+        }
+        Command::Embed {
+            encoder,
+            store,
+            output,
+            batch,
+        } => {
+            let device = candle_core::Device::Cpu;
+            let enc = flowfm::embed::load_encoder(&encoder, &device)?;
+            let st = flowfm_data::store::WindowStore::open(&store)?;
+            let z = flowfm::embed::embed_store(&enc, &st, batch, &device)?;
+            flowfm::embed::write_embeddings(&output, &z, enc.config.repr_dim(), &st, &encoder)?;
+            println!(
+                "wrote {} representations of dimension {} to {}",
+                st.num_windows(),
+                enc.config.repr_dim(),
+                output.display()
             );
             Ok(())
         }

@@ -12,7 +12,10 @@ fn every_shipped_config_validates() {
         if path.extension().is_some_and(|e| e == "toml") {
             let exp = Experiment::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-            assert!(stem.starts_with(exp.method.name()), "{stem}: file name should start with its method");
+            assert!(
+                stem.starts_with(exp.method.name()),
+                "{stem}: file name should start with its method"
+            );
             count += 1;
         }
     }
