@@ -14,6 +14,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod fused_norm;
 pub mod gradcheck;
 pub mod linear;
 pub mod norm;

@@ -2,9 +2,11 @@
 //! `(batch, channels, samples)` tensors, composed from candle primitives whose gradients are
 //! verified in `tests/`.
 
+use crate::fused_norm::{fused_norm, Grouping, Statistics};
 use candle_core::{Result, Tensor, Var, D};
 use candle_nn::VarBuilder;
 use flowfm_core::ForwardMode;
+use std::sync::Arc;
 
 /// Group normalisation with an optional per-channel affine transform.
 ///
@@ -72,6 +74,17 @@ impl GroupNorm {
     /// # Shapes
     /// - `x`: `(batch, channels, samples)`; returns the same shape
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if crate::uses_own_kernels(x.device()) {
+            let (y, _) = fused_norm(
+                x,
+                &self.weight,
+                &self.bias,
+                Grouping::Groups(self.groups),
+                Statistics::FromInput,
+                self.eps,
+            )?;
+            return Ok(y);
+        }
         group_norm(
             x,
             self.groups,
@@ -160,24 +173,88 @@ impl BatchNorm1d {
     /// # Shapes
     /// - `x`: `(batch, channels, samples)`; returns the same shape
     pub fn forward(&self, x: &Tensor, mode: ForwardMode) -> Result<Tensor> {
+        let (b, _, l) = x.dims3()?;
+        if mode == ForwardMode::Train && b * l < 2 {
+            candle_core::bail!(
+                "BatchNorm1d: training needs more than one value per channel, got {b}x{l}"
+            );
+        }
+        if !crate::uses_own_kernels(x.device()) {
+            return self.forward_composed(x, mode);
+        }
+        match mode {
+            ForwardMode::Train => {
+                let (y, stats) = fused_norm(
+                    x,
+                    &self.weight,
+                    &self.bias,
+                    Grouping::PerChannel,
+                    Statistics::FromInput,
+                    self.cfg.eps,
+                )?;
+                let Some((mean, var)) = stats else {
+                    candle_core::bail!("BatchNorm1d: the fused op returned no batch statistics");
+                };
+                let n = (b * l) as f64;
+                let unbiased: Vec<f64> = var.iter().map(|v| v * n / (n - 1.0)).collect();
+                self.update_running(&mean, &unbiased)?;
+                Ok(y)
+            }
+            ForwardMode::Eval => {
+                let mean: Vec<f64> = self
+                    .running_mean
+                    .as_tensor()
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_vec1()?;
+                let var: Vec<f64> = self
+                    .running_var
+                    .as_tensor()
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_vec1()?;
+                let (y, _) = fused_norm(
+                    x,
+                    &self.weight,
+                    &self.bias,
+                    Grouping::PerChannel,
+                    Statistics::Fixed {
+                        mean: Arc::new(mean),
+                        var: Arc::new(var),
+                    },
+                    self.cfg.eps,
+                )?;
+                Ok(y)
+            }
+        }
+    }
+
+    /// `running = (1 - momentum) * running + momentum * batch`, outside the autograd graph.
+    fn update_running(&self, mean: &[f64], unbiased_var: &[f64]) -> Result<()> {
+        let m = self.cfg.momentum;
+        let dev = self.running_mean.device().clone();
+        let dt = self.running_mean.dtype();
+        let bm = Tensor::from_slice(mean, mean.len(), &dev)?.to_dtype(dt)?;
+        let bv = Tensor::from_slice(unbiased_var, unbiased_var.len(), &dev)?.to_dtype(dt)?;
+        let rm = ((self.running_mean.as_tensor().detach() * (1.0 - m))? + (bm * m)?)?;
+        let rv = ((self.running_var.as_tensor().detach() * (1.0 - m))? + (bv * m)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)
+    }
+
+    /// The same layer composed from candle primitives (used on non-CPU devices, and as the
+    /// reference the fused op is tested against).
+    ///
+    /// # Shapes
+    /// - `x`: `(batch, channels, samples)`; returns the same shape
+    pub fn forward_composed(&self, x: &Tensor, mode: ForwardMode) -> Result<Tensor> {
         let (b, c, l) = x.dims3()?;
         let normed = match mode {
             ForwardMode::Train => {
                 let n = b * l;
-                if n < 2 {
-                    candle_core::bail!(
-                        "BatchNorm1d: training needs more than one value per channel, got {b}x{l}"
-                    );
-                }
                 let (normed, mean, var) = batch_norm_train(x, self.cfg.eps)?;
-                let m = self.cfg.momentum;
                 let unbiased = (var.detach() * (n as f64 / (n as f64 - 1.0)))?;
-                let rm = ((self.running_mean.as_tensor() * (1.0 - m))?
-                    + (mean.detach().to_dtype(self.running_mean.dtype())? * m)?)?;
-                let rv = ((self.running_var.as_tensor() * (1.0 - m))?
-                    + (unbiased.to_dtype(self.running_var.dtype())? * m)?)?;
-                self.running_mean.set(&rm)?;
-                self.running_var.set(&rv)?;
+                let mean: Vec<f64> = mean.detach().to_dtype(candle_core::DType::F64)?.to_vec1()?;
+                let unbiased: Vec<f64> = unbiased.to_dtype(candle_core::DType::F64)?.to_vec1()?;
+                self.update_running(&mean, &unbiased)?;
                 normed
             }
             ForwardMode::Eval => {

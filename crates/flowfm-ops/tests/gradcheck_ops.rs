@@ -326,3 +326,87 @@ fn upstream_candle_upsample_nearest_gradient_is_wrong() {
         .unwrap()
         .assert_ok("flowfm upsample with a skip path");
 }
+
+#[test]
+fn fused_norm_gradients_match_for_batch_and_group_statistics() {
+    use flowfm_ops::fused_norm::{fused_norm, Grouping, Statistics};
+    use std::sync::Arc;
+    let mut rng = SeededRng::new(14);
+    for (shape, grouping) in [
+        ([2, 3, 5], Grouping::PerChannel),
+        ([4, 2, 1], Grouping::PerChannel),
+        ([2, 4, 7], Grouping::Groups(2)),
+        ([1, 6, 5], Grouping::Groups(3)),
+        ([3, 4, 3], Grouping::Groups(1)),
+    ] {
+        let x = randn(&mut rng, &shape);
+        let g = randn(&mut rng, &[shape[1]]);
+        let b = randn(&mut rng, &[shape[1]]);
+        check_gradients(
+            |xs| {
+                Ok(fused_norm(
+                    &xs[0],
+                    &xs[1],
+                    &xs[2],
+                    grouping,
+                    Statistics::FromInput,
+                    1e-5,
+                )?
+                .0)
+            },
+            &[x.clone(), g.clone(), b.clone()],
+        )
+        .unwrap()
+        .assert_ok(&format!("fused norm {grouping:?} {shape:?}"));
+        if grouping == Grouping::PerChannel {
+            let mean = Arc::new(rng.normal_vec(shape[1]));
+            let var = Arc::new(rng.uniform_vec(shape[1], 0.5, 2.0));
+            let stats = Statistics::Fixed { mean, var };
+            check_gradients(
+                |xs| Ok(fused_norm(&xs[0], &xs[1], &xs[2], grouping, stats.clone(), 1e-5)?.0),
+                &[x, g, b],
+            )
+            .unwrap()
+            .assert_ok(&format!("fused norm with fixed statistics {shape:?}"));
+        }
+    }
+}
+
+#[test]
+fn fused_layers_equal_the_composed_reference() {
+    let mut rng = SeededRng::new(15);
+    let tol = flowfm_core::Tolerance::new(1e-10, 1e-12);
+    let x = randn(&mut rng, &[3, 4, 9]);
+    // Group norm layer (fused on the CPU) vs the composed function with the same parameters.
+    let mut vm = candle_nn::VarMap::new();
+    let vb = flowfm_core::init::seeded_var_builder(&vm, 1, DType::F64, &Device::Cpu);
+    let gn = GroupNorm::new(2, 4, 1e-5, vb).unwrap();
+    let w = randn(&mut rng, &[4]);
+    let b = randn(&mut rng, &[4]);
+    vm.set_one("weight", &w).unwrap();
+    vm.set_one("bias", &b).unwrap();
+    tol.assert_tensors_close(
+        &gn.forward(&x).unwrap(),
+        &group_norm(&x, 2, Some(&w), Some(&b), 1e-5).unwrap(),
+    );
+    // Batch norm: two layers with the same init, fused vs composed, train then eval.
+    let make = || {
+        let vm = candle_nn::VarMap::new();
+        let vb = flowfm_core::init::seeded_var_builder(&vm, 2, DType::F64, &Device::Cpu);
+        BatchNorm1d::new(4, BatchNormConfig::default(), vb).unwrap()
+    };
+    let (fused, composed) = (make(), make());
+    for _ in 0..3 {
+        let xb = randn(&mut rng, &[5, 4, 6]);
+        tol.assert_tensors_close(
+            &fused.forward(&xb, ForwardMode::Train).unwrap(),
+            &composed.forward_composed(&xb, ForwardMode::Train).unwrap(),
+        );
+    }
+    tol.assert_tensors_close(fused.running_mean(), composed.running_mean());
+    tol.assert_tensors_close(fused.running_var(), composed.running_var());
+    tol.assert_tensors_close(
+        &fused.forward(&x, ForwardMode::Eval).unwrap(),
+        &composed.forward_composed(&x, ForwardMode::Eval).unwrap(),
+    );
+}
