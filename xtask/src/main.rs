@@ -9,6 +9,7 @@
 //! Architecture invariant: xtask never links candle or any flowfm crate; it drives the `flowfm`
 //! binary and cargo.
 
+mod bench_prepare;
 mod deps;
 mod reproduce;
 
@@ -36,6 +37,8 @@ commands:
       --force               rerun stages whose outputs already exist
       --name NAME           report name (default: quick | default | full)
   bench                     run the criterion benchmarks
+  bench-prepare --data-dir DIR [--repeats N]
+                            time `flowfm prepare` on WISDM watch accel against a pandas script
   deps                      only check and install the system dependencies";
 
 fn run() -> Result<()> {
@@ -55,6 +58,7 @@ fn run() -> Result<()> {
             deps::ensure_system_deps()?;
             cargo(&["bench", "-p", "flowfm-benches"])
         }
+        "bench-prepare" => bench_prepare::run(&args[1..]),
         "deps" => {
             deps::ensure_system_deps()?;
             deps::ensure_python_test_deps();
