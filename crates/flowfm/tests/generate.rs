@@ -298,17 +298,17 @@ fn same_seed_gives_identical_windows_whatever_the_batch_size() {
 #[test]
 fn euler_converges_to_the_dopri5_solution_at_first_order() {
     let models = flow_models();
-    let real = synthetic_pool(4, 3);
+    let real = synthetic_pool(2, 3);
     let z = models
-        .encode(&windows_tensor(&real, &Device::Cpu).unwrap(), 4)
+        .encode(&windows_tensor(&real, &Device::Cpu).unwrap(), 2)
         .unwrap();
     let reference = models
-        .sample(&z, &"dopri5-1e-6".parse().unwrap(), 4, 9)
+        .sample(&z, &"dopri5-1e-4".parse().unwrap(), 2, 9)
         .unwrap();
     assert!(reference.nfe_per_window > 6);
     let rmse = |steps: usize| {
         let g = models
-            .sample(&z, &SamplerSpec::Euler { steps }, 4, 9)
+            .sample(&z, &SamplerSpec::Euler { steps }, 2, 9)
             .unwrap();
         assert_eq!(g.nfe_per_window, steps);
         let (a, b) = (values(&g.x), values(&reference.x));
@@ -316,7 +316,10 @@ fn euler_converges_to_the_dopri5_solution_at_first_order() {
     };
     let (e4, e32) = (rmse(4), rmse(32));
     assert!(e4 > 0.0, "Euler-4 should differ from the reference");
-    eprintln!("Euler rmse vs dopri5: 4 steps {e4:.3e}, 32 steps {e32:.3e}");
+    eprintln!(
+        "Euler rmse vs dopri5 (NFE {}): 4 steps {e4:.3e}, 32 steps {e32:.3e}",
+        reference.nfe_per_window
+    );
     assert!(
         e4 / e32 > 4.0,
         "Euler error fell only {:.2}x from 4 to 32 steps ({e4:.3e} -> {e32:.3e})",
