@@ -150,12 +150,13 @@ pub fn labelled_windows(labels: &[i64]) -> Vec<usize> {
 }
 
 /// The folds of `protocol` over windows with per-window subjects `subjects`, each with a
-/// validation split of about `val_fraction` of its training subjects. Indices in the plans are
-/// positions in `subjects`. Deterministic in `seed`.
+/// validation split of about `val_fraction` of its training subjects when given (otherwise the
+/// validation side is empty). Indices in the plans are positions in `subjects`. Deterministic in
+/// `seed`; the test sides do not depend on `val_fraction`.
 pub fn plan_folds(
     subjects: &[i64],
     protocol: Protocol,
-    val_fraction: f64,
+    val_fraction: Option<f64>,
     seed: u64,
 ) -> Result<Vec<FoldPlan>> {
     let root = SeededRng::new(seed);
@@ -176,8 +177,11 @@ pub fn plan_folds(
                 .derive_indexed("fold", i as u64)
                 .derive("validation")
                 .seed();
-            let (train, val) = validation_split(subjects, &f.train, val_fraction, seed)
-                .with_context(|| format!("validation split of {name}"))?;
+            let (train, val) = match val_fraction {
+                Some(fraction) => validation_split(subjects, &f.train, fraction, seed)
+                    .with_context(|| format!("validation split of {name}"))?,
+                None => (f.train, SubjectSet::default()),
+            };
             Ok(FoldPlan {
                 name,
                 train,
@@ -342,6 +346,12 @@ pub fn run_protocol<S: WindowSource + 'static>(
     opts: &ProtocolOptions,
 ) -> Result<ProtocolResult> {
     cfg.validate()?;
+    if cfg.mode.needs_encoder() && *encoder == EncoderSource::None {
+        bail!(
+            "mode {} needs an encoder (pretrained or scratch)",
+            cfg.mode.name()
+        );
+    }
     let start = Instant::now();
     let device = &opts.device;
     let labels = source.labels();
@@ -363,16 +373,12 @@ pub fn run_protocol<S: WindowSource + 'static>(
     let num_classes = class_names.len();
     let lab_subjects: Vec<i64> = labelled.iter().map(|&i| subjects[i]).collect();
     let lab_labels: Vec<usize> = labelled.iter().map(|&i| labels[i] as usize).collect();
-    let plans = plan_folds(&lab_subjects, cfg.protocol, cfg.val_fraction, cfg.seed)
+    // kNN and the forest tune nothing: they train on the whole training fold.
+    let val_fraction = cfg.mode.uses_validation().then_some(cfg.val_fraction);
+    let plans = plan_folds(&lab_subjects, cfg.protocol, val_fraction, cfg.seed)
         .with_context(|| format!("{}: {} protocol", opts.dataset.name, cfg.protocol.label()))?;
 
     let root = SeededRng::new(cfg.seed);
-    if cfg.mode.needs_encoder() && *encoder == EncoderSource::None {
-        bail!(
-            "mode {} needs an encoder (pretrained or scratch)",
-            cfg.mode.name()
-        );
-    }
     let cache_start = Instant::now();
     let cache = match cfg.mode {
         Mode::FineTune => Cache::None,
@@ -397,34 +403,7 @@ pub fn run_protocol<S: WindowSource + 'static>(
     for (i, plan) in plans.iter().enumerate() {
         let fold_start = Instant::now();
         let fold_rng = root.derive_indexed("fold", i as u64);
-        // kNN and the forest tune nothing: the validation subjects join the training side.
-        let (train, val) = if cfg.mode.uses_validation() {
-            (plan.train.clone(), plan.val.clone())
-        } else {
-            let mut s: Vec<i64> = plan
-                .train
-                .subjects
-                .iter()
-                .chain(&plan.val.subjects)
-                .copied()
-                .collect();
-            s.sort_unstable();
-            let mut idx: Vec<usize> = plan
-                .train
-                .indices
-                .iter()
-                .chain(&plan.val.indices)
-                .copied()
-                .collect();
-            idx.sort_unstable();
-            (
-                SubjectSet {
-                    subjects: s,
-                    indices: idx,
-                },
-                SubjectSet::default(),
-            )
-        };
+        let (train, val) = (&plan.train, &plan.val);
         let positions = FoldSplit {
             train: train.indices.clone(),
             val: val.indices.clone(),
@@ -488,8 +467,8 @@ pub fn run_protocol<S: WindowSource + 'static>(
         }
         records.push(FoldRecord {
             name: plan.name.clone(),
-            train_subjects: train.subjects,
-            val_subjects: val.subjects,
+            train_subjects: train.subjects.clone(),
+            val_subjects: val.subjects.clone(),
             test_subjects: plan.test.subjects.clone(),
             train_windows: positions.train.len(),
             val_windows: positions.val.len(),
