@@ -122,6 +122,18 @@ impl Section {
     }
 }
 
+impl Section {
+    /// Generation quality and speed, flow vs diffusion.
+    pub fn generation(study: &crate::generate::GenerationStudy) -> Self {
+        Section {
+            title: "Generation: flow vs diffusion".into(),
+            markdown: study.to_markdown(),
+            key: "generation".into(),
+            json: serde_json::to_value(study).unwrap_or(Value::Null),
+        }
+    }
+}
+
 /// A report under construction.
 pub struct Report {
     title: String,

@@ -5,6 +5,7 @@
 
 use crate::config::{Experiment, ExperimentFile};
 use crate::datasets::{self, DatasetSpec, PreparedStore};
+use crate::generate::{generation_study, ReferenceEncoder, StudyConfig, TrainedModels};
 use crate::pretrain::{pretrain, PretrainOptions, PretrainOutcome};
 use crate::report::{Report, Section};
 use anyhow::{bail, Context, Result};
@@ -47,6 +48,27 @@ impl Profile {
             Profile::Default => "default",
             Profile::Full => "full",
         }
+    }
+
+    /// Real windows the generation study compares against.
+    pub fn generation_windows(self) -> usize {
+        match self {
+            Profile::Quick => 64,
+            Profile::Default => 256,
+            Profile::Full => 1000,
+        }
+    }
+
+    /// The sampler grid of the generation study at this scale (the paper's grid from the
+    /// default profile on; the quick profile shortens DDPM to its few steps by using a short T).
+    pub fn study_config(self, flow: &TrainedModels) -> StudyConfig {
+        let reference = ReferenceEncoder::random_like(flow.encoder.config());
+        let mut cfg = match self {
+            Profile::Quick => StudyConfig::with_steps(reference, &[1, 2, 4, 8], true, &[10, 20], true),
+            Profile::Default | Profile::Full => StudyConfig::paper(reference),
+        };
+        cfg.batch_size = 64;
+        cfg
     }
 
     /// The pretraining experiment of `method` at this scale.
@@ -345,11 +367,41 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     report.add(Section::pretraining(&pre_rows));
     report.plot_losses(&opts.report_dir, &pre_rows)?;
 
-    // Stage 4: evaluation (downstream protocols and generation are added by later stages).
-    eprintln!("[4/4] report");
+    // Stage 5: generation quality and speed, flow vs diffusion, on held-out downstream windows.
+    eprintln!("[5/6] generation: flow vs diffusion");
+    let device = candle_core::Device::Cpu;
+    let flow = TrainedModels::from_run_dir(&runs_dir.join("flowfm"), &device)?;
+    let diffusion = TrainedModels::from_run_dir(&runs_dir.join("diffusion"), &device)?;
+    let real = held_out_windows(&prepared, &plans, opts.profile.generation_windows(), seed)?;
+    let study_cfg = opts.profile.study_config(&flow);
+    let study = generation_study(&flow, &diffusion, &real, &study_cfg)?;
+    report.add(Section::generation(&study));
+
+    eprintln!("[6/6] report");
     report.finish(&opts.report_dir, started.elapsed().as_secs_f64())?;
     eprintln!("report: {}", opts.report_dir.join("report.md").display());
     Ok(())
+}
+
+/// Up to `n` windows of the downstream subjects of every dataset (none of them seen in
+/// pretraining), drawn with a seeded shuffle, as one unlabelled set.
+fn held_out_windows(prepared: &[(DatasetSpec, PreparedStore)], plans: &[SubjectPlan], n: usize, seed: u64) -> Result<WindowSet> {
+    let mut candidates: Vec<(usize, usize)> = Vec::new();
+    for (d, ((_, p), plan)) in prepared.iter().zip(plans).enumerate() {
+        let keep: BTreeSet<i64> = plan.downstream_subjects.iter().copied().collect();
+        candidates.extend((0..p.store.num_windows()).filter(|&i| keep.contains(&p.store.subject[i])).map(|i| (d, i)));
+    }
+    SeededRng::new(seed).derive("generation-windows").shuffle(&mut candidates);
+    candidates.truncate(n);
+    let mut sets = Vec::new();
+    for (d, (_, p)) in prepared.iter().enumerate() {
+        let mut idx: Vec<usize> = candidates.iter().filter(|(dd, _)| *dd == d).map(|(_, i)| *i).collect();
+        idx.sort_unstable();
+        if !idx.is_empty() {
+            sets.push(p.store.load_subset(&idx)?);
+        }
+    }
+    combine_unlabelled(&sets)
 }
 
 /// Where a report directory keeps its working files.
