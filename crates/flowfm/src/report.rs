@@ -123,6 +123,75 @@ impl Section {
 }
 
 impl Section {
+    /// Downstream results: one table per mode, rows dataset x method, macro F1 and kappa as
+    /// mean +- sd over subject-disjoint folds.
+    pub fn downstream(results: &[crate::protocol::ProtocolResult]) -> Result<Self> {
+        let mut md = String::new();
+        let mut modes: Vec<&str> = results.iter().map(|r| r.config.mode.name()).collect();
+        modes.dedup();
+        let mut seen = std::collections::BTreeSet::new();
+        modes.retain(|m| seen.insert(*m));
+        for mode in modes {
+            let rows: Vec<&crate::protocol::ProtocolResult> = results
+                .iter()
+                .filter(|r| r.config.mode.name() == mode)
+                .collect();
+            let protocol = rows
+                .first()
+                .map(|r| r.config.protocol.label())
+                .unwrap_or_default();
+            md.push_str(&format!("### {mode}\n\n"));
+            md.push_str(&crate::protocol::ProtocolResult::markdown_header());
+            if !md.ends_with('\n') {
+                md.push('\n');
+            }
+            for r in &rows {
+                md.push_str(&r.markdown_row()?);
+                if !md.ends_with('\n') {
+                    md.push('\n');
+                }
+            }
+            md.push_str(&format!("\nProtocol: {protocol} by subject on the downstream subjects, with a subject-wise validation split inside each training fold.\n\n"));
+        }
+        let best = results
+            .iter()
+            .filter(|r| r.method == "flowfm" || r.method == "ssl_multitask")
+            .map(|r| {
+                (
+                    r.dataset.clone(),
+                    r.config.mode.name(),
+                    r.method.clone(),
+                    r.mean_macro_f1(),
+                )
+            })
+            .collect::<Vec<_>>();
+        let mut comparison = Vec::new();
+        for (ds, mode, m, f1) in &best {
+            if m == "flowfm" {
+                if let Some((_, _, _, ssl)) = best
+                    .iter()
+                    .find(|(d2, m2, meth, _)| d2 == ds && m2 == mode && meth == "ssl_multitask")
+                {
+                    comparison.push(json!({ "dataset": ds, "mode": mode, "flowfm": f1, "ssl_multitask": ssl, "flowfm_better": f1 > ssl }));
+                }
+            }
+        }
+        let wins = comparison
+            .iter()
+            .filter(|c| c["flowfm_better"].as_bool() == Some(true))
+            .count();
+        md.push_str(&format!(
+            "FlowFM's mean macro F1 is above SSL-Wearables multi-task in {wins} of {} (dataset, mode) pairs of this run.\n",
+            comparison.len()
+        ));
+        Ok(Section {
+            title: "Downstream activity recognition".into(),
+            markdown: md,
+            key: "downstream".into(),
+            json: json!({ "results": results.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect::<Vec<_>>(), "flowfm_vs_ssl": comparison }),
+        })
+    }
+
     /// Generation quality and speed, flow vs diffusion.
     pub fn generation(study: &crate::generate::GenerationStudy) -> Self {
         Section {
@@ -237,6 +306,75 @@ impl Report {
         atomic_write(&dir.join(file), svg.as_bytes())?;
         self.plots
             .push((file.into(), "Pretraining loss per step".into()));
+        Ok(())
+    }
+
+    /// Macro F1 per dataset and method (`f1.svg`), for the first mode of each method.
+    pub fn plot_f1(
+        &mut self,
+        dir: &Path,
+        results: &[crate::protocol::ProtocolResult],
+    ) -> Result<()> {
+        let file = "f1.svg";
+        let mut bars: Vec<(String, f64, f64)> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for r in results {
+            if seen.insert((r.dataset.clone(), r.method.clone())) {
+                let sd = r.summary.macro_f1.sd.unwrap_or(0.0);
+                bars.push((
+                    format!("{} / {} ({})", r.dataset, r.method, r.config.mode.name()),
+                    r.mean_macro_f1(),
+                    sd,
+                ));
+            }
+        }
+        let mut svg = String::new();
+        {
+            let backend = SVGBackend::with_string(&mut svg, (900, (40 + 22 * bars.len()) as u32));
+            let root = backend.into_drawing_area();
+            root.fill(&WHITE)?;
+            let n = bars.len().max(1);
+            let mut chart = ChartBuilder::on(&root)
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(330)
+                .caption("macro F1 (mean, bar; +- sd, line)", ("sans-serif", 16))
+                .build_cartesian_2d(0f64..1f64, (0..n).into_segmented())?;
+            chart
+                .configure_mesh()
+                .y_labels(n)
+                .y_label_formatter(&|v| match v {
+                    SegmentValue::CenterOf(i) => {
+                        bars.get(*i).map(|b| b.0.clone()).unwrap_or_default()
+                    }
+                    _ => String::new(),
+                })
+                .draw()?;
+            chart.draw_series(bars.iter().enumerate().map(|(i, (_, m, _))| {
+                Rectangle::new(
+                    [
+                        (0.0, SegmentValue::Exact(i)),
+                        (m.max(0.0), SegmentValue::Exact(i + 1)),
+                    ],
+                    BLUE.mix(0.5).filled(),
+                )
+            }))?;
+            chart.draw_series(bars.iter().enumerate().map(|(i, (_, m, sd))| {
+                PathElement::new(
+                    vec![
+                        ((m - sd).max(0.0), SegmentValue::CenterOf(i)),
+                        ((m + sd).min(1.0), SegmentValue::CenterOf(i)),
+                    ],
+                    BLACK,
+                )
+            }))?;
+            root.present()?;
+        }
+        atomic_write(&dir.join(file), svg.as_bytes())?;
+        self.plots.push((
+            file.into(),
+            "Downstream macro F1 per dataset and method".into(),
+        ));
         Ok(())
     }
 

@@ -5,8 +5,10 @@
 
 use crate::config::{Experiment, ExperimentFile};
 use crate::datasets::{self, DatasetSpec, PreparedStore};
+use crate::finetune::{DownstreamConfig, EncoderSource, Mode};
 use crate::generate::{generation_study, ReferenceEncoder, StudyConfig, TrainedModels};
 use crate::pretrain::{pretrain, PretrainOptions, PretrainOutcome};
+use crate::protocol::{run_protocol, DatasetInfo, Protocol, ProtocolOptions};
 use crate::report::{Report, Section};
 use anyhow::{bail, Context, Result};
 use flowfm_core::SeededRng;
@@ -50,6 +52,51 @@ impl Profile {
         }
     }
 
+    /// The protocol of a dataset: leave-one-subject-out for ADL/HMP (as SSL-Wearables), subject-wise
+    /// 5-fold elsewhere (3-fold in the quick profile).
+    pub fn protocol_for(self, dataset: &str, subjects: usize) -> Protocol {
+        let k = if self == Profile::Quick { 3 } else { 5 };
+        if dataset.starts_with("adl") && self != Profile::Quick {
+            Protocol::Loso
+        } else {
+            Protocol::KFold { k: k.min(subjects) }
+        }
+    }
+
+    /// The downstream training settings at this scale.
+    pub fn downstream_config(self, mode: Mode, protocol: Protocol, seed: u64) -> DownstreamConfig {
+        let mut cfg = DownstreamConfig {
+            mode,
+            protocol,
+            seed,
+            ..DownstreamConfig::default()
+        };
+        match self {
+            Profile::Quick => {
+                cfg.max_epochs = if mode == Mode::LinearProbe { 30 } else { 3 };
+                cfg.patience = 3;
+                cfg.batch_size = 32;
+                cfg.forest_trees = 30;
+                cfg.lr = if mode == Mode::LinearProbe {
+                    1e-2
+                } else {
+                    1e-3
+                };
+            }
+            Profile::Default | Profile::Full => {
+                cfg.max_epochs = if mode == Mode::LinearProbe { 100 } else { 20 };
+                cfg.patience = if mode == Mode::LinearProbe { 10 } else { 5 };
+                cfg.lr = if mode == Mode::LinearProbe {
+                    1e-2
+                } else {
+                    1e-4
+                };
+                cfg.augment = mode == Mode::FineTune;
+            }
+        }
+        cfg
+    }
+
     /// Real windows the generation study compares against.
     pub fn generation_windows(self) -> usize {
         match self {
@@ -64,7 +111,9 @@ impl Profile {
     pub fn study_config(self, flow: &TrainedModels) -> StudyConfig {
         let reference = ReferenceEncoder::random_like(flow.encoder.config());
         let mut cfg = match self {
-            Profile::Quick => StudyConfig::with_steps(reference, &[1, 2, 4, 8], true, &[10, 20], true),
+            Profile::Quick => {
+                StudyConfig::with_steps(reference, &[1, 2, 4, 8], true, &[10, 20], true)
+            }
             Profile::Default | Profile::Full => StudyConfig::paper(reference),
         };
         cfg.batch_size = 64;
@@ -367,6 +416,51 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     report.add(Section::pretraining(&pre_rows));
     report.plot_losses(&opts.report_dir, &pre_rows)?;
 
+    // Stage 4: downstream protocols on the downstream subjects.
+    eprintln!("[4/6] downstream protocols");
+    let mut downstream = Vec::new();
+    let enc_cfg = opts.profile.experiment("flowfm", seed)?.encoder;
+    for ((spec, p), plan) in prepared.iter().zip(&plans) {
+        let keep: BTreeSet<i64> = plan.downstream_subjects.iter().copied().collect();
+        let idx: Vec<usize> = (0..p.store.num_windows())
+            .filter(|&i| p.store.y[i] >= 0 && keep.contains(&p.store.subject[i]))
+            .collect();
+        let subjects: BTreeSet<i64> = idx.iter().map(|&i| p.store.subject[i]).collect();
+        if subjects.len() < 3 || idx.is_empty() {
+            eprintln!(
+                "      {}: skipped (fewer than 3 labelled downstream subjects)",
+                spec.name
+            );
+            continue;
+        }
+        let mut ws = p.store.load_subset(&idx)?;
+        ws.dataset = spec.name.clone();
+        let ws = Arc::new(ws);
+        let protocol = opts.profile.protocol_for(&spec.name, subjects.len());
+        for (method, encoder, mode) in downstream_grid(opts.profile, &runs_dir, &enc_cfg) {
+            let cfg = opts.profile.downstream_config(mode, protocol, seed);
+            let t = Instant::now();
+            let res = run_protocol(
+                ws.clone(),
+                &encoder,
+                &cfg,
+                &ProtocolOptions::new(DatasetInfo::of_window_set(&ws), method.clone()),
+            )
+            .with_context(|| format!("downstream {} / {method} / {}", spec.name, mode.name()))?;
+            eprintln!(
+                "      {} {} {}: macro F1 {:.3} ({:.1} s)",
+                spec.name,
+                method,
+                mode.name(),
+                res.mean_macro_f1(),
+                t.elapsed().as_secs_f64()
+            );
+            downstream.push(res);
+        }
+    }
+    report.add(Section::downstream(&downstream)?);
+    report.plot_f1(&opts.report_dir, &downstream)?;
+
     // Stage 5: generation quality and speed, flow vs diffusion, on held-out downstream windows.
     eprintln!("[5/6] generation: flow vs diffusion");
     let device = candle_core::Device::Cpu;
@@ -383,19 +477,68 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     Ok(())
 }
 
+/// The downstream comparators: every pretrained encoder, the same encoder from random init
+/// trained supervised, and the random forest on hand-crafted features.
+fn downstream_grid(
+    profile: Profile,
+    runs: &Path,
+    enc_cfg: &flowfm_models::EncoderConfig,
+) -> Vec<(String, EncoderSource, Mode)> {
+    let mut grid = Vec::new();
+    let modes: &[Mode] = match profile {
+        Profile::Quick => &[Mode::LinearProbe, Mode::Knn],
+        Profile::Default | Profile::Full => &[Mode::FineTune, Mode::LinearProbe, Mode::Knn],
+    };
+    for method in ["flowfm", "diffusion", "ssl_multitask"] {
+        for &mode in modes {
+            grid.push((
+                method.to_string(),
+                EncoderSource::Pretrained(runs.join(method).join("encoder.safetensors")),
+                mode,
+            ));
+        }
+    }
+    grid.push((
+        "supervised".into(),
+        EncoderSource::Scratch(enc_cfg.clone()),
+        Mode::FineTune,
+    ));
+    grid.push((
+        "random_forest".into(),
+        EncoderSource::None,
+        Mode::RandomForest,
+    ));
+    grid
+}
+
 /// Up to `n` windows of the downstream subjects of every dataset (none of them seen in
 /// pretraining), drawn with a seeded shuffle, as one unlabelled set.
-fn held_out_windows(prepared: &[(DatasetSpec, PreparedStore)], plans: &[SubjectPlan], n: usize, seed: u64) -> Result<WindowSet> {
+fn held_out_windows(
+    prepared: &[(DatasetSpec, PreparedStore)],
+    plans: &[SubjectPlan],
+    n: usize,
+    seed: u64,
+) -> Result<WindowSet> {
     let mut candidates: Vec<(usize, usize)> = Vec::new();
     for (d, ((_, p), plan)) in prepared.iter().zip(plans).enumerate() {
         let keep: BTreeSet<i64> = plan.downstream_subjects.iter().copied().collect();
-        candidates.extend((0..p.store.num_windows()).filter(|&i| keep.contains(&p.store.subject[i])).map(|i| (d, i)));
+        candidates.extend(
+            (0..p.store.num_windows())
+                .filter(|&i| keep.contains(&p.store.subject[i]))
+                .map(|i| (d, i)),
+        );
     }
-    SeededRng::new(seed).derive("generation-windows").shuffle(&mut candidates);
+    SeededRng::new(seed)
+        .derive("generation-windows")
+        .shuffle(&mut candidates);
     candidates.truncate(n);
     let mut sets = Vec::new();
     for (d, (_, p)) in prepared.iter().enumerate() {
-        let mut idx: Vec<usize> = candidates.iter().filter(|(dd, _)| *dd == d).map(|(_, i)| *i).collect();
+        let mut idx: Vec<usize> = candidates
+            .iter()
+            .filter(|(dd, _)| *dd == d)
+            .map(|(_, i)| *i)
+            .collect();
         idx.sort_unstable();
         if !idx.is_empty() {
             sets.push(p.store.load_subset(&idx)?);
