@@ -4,6 +4,7 @@
 pub mod config;
 pub mod datasets;
 pub mod embed;
+pub mod evaluate;
 pub mod finetune;
 pub mod generate;
 pub mod optim;

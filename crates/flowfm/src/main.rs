@@ -129,6 +129,32 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         batch: usize,
     },
+    /// Fine-tune a pretrained encoder (or one from scratch) with a classifier head on a labelled
+    /// store, by subject-disjoint folds; prints and writes the fold metrics.
+    Finetune {
+        #[command(flatten)]
+        args: DownstreamArgs,
+        /// Train the encoder's architecture from random initialisation instead (supervised baseline).
+        #[arg(long)]
+        scratch: bool,
+        /// Fine-tune with random rotation and axis permutation.
+        #[arg(long)]
+        augment: bool,
+    },
+    /// Linear probe (or kNN) on a frozen pretrained encoder, by subject-disjoint folds.
+    Probe {
+        #[command(flatten)]
+        args: DownstreamArgs,
+        /// k-nearest neighbours on the representations instead of a linear layer.
+        #[arg(long)]
+        knn: bool,
+    },
+    /// Run downstream protocols from an evaluation config; writes results.json and results.md.
+    Eval {
+        /// Evaluation config (TOML; see `flowfm::evaluate`).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Validate experiment configs and print their resolved form.
     CheckConfig {
         /// Config files.
@@ -150,6 +176,87 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// Options shared by `finetune` and `probe`.
+#[derive(clap::Args)]
+struct DownstreamArgs {
+    /// Encoder checkpoint (`encoder.safetensors` of a pretraining run).
+    #[arg(long)]
+    encoder: PathBuf,
+    /// Labelled window store.
+    #[arg(long)]
+    store: PathBuf,
+    /// `loso` or `kfold:K`.
+    #[arg(long, default_value = "kfold:5")]
+    protocol: String,
+    /// Most training epochs (early stopping on validation macro F1).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Seed of folds, splits, initialisation and batches.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the full result (every fold) as JSON here.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+fn parse_protocol(s: &str) -> Result<flowfm::protocol::Protocol> {
+    use flowfm::protocol::Protocol;
+    if s == "loso" {
+        return Ok(Protocol::Loso);
+    }
+    match s.strip_prefix("kfold:").map(str::parse::<usize>) {
+        Some(Ok(k)) => Ok(Protocol::KFold { k }),
+        _ => bail!("--protocol must be `loso` or `kfold:K`, got `{s}`"),
+    }
+}
+
+fn run_downstream(
+    args: DownstreamArgs,
+    mode: flowfm::finetune::Mode,
+    scratch: bool,
+    augment: bool,
+    quiet: bool,
+) -> Result<()> {
+    use flowfm::finetune::{DownstreamConfig, EncoderSource};
+    use flowfm::protocol::{run_protocol, DatasetInfo, ProtocolOptions, ProtocolResult};
+    let mut cfg = DownstreamConfig {
+        mode,
+        protocol: parse_protocol(&args.protocol)?,
+        seed: args.seed,
+        augment,
+        ..DownstreamConfig::default()
+    };
+    if let Some(e) = args.epochs {
+        cfg.max_epochs = e;
+    }
+    if let Some(lr) = args.lr {
+        cfg.lr = lr;
+    }
+    let pretrained = EncoderSource::Pretrained(args.encoder.clone());
+    let encoder = if scratch {
+        match pretrained.config()? {
+            Some(c) => EncoderSource::Scratch(c),
+            None => bail!("{}: no encoder config", args.encoder.display()),
+        }
+    } else {
+        pretrained
+    };
+    let store = Arc::new(flowfm_data::store::WindowStore::open(&args.store)?);
+    let mut opts = ProtocolOptions::new(DatasetInfo::of_store(&store), encoder.label());
+    opts.verbose = !quiet;
+    let r = run_protocol(store, &encoder, &cfg, &opts)?;
+    println!("{}", ProtocolResult::markdown_header().trim_end());
+    println!("{}", r.markdown_row()?.trim_end());
+    if let Some(out) = args.output {
+        r.write_json(&out)?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
 }
 
 fn configure_threads(threads: Option<usize>) -> Result<()> {
@@ -286,7 +393,10 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             seed,
         } => {
-            use flowfm::generate::{run_generation, CovarianceKind, GenerateJob, GenerateMode, SamplerSpec, TrainedModels};
+            use flowfm::generate::{
+                run_generation, CovarianceKind, GenerateJob, GenerateMode, SamplerSpec,
+                TrainedModels,
+            };
             let device = candle_core::Device::Cpu;
             let models = TrainedModels::from_run_dir(&run, &device)?;
             let spec = SamplerSpec::from_parts(&sampler, steps, eta, rtol, atol)?;
@@ -294,10 +404,23 @@ fn run(cli: Cli) -> Result<()> {
             let n = limit.unwrap_or(usize::MAX).min(st.num_windows());
             let windows = st.load_subset(&(0..n).collect::<Vec<_>>())?;
             let mode = match sample {
-                Some(count) => GenerateMode::Sample { count, covariance: CovarianceKind::Auto },
+                Some(count) => GenerateMode::Sample {
+                    count,
+                    covariance: CovarianceKind::Auto,
+                },
                 None => GenerateMode::Reconstruct,
             };
-            let summary = run_generation(&models, &windows, &GenerateJob { sampler: spec, batch_size: batch, seed, mode, output: output.clone() })?;
+            let summary = run_generation(
+                &models,
+                &windows,
+                &GenerateJob {
+                    sampler: spec,
+                    batch_size: batch,
+                    seed,
+                    mode,
+                    output: output.clone(),
+                },
+            )?;
             println!(
                 "wrote {} windows to {} ({} by {}, {} NFE per window, {:.2} ms per window)",
                 summary.windows,
@@ -325,6 +448,35 @@ fn run(cli: Cli) -> Result<()> {
                 st.num_windows(),
                 enc.config.repr_dim(),
                 output.display()
+            );
+            Ok(())
+        }
+        Command::Finetune {
+            args,
+            scratch,
+            augment,
+        } => run_downstream(
+            args,
+            flowfm::finetune::Mode::FineTune,
+            scratch,
+            augment,
+            cli.quiet,
+        ),
+        Command::Probe { args, knn } => {
+            let mode = if knn {
+                flowfm::finetune::Mode::Knn
+            } else {
+                flowfm::finetune::Mode::LinearProbe
+            };
+            run_downstream(args, mode, false, false, cli.quiet)
+        }
+        Command::Eval { config } => {
+            let f = flowfm::evaluate::EvalFile::load(&config)?;
+            let results = flowfm::evaluate::run_eval(&f, !cli.quiet)?;
+            println!(
+                "{} protocol results written to {}",
+                results.len(),
+                f.output_dir.display()
             );
             Ok(())
         }

@@ -146,6 +146,99 @@ fn prepare_pretrain_and_embed_on_real_adl_data() {
     assert_eq!(z.shape(), vec![n, 64]);
     let values: Vec<f32> = z.read_raw().unwrap();
     assert!(values.iter().all(|v| v.is_finite()));
+
+    // Generate: reconstruct 8 windows with 4 Euler steps, and sample 5 new ones with DDIM.
+    let gen = tmp.path().join("gen.h5");
+    let out = flowfm(&[
+        "generate",
+        "--run",
+        tmp.path().join("run-flowfm").to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--output",
+        gen.to_str().unwrap(),
+        "--sampler",
+        "euler",
+        "--steps",
+        "4",
+        "--limit",
+        "8",
+    ]);
+    assert!(out.contains("4 NFE per window"), "{out}");
+    let g = flowfm_data::store::WindowStore::open(&gen).unwrap();
+    assert_eq!(
+        (g.num_windows(), g.meta.channels, g.meta.window_len),
+        (8, 3, 300)
+    );
+    let sampled = tmp.path().join("sampled.h5");
+    flowfm(&[
+        "generate",
+        "--run",
+        tmp.path().join("run-diffusion").to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--output",
+        sampled.to_str().unwrap(),
+        "--sampler",
+        "ddim",
+        "--steps",
+        "5",
+        "--sample",
+        "5",
+    ]);
+    let s = flowfm_data::store::WindowStore::open(&sampled).unwrap();
+    assert_eq!(s.num_windows(), 5);
+    assert!(
+        s.y.iter().all(|&y| y == -1),
+        "sampled windows are unlabelled"
+    );
+
+    // Fine-tune and probe by subject-disjoint folds; the JSON records every fold.
+    let ft = tmp.path().join("ft.json");
+    let out = flowfm(&[
+        "finetune",
+        "--encoder",
+        enc.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--protocol",
+        "kfold:3",
+        "--epochs",
+        "1",
+        "--output",
+        ft.to_str().unwrap(),
+    ]);
+    assert!(out.contains("| 3 |"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ft).unwrap()).unwrap();
+    assert_eq!(json["folds"].as_array().unwrap().len(), 3);
+    let out = flowfm(&[
+        "probe",
+        "--knn",
+        "--encoder",
+        enc.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--protocol",
+        "kfold:3",
+    ]);
+    assert!(out.contains("Macro F1"), "{out}");
+
+    // eval from a config: two modes and the forest on the same folds.
+    let cfg = tmp.path().join("eval.toml");
+    std::fs::write(
+        &cfg,
+        "stores = [\"adl5.h5\"]\noutput_dir = \"eval\"\nmodes = [\"knn\", \"linear_probe\"]\nrandom_forest = true\n\n\
+         [encoders]\nflowfm = \"run-flowfm/encoder.safetensors\"\n\n[downstream]\nprotocol = { kind = \"k_fold\", k = 3 }\nmax_epochs = 3\nforest_trees = 10\n",
+    )
+    .unwrap();
+    flowfm(&["eval", "--config", cfg.to_str().unwrap()]);
+    let md = std::fs::read_to_string(tmp.path().join("eval/results.md")).unwrap();
+    assert_eq!(md.lines().count(), 5, "{md}");
+    assert!(
+        md.contains("flowfm (knn)") && md.contains("random_forest"),
+        "{md}"
+    );
 }
 
 #[test]
