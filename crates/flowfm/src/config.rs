@@ -180,6 +180,54 @@ impl Default for DiffusionSection {
     }
 }
 
+/// `[joint]`: options of joint encoder + generator pretraining (flowfm and diffusion).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JointSection {
+    /// The encoder sees a randomly rotated and axis-permuted view of `x_1` (the generator still
+    /// rebuilds the original window).
+    #[serde(default)]
+    pub encoder_augment: bool,
+    /// Weight of the echo-contrast InfoNCE term (0 = off; flowfm only).
+    #[serde(default)]
+    pub echo_weight: f64,
+    /// Temperature of the echo-contrast InfoNCE.
+    #[serde(default = "default_echo_temperature")]
+    pub echo_temperature: f64,
+    /// Euler steps used to generate each echo.
+    #[serde(default = "default_echo_steps")]
+    pub echo_steps: usize,
+    /// The echo term starts at this step (once the generator can rebuild windows).
+    #[serde(default)]
+    pub echo_start_step: u64,
+    /// EMA decay of the encoder copy that encodes the echoes.
+    #[serde(default = "default_echo_ema")]
+    pub echo_ema_decay: f64,
+}
+
+impl Default for JointSection {
+    fn default() -> Self {
+        Self {
+            encoder_augment: false,
+            echo_weight: 0.0,
+            echo_temperature: default_echo_temperature(),
+            echo_steps: default_echo_steps(),
+            echo_start_step: 0,
+            echo_ema_decay: default_echo_ema(),
+        }
+    }
+}
+
+fn default_echo_temperature() -> f64 {
+    0.3
+}
+fn default_echo_steps() -> usize {
+    2
+}
+fn default_echo_ema() -> f64 {
+    0.99
+}
+
 /// `[train]`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -233,6 +281,9 @@ pub struct ExperimentFile {
     /// `[diffusion]`.
     #[serde(default)]
     pub diffusion: DiffusionSection,
+    /// `[joint]`.
+    #[serde(default)]
+    pub joint: JointSection,
     /// `[train]`.
     pub train: TrainSection,
 }
@@ -465,6 +516,41 @@ impl ExperimentFile {
         flowfm_core::schedule::NoiseSchedule::new(&noise_schedule)
             .map_err(|err| invalid("diffusion", err.to_string()))?;
 
+        let j = &self.joint;
+        if !(j.echo_weight.is_finite() && j.echo_weight >= 0.0) {
+            return Err(invalid(
+                "joint.echo_weight",
+                format!("must be >= 0, got {}", j.echo_weight),
+            ));
+        }
+        if j.echo_weight > 0.0 && self.run.method != Method::Flowfm {
+            return Err(invalid(
+                "joint.echo_weight",
+                "echo contrast needs the flow generator (method = \"flowfm\")",
+            ));
+        }
+        if !(j.echo_temperature.is_finite() && j.echo_temperature > 0.0) {
+            return Err(invalid(
+                "joint.echo_temperature",
+                format!("must be > 0, got {}", j.echo_temperature),
+            ));
+        }
+        if j.echo_steps == 0 {
+            return Err(invalid("joint.echo_steps", "must be >= 1"));
+        }
+        if !(j.echo_ema_decay.is_finite() && (0.0..1.0).contains(&j.echo_ema_decay)) {
+            return Err(invalid(
+                "joint.echo_ema_decay",
+                format!("must be in [0, 1), got {}", j.echo_ema_decay),
+            ));
+        }
+        if j.encoder_augment && self.run.method == Method::SslMultitask {
+            return Err(invalid(
+                "joint.encoder_augment",
+                "applies to joint training (flowfm, diffusion) only",
+            ));
+        }
+
         let t = &self.train;
         if t.batch_size < 2 {
             return Err(invalid(
@@ -642,6 +728,33 @@ steps = 10
         assert_eq!(e.file.generator.preset, "paper");
         assert_eq!(e.file.flow.time_sampling, "uniform");
         assert_eq!(e.file.diffusion.schedule, "linear");
+    }
+
+    #[test]
+    fn joint_options_are_validated() {
+        let bad = |extra: &str, method: &str| {
+            let text = format!(
+                "{}\n[joint]\n{extra}\n",
+                MINIMAL.replace("\"flowfm\"", &format!("\"{method}\""))
+            );
+            ExperimentFile::parse(&text, "x")
+                .and_then(|f| f.validate())
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert!(bad("echo_weight = -1.0", "flowfm")
+            .unwrap()
+            .contains("joint.echo_weight"));
+        assert!(bad("echo_steps = 0", "flowfm")
+            .unwrap()
+            .contains("joint.echo_steps"));
+        assert!(bad("echo_weight = 0.1", "diffusion")
+            .unwrap()
+            .contains("joint.echo_weight"));
+        assert!(bad("encoder_augment = true", "ssl_multitask")
+            .unwrap()
+            .contains("joint.encoder_augment"));
+        assert!(bad("echo_weight = 0.1\nencoder_augment = true", "flowfm").is_none());
     }
 
     #[test]

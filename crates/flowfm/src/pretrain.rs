@@ -93,6 +93,10 @@ pub struct Networks {
     pub denoiser: Option<DiffusionUNet>,
     /// Multi-task head variables (ssl_multitask).
     pub head_vars: VarMap,
+    /// EMA copy of the encoder that encodes echoes (echo contrast only).
+    pub echo_vars: VarMap,
+    /// The EMA encoder (echo contrast only).
+    pub echo_encoder: Option<HarNet>,
     /// The multi-task heads (ssl_multitask).
     pub heads: Option<MultiTaskHeads>,
 }
@@ -142,6 +146,17 @@ impl Networks {
                 )
             }
         };
+        let echo_vars = VarMap::new();
+        let echo_encoder = if exp.file.joint.echo_weight > 0.0 {
+            let enc = HarNet::new(
+                exp.encoder.clone(),
+                seeded_var_builder(&echo_vars, 0, DType::F32, device),
+            )?;
+            copy_vars(&encoder_vars, &echo_vars, 0.0)?;
+            Some(enc)
+        } else {
+            None
+        };
         Ok(Self {
             encoder_vars,
             encoder,
@@ -150,6 +165,8 @@ impl Networks {
             denoiser,
             head_vars,
             heads,
+            echo_vars,
+            echo_encoder,
         })
     }
 
@@ -160,6 +177,7 @@ impl Networks {
             ("encoder", &self.encoder_vars),
             ("generator", &self.generator_vars),
             ("heads", &self.head_vars),
+            ("echo_encoder", &self.echo_vars),
         ] {
             if let Ok(data) = vm.data().lock() {
                 out.extend(
@@ -172,23 +190,64 @@ impl Networks {
         out
     }
 
-    /// The trained variables (batch-norm buffers excluded).
+    /// The trained variables (batch-norm buffers and the EMA echo encoder excluded).
     pub fn trainable(&self) -> Vec<(String, Var)> {
         self.named_vars()
             .into_iter()
-            .filter(|(n, _)| !is_buffer_name(n))
+            .filter(|(n, _)| !is_buffer_name(n) && !n.starts_with("echo_encoder."))
             .collect()
     }
 }
 
-/// The loss of one training step on `x` (train mode), drawing noise and times from `rng`.
+/// `dst = decay * dst + (1 - decay) * src` for every variable of `dst` (same names).
+fn copy_vars(src: &VarMap, dst: &VarMap, decay: f64) -> Result<()> {
+    let src = src
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
+    let dst = dst
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
+    for (name, d) in dst.iter() {
+        let s = src
+            .get(name)
+            .with_context(|| format!("echo encoder: `{name}` has no counterpart"))?;
+        let v = if decay == 0.0 {
+            s.as_tensor().detach().copy()?
+        } else {
+            ((d.as_tensor().detach() * decay)? + (s.as_tensor().detach() * (1.0 - decay))?)?
+        };
+        d.set(&v)?;
+    }
+    Ok(())
+}
+
+/// The encoder's view of the batch: the batch itself, or a randomly rotated and axis-permuted
+/// copy when `joint.encoder_augment` is on.
+fn encoder_view(exp: &Experiment, x: &Tensor, rng: &mut SeededRng) -> Result<Tensor> {
+    if !exp.file.joint.encoder_augment {
+        return Ok(x.clone());
+    }
+    let (_, c, l) = x.dims3()?;
+    let aug = crate::finetune::finetune_augmentation();
+    let mut data: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    for w in data.chunks_mut(c * l) {
+        aug.apply(w, c, rng)?;
+    }
+    Ok(Tensor::from_vec(data, x.shape(), x.device())?)
+}
+
+/// The loss of one training step on `x` (train mode), drawing noise and times from `rng`;
+/// also the value of the echo-contrast term when it is active.
 fn step_loss(
     exp: &Experiment,
     nets: &Networks,
     schedule: &NoiseSchedule,
     x: &Tensor,
+    step: u64,
     rng: &mut SeededRng,
-) -> Result<Tensor> {
+) -> Result<(Tensor, Option<f64>)> {
     let (b, _, _) = x.dims3()?;
     let dev = x.device();
     Ok(match exp.method {
@@ -197,21 +256,56 @@ fn step_loss(
                 .flow
                 .as_ref()
                 .context("flowfm run without a velocity field")?;
-            let z = nets.encoder.forward(x, ForwardMode::Train)?;
+            let x_enc = encoder_view(exp, x, rng)?;
+            let z = nets.encoder.forward(&x_enc, ForwardMode::Train)?;
             let x_0 = rng.normal_tensor(x.shape(), DType::F32, dev)?;
             let t = sample_flow_times(rng, b, exp.time_sampling, DType::F32, dev)?;
             let path = LinearPath::new(exp.sigma_min)?;
-            flow_matching_loss(field, x, &x_0, &t, &Conditioning::Representation(z), &path)?
+            let fm = flow_matching_loss(
+                field,
+                x,
+                &x_0,
+                &t,
+                &Conditioning::Representation(z.clone()),
+                &path,
+            )?;
+            let j = &exp.file.joint;
+            match &nets.echo_encoder {
+                Some(echo_enc) if j.echo_weight > 0.0 && step >= j.echo_start_step => {
+                    // The echo: a few Euler steps from fresh noise, conditioned on the window's own
+                    // (detached) representation, encoded by the EMA encoder; only `z` carries
+                    // gradient.
+                    let noise = rng.normal_tensor(x.shape(), DType::F32, dev)?;
+                    let grid = flowfm_sampling::TimeGrid::noise_to_data(j.echo_steps)?;
+                    let (echo, _) = flowfm_sampling::solve(
+                        &field.detached(),
+                        &noise,
+                        &Conditioning::Representation(z.detach()),
+                        &grid,
+                        &flowfm_sampling::OdeMethod::Euler,
+                    )?;
+                    let z_echo = echo_enc.encode_detached(&echo)?;
+                    let nce =
+                        flowfm_objectives::contrastive::info_nce(&z, &z_echo, j.echo_temperature)?;
+                    let value = scalar(&nce)?;
+                    ((fm + (nce * j.echo_weight)?)?, Some(value))
+                }
+                _ => (fm, None),
+            }
         }
         Method::Diffusion => {
             let den = nets
                 .denoiser
                 .as_ref()
                 .context("diffusion run without a denoiser")?;
-            let z = nets.encoder.forward(x, ForwardMode::Train)?;
+            let x_enc = encoder_view(exp, x, rng)?;
+            let z = nets.encoder.forward(&x_enc, ForwardMode::Train)?;
             let eps = rng.normal_tensor(x.shape(), DType::F32, dev)?;
             let k = sample_diffusion_steps(rng, b, schedule)?;
-            ddpm_loss(den, x, &eps, &k, schedule, &Conditioning::Representation(z))?
+            (
+                ddpm_loss(den, x, &eps, &k, schedule, &Conditioning::Representation(z))?,
+                None,
+            )
         }
         Method::SslMultitask => {
             let heads = nets
@@ -221,12 +315,15 @@ fn step_loss(
             let mt = multitask_transform(x, rng, &MultiTaskConfig::default())?;
             let z = nets.encoder.forward(&mt.x, ForwardMode::Train)?;
             let logits = heads.forward(&z)?;
-            multitask_loss(
-                &logits.arrow_of_time,
-                &logits.permutation,
-                &logits.time_warp,
-                &mt.targets,
-            )?
+            (
+                multitask_loss(
+                    &logits.arrow_of_time,
+                    &logits.permutation,
+                    &logits.time_warp,
+                    &mt.targets,
+                )?,
+                None,
+            )
         }
     })
 }
@@ -432,7 +529,7 @@ pub fn pretrain<S: WindowSource + 'static>(
         let (epoch, b) = (step / per_epoch, (step % per_epoch) as usize);
         let batch = batcher.batch(epoch, b)?;
         let mut rng = root.derive_indexed("step", step);
-        let mut loss = step_loss(exp, &nets, &schedule, &batch.x, &mut rng)?;
+        let (mut loss, echo_loss) = step_loss(exp, &nets, &schedule, &batch.x, step, &mut rng)?;
         if opts.inject_nan_at == Some(step + 1) {
             loss = (loss * f64::NAN)?;
         }
@@ -452,6 +549,13 @@ pub fn pretrain<S: WindowSource + 'static>(
         if let Some(e) = ema.as_mut() {
             e.update()?;
         }
+        if nets.echo_encoder.is_some() {
+            copy_vars(
+                &nets.encoder_vars,
+                &nets.echo_vars,
+                exp.file.joint.echo_ema_decay,
+            )?;
+        }
         let done = step + 1;
         windows += batch.indices.len();
         losses.push(loss_value);
@@ -467,6 +571,9 @@ pub fn pretrain<S: WindowSource + 'static>(
         }
         if done % train.log_every == 0 || done == total_steps || epoch_done {
             let mut extra = HashMap::new();
+            if let Some(e) = echo_loss {
+                extra.insert("echo_loss".to_string(), e);
+            }
             if epoch_done {
                 if let Some(s) = epoch_seconds.last() {
                     extra.insert("epoch_seconds".to_string(), *s);

@@ -86,7 +86,11 @@ impl Profile {
             Profile::Default => {
                 cfg.max_epochs = if mode == Mode::LinearProbe { 100 } else { 5 };
                 cfg.patience = if mode == Mode::LinearProbe { 10 } else { 2 };
-                cfg.lr = if mode == Mode::LinearProbe { 1e-2 } else { 1e-3 };
+                cfg.lr = if mode == Mode::LinearProbe {
+                    1e-2
+                } else {
+                    1e-3
+                };
                 cfg.forest_trees = 100;
             }
             Profile::Full => {

@@ -205,3 +205,79 @@ fn resuming_under_another_config_is_refused() {
     .to_string();
     assert!(err.contains("refusing to resume"), "{err}");
 }
+
+#[test]
+fn echo_contrast_with_encoder_augmentation_logs_its_term_and_resumes_exactly() {
+    let pool = Arc::new(synthetic_pool(32));
+    let text = |steps: u64| {
+        format!(
+            "[run]\nname = \"echo\"\nmethod = \"flowfm\"\nseed = 2\n\n[encoder]\nwidth = 0.0625\n\n\
+             [generator]\npreset = \"small\"\nbase_channels = 8\nchannel_mults = [1, 2]\n\n\
+             [joint]\nencoder_augment = true\necho_weight = 0.1\necho_steps = 2\necho_start_step = 2\n\n\
+             [train]\nbatch_size = 8\nsteps = {steps}\nlr = 0.003\ncheckpoint_every = 2\nlog_every = 1\n"
+        )
+    };
+    let exp = ExperimentFile::parse(&text(6), "echo")
+        .unwrap()
+        .validate()
+        .unwrap();
+    let full = tempfile::tempdir().unwrap();
+    let out = pretrain(
+        &exp,
+        pool.clone(),
+        (0..32).collect(),
+        &PretrainOptions::new(full.path()),
+    )
+    .unwrap();
+    assert!(out.losses.iter().all(|l| l.is_finite()));
+    let records: Vec<serde_json::Value> =
+        std::fs::read_to_string(full.path().join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let echo: Vec<Option<f64>> = records
+        .iter()
+        .map(|r| r["extra"]["echo_loss"].as_f64())
+        .collect();
+    assert!(
+        echo[..2].iter().all(Option::is_none),
+        "the echo term starts at step 2: {echo:?}"
+    );
+    assert!(
+        echo[2..]
+            .iter()
+            .all(|e| e.is_some_and(|v| v.is_finite() && v > 0.0)),
+        "{echo:?}"
+    );
+
+    let split = tempfile::tempdir().unwrap();
+    let mut opts = PretrainOptions::new(split.path());
+    opts.stop_after = Some(3);
+    pretrain(&exp, pool.clone(), (0..32).collect(), &opts).unwrap();
+    opts.stop_after = None;
+    opts.resume = true;
+    pretrain(&exp, pool, (0..32).collect(), &opts).unwrap();
+    let (a, _) = load_checkpoint(
+        &full.path().join("checkpoints/last.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let (b, _) = load_checkpoint(
+        &split.path().join("checkpoints/last.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(
+        a.keys().any(|k| k.starts_with("echo_encoder.")),
+        "the EMA echo encoder is checkpointed"
+    );
+    for (name, ta) in &a {
+        let va: Vec<f32> = ta.flatten_all().unwrap().to_vec1().unwrap();
+        let vb: Vec<f32> = b[name].flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "tensor `{name}` differs after resume"
+        );
+    }
+}
