@@ -1,73 +1,40 @@
-//! Representations of stored windows: load an encoder checkpoint, encode a window store without
-//! building an autograd graph, and write `(N, d)` embeddings with labels and subjects to HDF5.
+//! Representations of stored windows: encode a window store without building an autograd graph
+//! (the encoder comes from [`crate::generate::load_encoder`]), and write `(N, d)` embeddings with labels and subjects to HDF5.
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarMap;
-use flowfm_core::init::seeded_var_builder;
+use candle_core::{Device, Tensor};
 use flowfm_data::store::WindowStore;
-use flowfm_models::checkpoint::{load_checkpoint_checked, read_checkpoint_metadata};
-use flowfm_models::{EncoderConfig, HarNet};
+use flowfm_models::HarNet;
 use std::path::Path;
-
-/// An encoder restored from a checkpoint written by pretraining (`encoder.safetensors`).
-pub struct LoadedEncoder {
-    /// The network.
-    pub encoder: HarNet,
-    /// Its variables.
-    pub vars: VarMap,
-    /// Its architecture, read from the checkpoint.
-    pub config: EncoderConfig,
-}
-
-/// Rebuilds the encoder from the config stored in the checkpoint, then loads its tensors.
-pub fn load_encoder(path: &Path, device: &Device) -> Result<LoadedEncoder> {
-    let meta =
-        read_checkpoint_metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let config: EncoderConfig = meta
-        .config()
-        .with_context(|| format!("{}: encoder config", path.display()))?;
-    let vars = VarMap::new();
-    let encoder = HarNet::new(
-        config.clone(),
-        seeded_var_builder(&vars, 0, DType::F32, device),
-    )?;
-    load_checkpoint_checked(&vars, &config, path)
-        .with_context(|| format!("loading {}", path.display()))?;
-    Ok(LoadedEncoder {
-        encoder,
-        vars,
-        config,
-    })
-}
 
 /// Encodes every window of `store` in batches (evaluation mode, no autograd graph).
 ///
 /// Returns the `(N, d)` representations row-major.
 pub fn embed_store(
-    enc: &LoadedEncoder,
+    enc: &HarNet,
     store: &WindowStore,
     batch: usize,
     device: &Device,
 ) -> Result<Vec<f32>> {
     let n = store.num_windows();
     let (c, l) = (store.meta.channels, store.meta.window_len);
-    if c != enc.config.in_channels || l != enc.config.window_len {
+    let cfg = enc.config();
+    if c != cfg.in_channels || l != cfg.window_len {
         bail!(
             "{}: windows are {c} x {l}, the encoder expects {} x {}",
             store.path().display(),
-            enc.config.in_channels,
-            enc.config.window_len
+            cfg.in_channels,
+            cfg.window_len
         );
     }
-    let d = enc.config.repr_dim();
+    let d = cfg.repr_dim();
     let mut out = Vec::with_capacity(n * d);
     let batch = batch.max(1);
     for start in (0..n).step_by(batch) {
         let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
         let x = store.read_x_subset(&idx)?;
         let x = Tensor::from_vec(x, (idx.len(), c, l), device)?;
-        let z = enc.encoder.encode_detached(&x)?;
+        let z = enc.encode_detached(&x)?;
         out.extend(z.flatten_all()?.to_vec1::<f32>()?);
     }
     Ok(out)

@@ -439,14 +439,14 @@ fn run(cli: Cli) -> Result<()> {
             batch,
         } => {
             let device = candle_core::Device::Cpu;
-            let enc = flowfm::embed::load_encoder(&encoder, &device)?;
+            let enc = flowfm::generate::load_encoder(&encoder, &device)?;
             let st = flowfm_data::store::WindowStore::open(&store)?;
             let z = flowfm::embed::embed_store(&enc, &st, batch, &device)?;
-            flowfm::embed::write_embeddings(&output, &z, enc.config.repr_dim(), &st, &encoder)?;
+            flowfm::embed::write_embeddings(&output, &z, enc.config().repr_dim(), &st, &encoder)?;
             println!(
                 "wrote {} representations of dimension {} to {}",
                 st.num_windows(),
-                enc.config.repr_dim(),
+                enc.config().repr_dim(),
                 output.display()
             );
             Ok(())

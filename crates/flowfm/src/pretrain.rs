@@ -74,6 +74,9 @@ pub struct PretrainOutcome {
     pub epoch_seconds: Vec<f64>,
     /// Mean training throughput of this session.
     pub windows_per_s: f64,
+    /// RankMe of the encoder's representations of a fixed probe set at each checkpoint of this
+    /// session: `(step, rankme)`.
+    pub rankme: Vec<(u64, f64)>,
     /// The run directory.
     pub run_dir: PathBuf,
 }
@@ -462,6 +465,21 @@ pub fn pretrain<S: WindowSource + 'static>(
         warmup_steps: train.warmup_steps,
         total_steps,
     };
+    // A fixed probe set (up to 256 windows of the pool) for RankMe at every checkpoint.
+    let probe = {
+        let mut order = indices.clone();
+        SeededRng::new(exp.seed)
+            .derive("rankme-probe")
+            .shuffle(&mut order);
+        order.truncate(256);
+        order.sort_unstable();
+        let data = source.read_windows(&order)?;
+        Tensor::from_vec(
+            data,
+            (order.len(), source.channels(), source.window_len()),
+            &opts.device,
+        )?
+    };
     let batcher = Batcher::new(
         source,
         indices,
@@ -519,6 +537,7 @@ pub fn pretrain<S: WindowSource + 'static>(
     let mut epoch_start = Instant::now();
     let mut losses = Vec::new();
     let mut epoch_seconds = Vec::new();
+    let mut rankme = Vec::new();
     let mut windows = 0usize;
     let mut last_loss = f64::NAN;
     let end = match opts.stop_after {
@@ -569,8 +588,22 @@ pub fn pretrain<S: WindowSource + 'static>(
             epoch_seconds.push(epoch_start.elapsed().as_secs_f64());
             epoch_start = Instant::now();
         }
-        if done % train.log_every == 0 || done == total_steps || epoch_done {
+        let is_checkpoint =
+            done % train.checkpoint_every == 0 || done == total_steps || done == end;
+        let rank = if is_checkpoint && probe.dim(0)? > 1 {
+            let z = nets.encoder.encode_detached(&probe)?;
+            let r = flowfm_eval::rankme_tensor(&z)
+                .map_err(|e| anyhow::anyhow!("RankMe at step {done}: {e}"))?;
+            rankme.push((done, r));
+            Some(r)
+        } else {
+            None
+        };
+        if done % train.log_every == 0 || done == total_steps || epoch_done || is_checkpoint {
             let mut extra = HashMap::new();
+            if let Some(r) = rank {
+                extra.insert("rankme".to_string(), r);
+            }
             if let Some(e) = echo_loss {
                 extra.insert("echo_loss".to_string(), e);
             }
@@ -590,7 +623,7 @@ pub fn pretrain<S: WindowSource + 'static>(
                 extra,
             })?;
         }
-        if done % train.checkpoint_every == 0 || done == total_steps || done == end {
+        if is_checkpoint {
             let meta = CheckpointMeta {
                 step: done,
                 seed: exp.seed,
@@ -625,6 +658,7 @@ pub fn pretrain<S: WindowSource + 'static>(
         losses,
         epoch_seconds,
         windows_per_s: windows as f64 / secs.max(1e-9),
+        rankme,
         run_dir: run.path().to_path_buf(),
     })
 }

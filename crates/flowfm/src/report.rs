@@ -80,11 +80,11 @@ impl Section {
     /// The pretraining table, with the flow/diffusion time ratio.
     pub fn pretraining(rows: &[PretrainRow]) -> Self {
         let mut md = String::from(
-            "| method | steps | pool windows | wall time | s / epoch | windows / s | loss (first 10 %) | loss (last 10 %) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| method | steps | pool windows | wall time | s / epoch | windows / s | loss (first 10 %) | loss (last 10 %) | RankMe (final) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for r in rows {
             md.push_str(&format!(
-                "| {} | {} | {} | {:.1} s | {} | {:.1} | {} | {} |\n",
+                "| {} | {} | {} | {:.1} s | {} | {:.1} | {} | {} | {} |\n",
                 r.method,
                 r.steps,
                 r.pool_windows,
@@ -94,7 +94,11 @@ impl Section {
                     .unwrap_or_else(|| "n/a (< 1 epoch)".into()),
                 r.windows_per_s,
                 fmt(r.loss_first, 4),
-                fmt(r.loss_last, 4)
+                fmt(r.loss_last, 4),
+                r.rankme
+                    .last()
+                    .map(|(_, v)| fmt(*v, 2))
+                    .unwrap_or_else(|| "n/a".into())
             ));
         }
         let flow = rows.iter().find(|r| r.method == "flowfm");
@@ -151,7 +155,14 @@ impl Section {
                     md.push('\n');
                 }
             }
-            md.push_str(&format!("\nProtocol: {protocol} by subject on the downstream subjects, with a subject-wise validation split inside each training fold.\n\n"));
+            let validation = if matches!(mode, "fine_tune" | "linear_probe") {
+                ", with a subject-wise validation split inside each training fold for early stopping"
+            } else {
+                ""
+            };
+            md.push_str(&format!(
+                "\nProtocol: {protocol} by subject on the downstream subjects{validation}.\n\n"
+            ));
         }
         let best = results
             .iter()
@@ -375,6 +386,58 @@ impl Report {
             file.into(),
             "Downstream macro F1 per dataset and method".into(),
         ));
+        Ok(())
+    }
+
+    /// RankMe of each encoder over pretraining (`rankme.svg`).
+    pub fn plot_rankme(&mut self, dir: &Path, rows: &[PretrainRow]) -> Result<()> {
+        let file = "rankme.svg";
+        let max_step = rows
+            .iter()
+            .flat_map(|r| r.rankme.iter().map(|(s, _)| *s))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let max_rank = rows
+            .iter()
+            .flat_map(|r| r.rankme.iter().map(|(_, v)| *v))
+            .fold(1.0f64, f64::max);
+        let mut svg = String::new();
+        {
+            let backend = SVGBackend::with_string(&mut svg, (600, 320));
+            let root = backend.into_drawing_area();
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(
+                    "RankMe of the representations over pretraining",
+                    ("sans-serif", 16),
+                )
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(50)
+                .build_cartesian_2d(0u64..max_step, 0f64..max_rank * 1.05)?;
+            chart
+                .configure_mesh()
+                .x_desc("step")
+                .y_desc("RankMe")
+                .draw()?;
+            for (i, r) in rows.iter().enumerate() {
+                let color = Palette99::pick(i).to_rgba();
+                chart
+                    .draw_series(LineSeries::new(r.rankme.iter().copied(), color))?
+                    .label(r.method.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+            root.present()?;
+        }
+        atomic_write(&dir.join(file), svg.as_bytes())?;
+        self.plots
+            .push((file.into(), "RankMe over pretraining".into()));
         Ok(())
     }
 

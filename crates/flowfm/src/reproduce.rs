@@ -73,7 +73,7 @@ impl Profile {
         };
         match self {
             Profile::Quick => {
-                cfg.max_epochs = if mode == Mode::LinearProbe { 30 } else { 3 };
+                cfg.max_epochs = if mode == Mode::LinearProbe { 30 } else { 2 };
                 cfg.patience = 3;
                 cfg.batch_size = 32;
                 cfg.forest_trees = 30;
@@ -105,6 +105,15 @@ impl Profile {
             }
         }
         cfg
+    }
+
+    /// At most this many downstream subjects per dataset take part in the protocols (the quick
+    /// profile keeps CI within minutes; the others use every downstream subject).
+    pub fn max_downstream_subjects(self) -> Option<usize> {
+        match self {
+            Profile::Quick => Some(8),
+            Profile::Default | Profile::Full => None,
+        }
     }
 
     /// Real windows the generation study compares against.
@@ -290,6 +299,8 @@ pub struct PretrainRow {
     /// Loss of every step (for the plot).
     #[serde(skip)]
     pub losses: Vec<f64>,
+    /// RankMe of the encoder at each checkpoint `(step, rankme)`.
+    pub rankme: Vec<(u64, f64)>,
 }
 
 fn mean(xs: &[f64]) -> f64 {
@@ -316,6 +327,7 @@ fn pretrain_row(method: &str, out: &PretrainOutcome, pool: usize, wall_s: f64) -
         loss_first: mean(&out.losses[..k.min(out.losses.len())]),
         loss_last: mean(&out.losses[out.losses.len().saturating_sub(k)..]),
         losses: out.losses.clone(),
+        rankme: out.rankme.clone(),
     }
 }
 
@@ -425,13 +437,15 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     }
     report.add(Section::pretraining(&pre_rows));
     report.plot_losses(&opts.report_dir, &pre_rows)?;
+    report.plot_rankme(&opts.report_dir, &pre_rows)?;
 
     // Stage 4: downstream protocols on the downstream subjects.
     eprintln!("[4/6] downstream protocols");
     let mut downstream = Vec::new();
     let enc_cfg = opts.profile.experiment("flowfm", seed)?.encoder;
     for ((spec, p), plan) in prepared.iter().zip(&plans) {
-        let keep: BTreeSet<i64> = plan.downstream_subjects.iter().copied().collect();
+        let cap = opts.profile.max_downstream_subjects().unwrap_or(usize::MAX);
+        let keep: BTreeSet<i64> = plan.downstream_subjects.iter().copied().take(cap).collect();
         let idx: Vec<usize> = (0..p.store.num_windows())
             .filter(|&i| p.store.y[i] >= 0 && keep.contains(&p.store.subject[i]))
             .collect();
