@@ -238,30 +238,7 @@ fn parse_file(path: &Path, data: &[u8]) -> Result<(Recording, Vec<SkipReport>)> 
                 })? as i32
         };
         let mut v = [0f64; 3];
-        let mut has_nan = false;
-        for (k, &c) in RWR_ACC.iter().enumerate() {
-            let x = text::parse_f64(fields[c]).ok_or_else(|| {
-                DataError::parse(
-                    path,
-                    line_no,
-                    format!(
-                        "column {}: `{}` is not a number",
-                        c + 1,
-                        text::show(fields[c])
-                    ),
-                )
-            })?;
-            if x.is_nan() {
-                has_nan = true;
-            } else if x.is_infinite() {
-                return Err(DataError::parse(
-                    path,
-                    line_no,
-                    format!("column {}: infinite value", c + 1),
-                ));
-            }
-            v[k] = x;
-        }
+        let has_nan = text::columns_allowing_nan(path, line_no, &fields, &RWR_ACC, &mut v)?;
         if has_nan {
             nan_rows += 1;
             continue;

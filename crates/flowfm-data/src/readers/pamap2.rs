@@ -236,30 +236,8 @@ fn parse_file(path: &Path, data: &[u8], gyro: bool) -> Result<(Recording, Vec<Sk
                     DataError::parse(path, line_no, format!("unknown activity id {act}"))
                 })? as i32
         };
-        let mut has_nan = false;
-        for (k, &c) in used.iter().enumerate() {
-            let v = text::parse_f64(fields[c]).ok_or_else(|| {
-                DataError::parse(
-                    path,
-                    line_no,
-                    format!(
-                        "column {}: `{}` is not a number",
-                        c + 1,
-                        text::show(fields[c])
-                    ),
-                )
-            })?;
-            if v.is_nan() {
-                has_nan = true;
-            } else if v.is_infinite() {
-                return Err(DataError::parse(
-                    path,
-                    line_no,
-                    format!("column {}: infinite value", c + 1),
-                ));
-            }
-            values[k] = v;
-        }
+        let has_nan =
+            text::columns_allowing_nan(path, line_no, &fields, &used, &mut values[..used.len()])?;
         if has_nan {
             nan_rows += 1;
             continue;

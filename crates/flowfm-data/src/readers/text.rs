@@ -272,6 +272,39 @@ pub(crate) fn finite_f64(path: &Path, line: usize, field: &[u8], what: &str) -> 
     }
 }
 
+/// Parses columns `cols` (0-based) of a row into `out`, for datasets that mark missing values with
+/// NaN (PAMAP2, Opportunity): returns whether any of them was NaN. A non-number or an infinity is
+/// a parse error naming the 1-based column.
+pub(crate) fn columns_allowing_nan(
+    path: &Path,
+    line: usize,
+    fields: &[&[u8]],
+    cols: &[usize],
+    out: &mut [f64],
+) -> Result<bool> {
+    let mut has_nan = false;
+    for (slot, &c) in out.iter_mut().zip(cols) {
+        let v = parse_f64(fields[c]).ok_or_else(|| {
+            DataError::parse(
+                path,
+                line,
+                format!("column {}: `{}` is not a number", c + 1, show(fields[c])),
+            )
+        })?;
+        if v.is_nan() {
+            has_nan = true;
+        } else if v.is_infinite() {
+            return Err(DataError::parse(
+                path,
+                line,
+                format!("column {}: infinite value", c + 1),
+            ));
+        }
+        *slot = v;
+    }
+    Ok(has_nan)
+}
+
 /// Parses an integer field, or returns a parse error naming `what`.
 pub(crate) fn int_field(path: &Path, line: usize, field: &[u8], what: &str) -> Result<i64> {
     parse_i64(trim(field)).ok_or_else(|| {
