@@ -335,7 +335,7 @@ fn pretrain_row(method: &str, out: &PretrainOutcome, pool: usize, wall_s: f64) -
 pub fn run(opts: &ReproduceOptions) -> Result<()> {
     let started = Instant::now();
     let seed = 0u64;
-    let work = opts.report_dir.join("work");
+    let work = work_dir(&opts.report_dir);
     let stores_dir = work.join("stores");
     let mut report = Report::new(
         &format!("flowfm study ({} profile)", opts.profile.name()),
