@@ -12,20 +12,20 @@
 //! scores every absent class as F1 = 0. Precision of a class that is never predicted and recall of
 //! a class with no support are 0 (scikit-learn's `zero_division=0`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
 
 /// Counts of (true class, predicted class) pairs over `K` classes; rows are truth, columns are
 /// predictions (the scikit-learn layout).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfusionMatrix {
     num_classes: usize,
     counts: Vec<Vec<u64>>,
 }
 
 /// How [`ConfusionMatrix::macro_f1_with`] treats classes absent from both truth and predictions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AbsentClassPolicy {
     /// Leave them out of the mean (scikit-learn's default label set; the default here).
     Exclude,
@@ -34,7 +34,7 @@ pub enum AbsentClassPolicy {
 }
 
 /// Precision, recall and F1 of one class, with its support.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     /// Class index.
     pub class: usize,
@@ -54,7 +54,7 @@ pub struct ClassMetrics {
 ///
 /// Undefined values (an empty matrix; kappa when both raters use a single class) are `NaN`, which
 /// serde_json writes as `null`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassificationReport {
     /// Fraction of correct predictions.
     pub accuracy: f64,

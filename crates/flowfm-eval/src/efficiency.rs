@@ -3,13 +3,13 @@
 //! (NFE) of each sampler. Flow and diffusion are measured on the same machine in one run; the
 //! records carry the device so tables from different machines are never mixed silently.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
 use crate::markdown;
 
 /// When a validation metric first reached a target during training.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TimeToTarget {
     /// Name of the validation metric (`val_macro_f1`, `val_loss`).
     pub metric: String,
@@ -66,7 +66,7 @@ impl TimeToTarget {
 }
 
 /// Training cost of one method.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainingEfficiency {
     /// Method name.
     pub method: String,
@@ -127,7 +127,7 @@ impl TrainingEfficiency {
 }
 
 /// Generation cost of one sampler of one method.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GenerationEfficiency {
     /// Method name.
     pub method: String,

@@ -1,14 +1,14 @@
 //! Aggregation over cross-validation folds: mean and sample standard deviation, and
 //! [`FoldResults`], which collects one [`ClassificationReport`] per fold and renders a Markdown row.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::classification::{ClassificationReport, ConfusionMatrix};
 use crate::error::{EvalError, Result};
 use crate::markdown;
 
 /// Mean and sample standard deviation (`n - 1` in the denominator) of `n` values.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MeanSd {
     /// Arithmetic mean.
     pub mean: f64,
@@ -40,7 +40,7 @@ pub fn mean_sd(values: &[f64]) -> Result<MeanSd> {
 }
 
 /// The metrics of one fold.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FoldMetrics {
     /// What identifies the fold (`"fold 3"`, a held-out subject id).
     pub name: String,
@@ -49,7 +49,7 @@ pub struct FoldMetrics {
 }
 
 /// One method on one dataset, over folds.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FoldResults {
     /// Dataset name.
     pub dataset: String,
@@ -63,7 +63,7 @@ pub struct FoldResults {
 ///
 /// A metric that is undefined (`NaN`) in a fold is left out of its mean; its `n` then says over
 /// how many folds it was averaged.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FoldSummary {
     /// Dataset name.
     pub dataset: String,

@@ -2,7 +2,7 @@
 //! [`FeatureTable`] of hand-crafted window features (see [`crate::features`]).
 
 use flowfm_core::SeededRng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use smartcore::ensemble::random_forest_classifier::{
     RandomForestClassifier, RandomForestClassifierParameters,
 };
@@ -12,7 +12,7 @@ use crate::error::{EvalError, Result};
 use crate::features::FeatureTable;
 
 /// Settings of the forest (smartcore's parameters, with the seed drawn from a [`SeededRng`]).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ForestConfig {
     /// Number of trees.
     pub n_trees: u16,

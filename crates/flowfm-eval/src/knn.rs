@@ -6,13 +6,13 @@
 //! ordered by training index, so predictions are deterministic.
 
 use candle_core::{Device, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::arrays::Embeddings;
 use crate::error::{EvalError, Result};
 
 /// The distance between representations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Distance {
     /// `1 - cos(a, b)`; a zero vector is at distance 1 from everything.
     Cosine,
@@ -21,7 +21,7 @@ pub enum Distance {
 }
 
 /// Settings of the kNN classifier.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KnnConfig {
     /// Number of neighbours that vote (1 to the number of training rows).
     pub k: usize,

@@ -35,6 +35,13 @@ pub struct DatasetSpec {
     pub classes: Option<Vec<String>>,
 }
 
+impl DatasetSpec {
+    /// Whether it is a default dataset fetched from the package registry.
+    pub fn is_registry(&self) -> bool {
+        matches!(self.source, Source::Registry(_))
+    }
+}
+
 /// The registry defaults a fresh machine can obtain by itself.
 pub fn default_specs() -> Vec<DatasetSpec> {
     vec![

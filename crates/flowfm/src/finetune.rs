@@ -292,7 +292,7 @@ pub fn finetune_augmentation() -> Compose {
 }
 
 /// One epoch of training.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// Epoch (0-based).
     pub epoch: usize,
@@ -303,7 +303,7 @@ pub struct EpochRecord {
 }
 
 /// What early-stopped training did.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainOutcome {
     /// Epoch (0-based) with the best validation macro F1; its weights were restored.
     pub best_epoch: usize,

@@ -1344,6 +1344,23 @@ pub struct GenerationStudy {
     pub speedup: Option<Speedup>,
     /// How the speed-up was found, or why there is none.
     pub speedup_note: String,
+    /// The first real window and, per row, its reconstruction from its own representation (for
+    /// the report's real-vs-generated plot).
+    #[serde(default)]
+    pub examples: Vec<ExampleWindow>,
+}
+
+/// One window of the real-vs-generated plot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExampleWindow {
+    /// `real`, `flowfm` or `diffusion`.
+    pub method: String,
+    /// Sampler label (empty for the real window).
+    pub sampler: String,
+    /// Channels.
+    pub channels: usize,
+    /// `channels x window_len` values, channel-major.
+    pub values: Vec<f32>,
 }
 
 /// The fastest (by ms per window) flow row whose Frechet distance is at most the DDPM row's,
@@ -1491,7 +1508,7 @@ fn study_row(
     real: &RealReference<'_>,
     cfg: &StudyConfig,
     index: usize,
-) -> Result<StudyRow> {
+) -> Result<(StudyRow, ExampleWindow)> {
     let label = sampler.label(models.schedule.num_steps());
     let ctx = || format!("{} {label}", models.kind().method_name());
     let own = models
@@ -1512,7 +1529,13 @@ fn study_row(
     let disc = discriminative_score(&real.windows, &gen_windows, &cfg.discriminative, &mut rng)?;
     let spec = spectral_distance(&real.windows, &gen_windows, real.sample_rate_hz)?;
     let rec = reconstruction_error(&real.windows, &own_windows)?;
-    Ok(StudyRow {
+    let example = ExampleWindow {
+        method: models.kind().method_name().to_string(),
+        sampler: label.clone(),
+        channels: own.x.dim(1)?,
+        values: own.x.narrow(0, 0, 1)?.flatten_all()?.to_vec1::<f32>()?,
+    };
+    let row = StudyRow {
         method: models.kind().method_name().to_string(),
         sampler: label,
         nfe: dist.nfe_per_window,
@@ -1525,7 +1548,8 @@ fn study_row(
         spectral_db: spec.log_spectral_db,
         recon_rmse: rec.rmse,
         recon_corr: rec.corr_mean,
-    })
+    };
+    Ok((row, example))
 }
 
 /// Evaluates every sampler setting of a flow run and a diffusion run on the same real windows.
@@ -1605,6 +1629,12 @@ pub fn generation_study(
     };
 
     let mut rows = Vec::new();
+    let mut examples = vec![ExampleWindow {
+        method: "real".into(),
+        sampler: String::new(),
+        channels: real.channels,
+        values: real.x[..real.channels * real.window_len].to_vec(),
+    }];
     let mut index = 0;
     for (models, samplers, warm) in [
         (flow, &cfg.flow_samplers, SamplerSpec::Euler { steps: 1 }),
@@ -1635,7 +1665,7 @@ pub fn generation_study(
             cfg.seed,
         )?;
         for s in samplers {
-            rows.push(study_row(
+            let (row, example) = study_row(
                 models,
                 s,
                 &z_own,
@@ -1644,7 +1674,9 @@ pub fn generation_study(
                 &reference_real,
                 cfg,
                 index,
-            )?);
+            )?;
+            rows.push(row);
+            examples.push(example);
             index += 1;
         }
     }
@@ -1660,5 +1692,6 @@ pub fn generation_study(
         diffusion_generator_params: diffusion.generator_params,
         speedup,
         speedup_note,
+        examples,
     })
 }

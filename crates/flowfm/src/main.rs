@@ -176,6 +176,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Check that a report directory is complete (every table filled, every plot present).
+    CheckReport {
+        /// The report directory (holding report.md and report.json).
+        dir: PathBuf,
+    },
 }
 
 /// Options shared by `finetune` and `probe`.
@@ -506,6 +511,19 @@ fn run(cli: Cli) -> Result<()> {
                 force,
                 quiet: cli.quiet,
             })
+        }
+        Command::CheckReport { dir } => {
+            let problems = flowfm::report::check_report(&dir)?;
+            if problems.is_empty() {
+                println!("{}: complete", dir.display());
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "{} is incomplete:\n  {}",
+                    dir.display(),
+                    problems.join("\n  ")
+                )
+            }
         }
     }
 }

@@ -45,6 +45,73 @@ pub struct PretrainOptions {
     pub stop_after: Option<u64>,
     /// Test hook: make the loss of this step NaN (checks the divergence guard).
     pub inject_nan_at: Option<u64>,
+    /// A labelled validation probe scored every `probe.every` steps (for time to target).
+    pub validation: Option<Arc<ValidationProbe>>,
+}
+
+/// A labelled set, split by subject, on which the encoder's representations are scored with a
+/// kNN classifier during pretraining: fit on the `fit` windows, macro F1 on the `eval` windows.
+/// It only watches training (no gradient flows from it); its labels never train anything. The
+/// score is logged as `val_knn_f1` in `metrics.jsonl`, next to `train_s`, the cumulative seconds
+/// spent in training steps (probe, RankMe and checkpoint time excluded), so the time to reach a
+/// validation target can be read off afterwards.
+#[derive(Clone, Debug)]
+pub struct ValidationProbe {
+    /// Where the windows come from (for messages and reports).
+    pub name: String,
+    /// Windows the kNN classifier memorises, `(n_fit, channels, window_len)`.
+    pub fit_x: Tensor,
+    /// Their labels.
+    pub fit_y: Vec<usize>,
+    /// Windows it is scored on (other subjects), `(n_eval, channels, window_len)`.
+    pub eval_x: Tensor,
+    /// Their labels.
+    pub eval_y: Vec<usize>,
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Score every this many steps (and at the last step).
+    pub every: u64,
+}
+
+impl ValidationProbe {
+    /// Macro F1 of a 5-nearest-neighbour (cosine) classifier on `encoder`'s representations.
+    pub fn score(&self, encoder: &HarNet) -> Result<f64> {
+        let fit = encode_in_chunks(encoder, &self.fit_x)?;
+        let eval = encode_in_chunks(encoder, &self.eval_x)?;
+        let fit = flowfm_eval::Embeddings::from_tensor(&fit)?;
+        let eval = flowfm_eval::Embeddings::from_tensor(&eval)?;
+        let cfg = flowfm_eval::knn::KnnConfig {
+            k: 5.min(fit.rows()),
+            ..Default::default()
+        };
+        let knn = flowfm_eval::knn::KnnClassifier::fit(
+            &fit,
+            &self.fit_y,
+            self.num_classes,
+            cfg,
+            &Device::Cpu,
+        )?;
+        let pred = knn.predict(&eval)?;
+        let cm =
+            flowfm_eval::ConfusionMatrix::from_predictions(&self.eval_y, &pred, self.num_classes)?;
+        Ok(cm.macro_f1())
+    }
+}
+
+fn encode_in_chunks(encoder: &HarNet, x: &Tensor) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let m = 128.min(n - i);
+        parts.push(
+            encoder
+                .encode_detached(&x.narrow(0, i, m)?)?
+                .to_device(&Device::Cpu)?,
+        );
+        i += m;
+    }
+    Ok(Tensor::cat(&parts, 0)?)
 }
 
 impl PretrainOptions {
@@ -57,6 +124,7 @@ impl PretrainOptions {
             device: Device::Cpu,
             stop_after: None,
             inject_nan_at: None,
+            validation: None,
         }
     }
 }
@@ -77,6 +145,8 @@ pub struct PretrainOutcome {
     /// RankMe of the encoder's representations of a fixed probe set at each checkpoint of this
     /// session: `(step, rankme)`.
     pub rankme: Vec<(u64, f64)>,
+    /// Validation score at each probe of this session: `(step, train_s, val_knn_f1)`.
+    pub validation: Vec<(u64, f64, f64)>,
     /// The run directory.
     pub run_dir: PathBuf,
 }
@@ -496,6 +566,7 @@ pub fn pretrain<S: WindowSource + 'static>(
 
     let mut start = 0u64;
     let mut wall_offset = 0.0;
+    let mut train_offset = 0.0;
     if opts.resume && run.last_checkpoint().exists() {
         let (tensors, meta) = load_checkpoint(&run.last_checkpoint(), &opts.device)?;
         if meta.config_fingerprint != exp.fingerprint() {
@@ -513,7 +584,12 @@ pub fn pretrain<S: WindowSource + 'static>(
         }
         start = meta.step;
         run.truncate_metrics(start)?;
-        wall_offset = run.read_metrics()?.last().map(|r| r.wall_s).unwrap_or(0.0);
+        let last = run.read_metrics()?.last().cloned();
+        wall_offset = last.as_ref().map(|r| r.wall_s).unwrap_or(0.0);
+        train_offset = last
+            .as_ref()
+            .and_then(|r| r.extra.get("train_s").copied())
+            .unwrap_or(0.0);
     } else {
         run.truncate_metrics(0)?;
     }
@@ -538,6 +614,8 @@ pub fn pretrain<S: WindowSource + 'static>(
     let mut losses = Vec::new();
     let mut epoch_seconds = Vec::new();
     let mut rankme = Vec::new();
+    let mut validation = Vec::new();
+    let mut train_s = train_offset;
     let mut windows = 0usize;
     let mut last_loss = f64::NAN;
     let end = match opts.stop_after {
@@ -545,6 +623,7 @@ pub fn pretrain<S: WindowSource + 'static>(
         None => total_steps,
     };
     for step in start..end {
+        let step_start = Instant::now();
         let (epoch, b) = (step / per_epoch, (step % per_epoch) as usize);
         let batch = batcher.batch(epoch, b)?;
         let mut rng = root.derive_indexed("step", step);
@@ -576,6 +655,7 @@ pub fn pretrain<S: WindowSource + 'static>(
             )?;
         }
         let done = step + 1;
+        train_s += step_start.elapsed().as_secs_f64();
         windows += batch.indices.len();
         losses.push(loss_value);
         last_loss = loss_value;
@@ -599,8 +679,27 @@ pub fn pretrain<S: WindowSource + 'static>(
         } else {
             None
         };
-        if done % train.log_every == 0 || done == total_steps || epoch_done || is_checkpoint {
+        let val = match opts.validation.as_deref() {
+            Some(p) if done % p.every.max(1) == 0 || done == total_steps || done == end => {
+                let v = p
+                    .score(&nets.encoder)
+                    .with_context(|| format!("validation probe `{}` at step {done}", p.name))?;
+                validation.push((done, train_s, v));
+                Some(v)
+            }
+            _ => None,
+        };
+        if done % train.log_every == 0
+            || done == total_steps
+            || epoch_done
+            || is_checkpoint
+            || val.is_some()
+        {
             let mut extra = HashMap::new();
+            extra.insert("train_s".to_string(), train_s);
+            if let Some(v) = val {
+                extra.insert("val_knn_f1".to_string(), v);
+            }
             if let Some(r) = rank {
                 extra.insert("rankme".to_string(), r);
             }
@@ -659,6 +758,7 @@ pub fn pretrain<S: WindowSource + 'static>(
         epoch_seconds,
         windows_per_s: windows as f64 / secs.max(1e-9),
         rankme,
+        validation,
         run_dir: run.path().to_path_buf(),
     })
 }

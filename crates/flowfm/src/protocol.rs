@@ -193,7 +193,7 @@ pub fn plan_folds(
 }
 
 /// The record of one fold.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FoldRecord {
     /// `"fold i"` or `"subject s"`.
     pub name: String,
@@ -221,7 +221,7 @@ pub struct FoldRecord {
 
 /// Everything a protocol run produced. Serialises to JSON ([`ProtocolResult::to_json`]); NaN
 /// metrics (undefined, e.g. kappa of a one-class fold) become `null`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProtocolResult {
     /// Dataset name.
     pub dataset: String,

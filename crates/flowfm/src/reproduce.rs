@@ -3,14 +3,19 @@
 //! SSL-Wearables multi-task on the pool, then evaluate, and write `report.md`, `report.json` and
 //! SVG plots. Every number in the report comes from this run.
 
+use crate::cache::{self, KeyBuilder, Lookup};
 use crate::config::{Experiment, ExperimentFile};
 use crate::datasets::{self, DatasetSpec, PreparedStore};
 use crate::finetune::{DownstreamConfig, EncoderSource, Mode};
-use crate::generate::{generation_study, ReferenceEncoder, StudyConfig, TrainedModels};
-use crate::pretrain::{pretrain, PretrainOptions, PretrainOutcome};
-use crate::protocol::{run_protocol, DatasetInfo, Protocol, ProtocolOptions};
+use crate::generate::{
+    generation_study, GenerationStudy, ReferenceEncoder, StudyConfig, TrainedModels,
+};
+use crate::history::{time_to_target, RunHistory};
+use crate::pretrain::{pretrain, PretrainOptions, ValidationProbe};
+use crate::protocol::{run_protocol, DatasetInfo, Protocol, ProtocolOptions, ProtocolResult};
 use crate::report::{Report, Section};
 use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
 use flowfm_core::SeededRng;
 use flowfm_data::prepare::PrepareConfig;
 use flowfm_data::store::WindowStore;
@@ -277,7 +282,8 @@ pub struct DatasetRow {
     pub prepare_s: f64,
 }
 
-/// One pretraining run in the report.
+/// One pretraining run in the report (read from its `metrics.jsonl`, so a reused run reports
+/// its whole history).
 #[derive(Clone, Debug, Serialize)]
 pub struct PretrainRow {
     /// Method.
@@ -286,11 +292,13 @@ pub struct PretrainRow {
     pub steps: u64,
     /// Windows in the pool.
     pub pool_windows: usize,
-    /// Wall seconds of the whole run.
+    /// Wall seconds of the whole run (probes and checkpoints included).
     pub wall_s: f64,
+    /// Seconds spent in training steps.
+    pub train_s: f64,
     /// Mean seconds per epoch (over completed epochs).
     pub epoch_s: Option<f64>,
-    /// Throughput.
+    /// Throughput over the training steps.
     pub windows_per_s: f64,
     /// Mean loss of the first and last tenth of the steps.
     pub loss_first: f64,
@@ -301,6 +309,8 @@ pub struct PretrainRow {
     pub losses: Vec<f64>,
     /// RankMe of the encoder at each checkpoint `(step, rankme)`.
     pub rankme: Vec<(u64, f64)>,
+    /// Validation probe `(step, train_s, val_knn_f1)`.
+    pub validation: Vec<(u64, f64, f64)>,
 }
 
 fn mean(xs: &[f64]) -> f64 {
@@ -311,24 +321,123 @@ fn mean(xs: &[f64]) -> f64 {
     }
 }
 
-fn pretrain_row(method: &str, out: &PretrainOutcome, pool: usize, wall_s: f64) -> PretrainRow {
-    let k = (out.losses.len() / 10).max(1);
+/// The report row of a run from its history.
+pub fn pretrain_row(method: &str, h: &RunHistory, pool: usize, batch_size: usize) -> PretrainRow {
+    let k = (h.losses.len() / 10).max(1);
     PretrainRow {
         method: method.into(),
-        steps: out.steps,
+        steps: h.steps,
         pool_windows: pool,
-        wall_s,
-        epoch_s: if out.epoch_seconds.is_empty() {
+        wall_s: h.wall_s,
+        train_s: h.train_s,
+        epoch_s: if h.epoch_seconds.is_empty() {
             None
         } else {
-            Some(mean(&out.epoch_seconds))
+            Some(mean(&h.epoch_seconds))
         },
-        windows_per_s: out.windows_per_s,
-        loss_first: mean(&out.losses[..k.min(out.losses.len())]),
-        loss_last: mean(&out.losses[out.losses.len().saturating_sub(k)..]),
-        losses: out.losses.clone(),
-        rankme: out.rankme.clone(),
+        windows_per_s: if h.train_s > 0.0 {
+            (h.steps as f64 * batch_size as f64) / h.train_s
+        } else {
+            f64::NAN
+        },
+        loss_first: mean(&h.losses[..k.min(h.losses.len())]),
+        loss_last: mean(&h.losses[h.losses.len().saturating_sub(k)..]),
+        losses: h.losses.clone(),
+        rankme: h.rankme.clone(),
+        validation: h.validation.clone(),
     }
+}
+
+/// Fraction of the weaker method's best validation score that defines the target.
+pub const TARGET_FRACTION: f64 = 0.95;
+
+/// The labelled validation probe watched during pretraining: windows of the *pretraining*
+/// subjects of the dataset with the most labelled windows there (never a downstream subject),
+/// its subjects split in half (seeded) into a kNN memory and a scored half.
+pub fn validation_probe(
+    prepared: &[(DatasetSpec, PreparedStore)],
+    plans: &[SubjectPlan],
+    profile: Profile,
+    steps: u64,
+    seed: u64,
+) -> Result<Option<ValidationProbe>> {
+    let mut best: Option<(usize, Vec<usize>)> = None;
+    for (d, ((_, p), plan)) in prepared.iter().zip(plans).enumerate() {
+        let keep: BTreeSet<i64> = plan.pretrain_subjects.iter().copied().collect();
+        let idx: Vec<usize> = (0..p.store.num_windows())
+            .filter(|&i| p.store.y[i] >= 0 && keep.contains(&p.store.subject[i]))
+            .collect();
+        if best.as_ref().map(|b| idx.len() > b.1.len()).unwrap_or(true) {
+            best = Some((d, idx));
+        }
+    }
+    let Some((d, idx)) = best else {
+        return Ok(None);
+    };
+    let (spec, p) = &prepared[d];
+    let mut subjects: Vec<i64> = idx
+        .iter()
+        .map(|&i| p.store.subject[i])
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if subjects.len() < 2 {
+        return Ok(None);
+    }
+    let rng = SeededRng::new(seed).derive("validation-probe");
+    rng.derive("subjects").shuffle(&mut subjects);
+    let fit_subjects: BTreeSet<i64> = subjects[..subjects.len() / 2].iter().copied().collect();
+    let (n_fit, n_eval) = match profile {
+        Profile::Quick => (192, 128),
+        Profile::Default | Profile::Full => (768, 384),
+    };
+    let side = |fit: bool, n: usize, name: &str| -> Result<(Tensor, Vec<usize>)> {
+        let mut rows: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| fit_subjects.contains(&p.store.subject[i]) == fit)
+            .collect();
+        rng.derive(name).shuffle(&mut rows);
+        rows.truncate(n);
+        rows.sort_unstable();
+        let ws = p.store.load_subset(&rows)?;
+        let y = ws.y.iter().map(|&v| v as usize).collect();
+        let x = Tensor::from_vec(
+            ws.x,
+            (rows.len(), ws.channels, ws.window_len),
+            &candle_core::Device::Cpu,
+        )?;
+        Ok((x, y))
+    };
+    let (fit_x, fit_y) = side(true, n_fit, "fit")?;
+    let (eval_x, eval_y) = side(false, n_eval, "eval")?;
+    if fit_y.len() < 5 || eval_y.is_empty() {
+        return Ok(None);
+    }
+    let num_classes = p.store.meta.class_names.len().max(
+        fit_y
+            .iter()
+            .chain(&eval_y)
+            .max()
+            .map(|m| m + 1)
+            .unwrap_or(0),
+    );
+    Ok(Some(ValidationProbe {
+        name: format!(
+            "{}: {} windows of {} pretraining subjects memorised, {} windows of {} others scored",
+            spec.name,
+            fit_y.len(),
+            fit_subjects.len(),
+            eval_y.len(),
+            subjects.len() - fit_subjects.len()
+        ),
+        fit_x,
+        fit_y,
+        eval_x,
+        eval_y,
+        num_classes,
+        every: (steps / 10).max(1),
+    }))
 }
 
 /// Runs the study.
@@ -357,13 +466,24 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
         }
         specs.extend(found);
     }
-    eprintln!("[1/4] data: {} datasets", specs.len());
+    eprintln!("[1/6] data: {} datasets", specs.len());
     let prep_cfg = PrepareConfig::default();
     let mut prepared: Vec<(DatasetSpec, PreparedStore)> = Vec::new();
     let mut rows = Vec::new();
+    let mut unavailable = Vec::new();
     for spec in specs {
         let t = Instant::now();
-        let p = datasets::prepare_spec(&spec, &prep_cfg, &stores_dir, true, opts.force)?;
+        let p = match datasets::prepare_spec(&spec, &prep_cfg, &stores_dir, true, opts.force) {
+            Ok(p) => p,
+            // A default dataset that cannot be downloaded (no network) is left out when other
+            // datasets were given, and the report says so; without any, the run cannot go on.
+            Err(e) if spec.is_registry() && opts.data_dir.is_some() => {
+                eprintln!("      {}: unavailable, left out ({e:#})", spec.name);
+                unavailable.push((spec.name.clone(), format!("{e:#}")));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let secs = if p.reused {
             0.0
         } else {
@@ -391,7 +511,7 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
         rows.push(row);
         prepared.push((spec, p));
     }
-    report.add(Section::datasets(&rows));
+    report.add(Section::datasets(&rows, &unavailable));
 
     // Stage 2: subjects.
     let mut plans = Vec::new();
@@ -409,39 +529,59 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     let n_pool = pool.num_windows();
     report.add(Section::subjects(&plans, n_pool));
     eprintln!(
-        "[2/4] pretraining pool: {n_pool} windows from the pretraining subjects of {} datasets",
+        "[2/6] pretraining pool: {n_pool} windows from the pretraining subjects of {} datasets",
         plans.len()
     );
 
-    // Stage 3: pretraining.
+    // Stage 3: pretraining (resumes, or reuses a finished run of the same config).
     let runs_dir = work.join("runs");
+    let (steps, _) =
+        crate::pretrain::schedule_steps(&opts.profile.experiment("flowfm", seed)?, n_pool)?;
+    let probe = validation_probe(&prepared, &plans, opts.profile, steps, seed)?.map(Arc::new);
+    if let Some(p) = &probe {
+        eprintln!("      validation probe: {}", p.name);
+    }
     let mut pre_rows = Vec::new();
+    let mut pre_configs = Vec::new();
     for (i, method) in ["flowfm", "diffusion", "ssl_multitask"].iter().enumerate() {
         let exp = opts.profile.experiment(method, seed)?;
         let dir = runs_dir.join(method);
         if opts.force && dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
-        eprintln!("[3/4] pretraining {} ({}/3)", method, i + 1);
+        eprintln!("[3/6] pretraining {} ({}/3)", method, i + 1);
         let mut popts = PretrainOptions::new(&dir);
         popts.quiet = opts.quiet;
         popts.resume = true;
-        let t = Instant::now();
-        let out = pretrain(&exp, pool.clone(), (0..n_pool).collect(), &popts)?;
+        popts.validation = probe.clone();
+        pre_configs.push((method.to_string(), exp.file.to_toml()));
+        pretrain(&exp, pool.clone(), (0..n_pool).collect(), &popts)?;
+        let history = RunHistory::read(&dir)?;
         pre_rows.push(pretrain_row(
             method,
-            &out,
+            &history,
             n_pool,
-            t.elapsed().as_secs_f64(),
+            exp.file.train.batch_size,
         ));
     }
     report.add(Section::pretraining(&pre_rows));
+    let curves: Vec<(String, Vec<(u64, f64, f64)>, f64)> = pre_rows
+        .iter()
+        .map(|r| (r.method.clone(), r.validation.clone(), r.train_s))
+        .collect();
+    let ttt = time_to_target(&curves, TARGET_FRACTION)?;
+    report.add(Section::time_to_target(
+        ttt.as_ref(),
+        probe.as_ref().map(|p| p.name.as_str()),
+    ));
     report.plot_losses(&opts.report_dir, &pre_rows)?;
     report.plot_rankme(&opts.report_dir, &pre_rows)?;
+    report.plot_validation(&opts.report_dir, &pre_rows, ttt.as_ref())?;
 
     // Stage 4: downstream protocols on the downstream subjects.
     eprintln!("[4/6] downstream protocols");
     let mut downstream = Vec::new();
+    let mut down_configs: Vec<(String, String)> = Vec::new();
     let enc_cfg = opts.profile.experiment("flowfm", seed)?.encoder;
     for ((spec, p), plan) in prepared.iter().zip(&plans) {
         let cap = opts.profile.max_downstream_subjects().unwrap_or(usize::MAX);
@@ -463,21 +603,56 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
         let protocol = opts.profile.protocol_for(&spec.name, subjects.len());
         for (method, encoder, mode) in downstream_grid(opts.profile, &runs_dir, &enc_cfg) {
             let cfg = opts.profile.downstream_config(mode, protocol, seed);
+            let cfg_name = format!("{} ({})", mode.name(), protocol.label());
+            if !down_configs.iter().any(|(n, _)| *n == cfg_name) {
+                down_configs.push((cfg_name, format!("{cfg:#?}")));
+            }
+            let mut key = KeyBuilder::new()
+                .text("stage", "downstream")
+                .text("dataset", &spec.name)
+                .text("store", &p.store.meta.fingerprint)
+                .text("subjects", &format!("{subjects:?}"))
+                .text("method", &method)
+                .text("encoder", &format!("{encoder:?}"))
+                .text("config", &format!("{cfg:?}"));
+            if let EncoderSource::Pretrained(path) = &encoder {
+                key = key.file("checkpoint", path)?;
+            }
+            let key = key.finish();
+            let cache_path = work
+                .join("downstream")
+                .join(&spec.name)
+                .join(format!("{method}-{}.pkl", mode.name()));
             let t = Instant::now();
-            let res = run_protocol(
-                ws.clone(),
-                &encoder,
-                &cfg,
-                &ProtocolOptions::new(DatasetInfo::of_window_set(&ws), method.clone()),
-            )
-            .with_context(|| format!("downstream {} / {method} / {}", spec.name, mode.name()))?;
+            let (res, reused) = match (opts.force, cache::load::<ProtocolResult>(&cache_path, &key))
+            {
+                (false, Lookup::Hit(r)) => (r, true),
+                _ => {
+                    let res = run_protocol(
+                        ws.clone(),
+                        &encoder,
+                        &cfg,
+                        &ProtocolOptions::new(DatasetInfo::of_window_set(&ws), method.clone()),
+                    )
+                    .with_context(|| {
+                        format!("downstream {} / {method} / {}", spec.name, mode.name())
+                    })?;
+                    cache::store(&cache_path, &key, &res)?;
+                    res.write_json(&cache_path.with_extension("json"))?;
+                    (res, false)
+                }
+            };
             eprintln!(
-                "      {} {} {}: macro F1 {:.3} ({:.1} s)",
+                "      {} {} {}: macro F1 {:.3} ({})",
                 spec.name,
                 method,
                 mode.name(),
                 res.mean_macro_f1(),
-                t.elapsed().as_secs_f64()
+                if reused {
+                    "reused".to_string()
+                } else {
+                    format!("{:.1} s", t.elapsed().as_secs_f64())
+                }
             );
             downstream.push(res);
         }
@@ -492,12 +667,54 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     let diffusion = TrainedModels::from_run_dir(&runs_dir.join("diffusion"), &device)?;
     let real = held_out_windows(&prepared, &plans, opts.profile.generation_windows(), seed)?;
     let study_cfg = opts.profile.study_config(&flow);
-    let study = generation_study(&flow, &diffusion, &real, &study_cfg)?;
+    let key = KeyBuilder::new()
+        .text("stage", "generation")
+        .file("flow encoder", &flow.encoder_path)?
+        .file("flow generator", &flow.generator_path)?
+        .file("diffusion encoder", &diffusion.encoder_path)?
+        .file("diffusion generator", &diffusion.generator_path)?
+        .floats("real windows", &real.x)
+        .text("config", &format!("{study_cfg:?}"))
+        .finish();
+    let cache_path = work.join("generation.pkl");
+    let study = match (
+        opts.force,
+        cache::load::<GenerationStudy>(&cache_path, &key),
+    ) {
+        (false, Lookup::Hit(s)) => {
+            eprintln!("      reused (same checkpoints, windows and sampler grid)");
+            s
+        }
+        _ => {
+            let s = generation_study(&flow, &diffusion, &real, &study_cfg)?;
+            cache::store(&cache_path, &key, &s)?;
+            s
+        }
+    };
     report.add(Section::generation(&study));
+    report.add(Section::configs(
+        &pre_configs,
+        &down_configs,
+        &format!("{study_cfg:#?}"),
+    ));
+    report.plot_nfe_quality(&opts.report_dir, &study)?;
+    report.plot_examples(&opts.report_dir, &study)?;
 
     eprintln!("[6/6] report");
     report.finish(&opts.report_dir, started.elapsed().as_secs_f64())?;
-    eprintln!("report: {}", opts.report_dir.join("report.md").display());
+    let problems = crate::report::check_report(&opts.report_dir)?;
+    if !problems.is_empty() {
+        bail!(
+            "the report in {} is incomplete:\n  {}",
+            opts.report_dir.display(),
+            problems.join("\n  ")
+        );
+    }
+    eprintln!(
+        "done in {:.1} min; report: {}",
+        started.elapsed().as_secs_f64() / 60.0,
+        opts.report_dir.join("report.md").display()
+    );
     Ok(())
 }
 
