@@ -954,3 +954,42 @@ pub fn check_report(dir: &Path) -> Result<Vec<String>> {
     }
     Ok(problems)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_check_names_missing_sections_empty_cells_and_missing_plots() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("report.md"),
+            "# r\n\n| a | b |\n|---|---|\n| 1 | |\n\n![loss](loss_curves.svg)\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("report.json"),
+            r#"{"meta": {}, "datasets": {"rows": [{"name": "x"}]}, "pretraining": {"runs": []}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("loss_curves.svg"), "<svg/>").unwrap();
+        let p = check_report(dir.path()).unwrap();
+        let has = |s: &str| p.iter().any(|m| m.contains(s));
+        assert!(has("no `time_to_target` section"), "{p:?}");
+        assert!(has("no `generation` section"), "{p:?}");
+        assert!(has("report.md line 5: an empty table cell"), "{p:?}");
+        assert!(has("three methods"), "{p:?}");
+        assert!(has("no downstream result for `random_forest`"), "{p:?}");
+        assert!(has("examples.svg is missing"), "{p:?}");
+        assert!(!has("loss_curves.svg is missing"), "{p:?}");
+        assert!(!has("no datasets"), "{p:?}");
+    }
+
+    #[test]
+    fn the_check_reports_an_absent_report_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = check_report(dir.path()).unwrap();
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("report.md"));
+    }
+}
