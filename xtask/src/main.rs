@@ -3,6 +3,7 @@
 //! - `cargo xtask test`: installs what the tests need (HDF5 C library, Python readers used by
 //!   interoperability tests) when missing, then runs `cargo test --release --workspace`.
 //! - `cargo xtask reproduce [--quick|--full] [--data-dir DIR] [--force] [--name NAME]`: the study.
+//! - `cargo xtask results [--name NAME]`: publish a finished report as `docs/results.md`.
 //! - `cargo xtask bench`: the criterion benchmarks.
 //! - `cargo xtask deps`: only the dependency check/installation.
 //!
@@ -12,6 +13,7 @@
 mod bench_prepare;
 mod deps;
 mod reproduce;
+mod results;
 
 use anyhow::{bail, Result};
 use std::process::{Command, ExitCode};
@@ -36,6 +38,7 @@ commands:
       --data-dir DIR        also use every supported raw dataset found under DIR
       --force               rerun stages whose outputs already exist
       --name NAME           report name (default: quick | default | full)
+  results [--name NAME]     publish reports/NAME (default: default) as docs/results.md, plots in docs/results/
   bench                     run the criterion benchmarks
   bench-prepare --data-dir DIR [--repeats N]
                             time `flowfm prepare` on WISDM watch accel against a pandas script
@@ -57,6 +60,7 @@ fn run() -> Result<()> {
             cargo(&["test", "--release", "--workspace"])
         }
         "reproduce" => reproduce::run(&args[1..]),
+        "results" => results::run(&args[1..]),
         "bench" => {
             deps::ensure_system_deps()?;
             cargo(&["bench", "-p", "flowfm-benches"])

@@ -710,6 +710,16 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
             problems.join("\n  ")
         );
     }
+    match ttt.as_ref().and_then(|t| t.flow_over_diffusion) {
+        Some(r) => eprintln!(
+            "time to the validation target: flow {:.1} % of diffusion's training time",
+            100.0 * r
+        ),
+        None => {
+            eprintln!("time to the validation target: no flow/diffusion ratio (see the report)")
+        }
+    }
+    eprintln!("generation speed-up: {}", study.speedup_note);
     eprintln!(
         "done in {:.1} min; report: {}",
         started.elapsed().as_secs_f64() / 60.0,
