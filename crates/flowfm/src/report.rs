@@ -716,18 +716,6 @@ impl Report {
                 e,
             ));
         }
-        let (lo, hi) = panels
-            .iter()
-            .flat_map(|(_, e)| e.values.iter().copied())
-            .filter(|v| v.is_finite())
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
-                (a.min(v), b.max(v))
-            });
-        let (lo, hi) = if lo.is_finite() && hi > lo {
-            (lo as f64, hi as f64)
-        } else {
-            (-1.0, 1.0)
-        };
         let mut svg = String::new();
         {
             let backend =
@@ -738,6 +726,22 @@ impl Report {
             for (area, (title, e)) in areas.iter().zip(&panels) {
                 let c = e.channels.max(1);
                 let len = e.values.len() / c;
+                // Each panel has its own range (a diverged sample would flatten the others);
+                // the caption gives it so amplitudes stay comparable.
+                let (lo, hi) = e
+                    .values
+                    .iter()
+                    .copied()
+                    .filter(|v| v.is_finite())
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
+                        (a.min(v), b.max(v))
+                    });
+                let (lo, hi) = if lo.is_finite() && hi > lo {
+                    (lo as f64, hi as f64)
+                } else {
+                    (-1.0, 1.0)
+                };
+                let title = format!("{title}: range {lo:.2} to {hi:.2} g");
                 let mut chart = ChartBuilder::on(area)
                     .caption(title, ("sans-serif", 14))
                     .margin(6)

@@ -348,6 +348,22 @@ pub fn pretrain_row(method: &str, h: &RunHistory, pool: usize, batch_size: usize
     }
 }
 
+/// Version of the downstream stage's semantics; bump it when the same config and inputs would
+/// now give other results, so cached results are not reused. Version 1 adds nothing to the key.
+pub const DOWNSTREAM_STAGE_VERSION: u32 = 1;
+
+/// Version of the generation stage's semantics (2: Frechet distance in hand-crafted features
+/// added, and the speed-up requires both distances to match DDPM).
+pub const GENERATION_STAGE_VERSION: u32 = 2;
+
+fn versioned(key: KeyBuilder, version: u32) -> KeyBuilder {
+    if version > 1 {
+        key.text("stage version", &version.to_string())
+    } else {
+        key
+    }
+}
+
 /// Fraction of the weaker method's best validation score that defines the target.
 pub const TARGET_FRACTION: f64 = 0.95;
 
@@ -607,7 +623,7 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
             if !down_configs.iter().any(|(n, _)| *n == cfg_name) {
                 down_configs.push((cfg_name, format!("{cfg:#?}")));
             }
-            let mut key = KeyBuilder::new()
+            let mut key = versioned(KeyBuilder::new(), DOWNSTREAM_STAGE_VERSION)
                 .text("stage", "downstream")
                 .text("dataset", &spec.name)
                 .text("store", &p.store.meta.fingerprint)
@@ -667,7 +683,7 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     let diffusion = TrainedModels::from_run_dir(&runs_dir.join("diffusion"), &device)?;
     let real = held_out_windows(&prepared, &plans, opts.profile.generation_windows(), seed)?;
     let study_cfg = opts.profile.study_config(&flow);
-    let key = KeyBuilder::new()
+    let key = versioned(KeyBuilder::new(), GENERATION_STAGE_VERSION)
         .text("stage", "generation")
         .file("flow encoder", &flow.encoder_path)?
         .file("flow generator", &flow.generator_path)?

@@ -469,6 +469,7 @@ fn row(method: &str, sampler: &str, nfe: usize, ms: f64, fd: f64) -> StudyRow {
         nfe,
         ms_per_window: ms,
         frechet: fd,
+        frechet_features: fd,
         mmd2: 0.0,
         mmd_bandwidth: 1.0,
         discriminative: 0.0,
@@ -511,6 +512,13 @@ fn speedup_is_the_fastest_flow_setting_no_worse_than_ddpm() {
         note.contains("no flow setting") && note.contains("euler-8"),
         "{note}"
     );
+    // A flow setting as good in the encoder's features but worse in the hand-crafted ones (e.g.
+    // the right shape at the wrong scale) does not count as matching DDPM.
+    let mut scaled = rows.clone();
+    scaled[1].frechet_features = 5.0;
+    let (s, _) = matched_speedup(&scaled);
+    assert_eq!(s.expect("euler-8 still matches").flow_sampler, "euler-8");
+
     let (none, note) = matched_speedup(&rows[..3]);
     assert!(none.is_none() && note.contains("no DDPM"), "{note}");
 }
