@@ -8,11 +8,13 @@
 //! - [`paths`] and [`schedule`]: probability paths and noise schedules (pure math, f64);
 //! - [`rng`] and [`init`]: seeded randomness and seeded weight initialisation (candle's CPU random
 //!   ops cannot be seeded, so nothing in flowfm uses them);
+//! - [`interp`]: the natural cubic spline shared by augmentation and the multi-task transforms;
 //! - [`tolerance`]: the one helper every float comparison goes through.
 
 pub mod conditioning;
 pub mod error;
 pub mod init;
+pub mod interp;
 pub mod paths;
 pub mod rng;
 pub mod schedule;

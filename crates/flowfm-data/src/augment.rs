@@ -350,69 +350,11 @@ fn random_curve(rng: &mut SeededRng, sigma: f64, knots: usize, len: usize) -> Re
     natural_cubic_spline(&xs, &ys, &at)
 }
 
-/// Evaluates the natural cubic spline (zero second derivative at both ends) through the points
-/// `(xs[i], ys[i])` (`xs` strictly increasing, at least 2 points) at `at`; outside the knots the end
-/// polynomials are extended.
+/// The natural cubic spline through `(xs, ys)` evaluated at `at`
+/// ([`flowfm_core::interp::natural_cubic_spline`]); a bad knot set is a config error.
 pub fn natural_cubic_spline(xs: &[f64], ys: &[f64], at: &[f64]) -> Result<Vec<f64>> {
-    let n = xs.len();
-    if n < 2 || ys.len() != n {
-        return Err(config_err(
-            "knots",
-            format!(
-                "need >= 2 knots with one value each, got {} and {}",
-                n,
-                ys.len()
-            ),
-        ));
-    }
-    if xs
-        .windows(2)
-        .any(|w| w[1].partial_cmp(&w[0]) != Some(std::cmp::Ordering::Greater))
-    {
-        return Err(config_err(
-            "knots",
-            "knot positions must be strictly increasing",
-        ));
-    }
-    // Second derivatives m[i] from the tridiagonal system (Thomas algorithm), m[0] = m[n-1] = 0.
-    let mut m = vec![0.0; n];
-    if n > 2 {
-        let h: Vec<f64> = xs.windows(2).map(|w| w[1] - w[0]).collect();
-        let mut diag = vec![0.0; n];
-        let mut rhs = vec![0.0; n];
-        for i in 1..n - 1 {
-            diag[i] = 2.0 * (h[i - 1] + h[i]);
-            rhs[i] = 6.0 * ((ys[i + 1] - ys[i]) / h[i] - (ys[i] - ys[i - 1]) / h[i - 1]);
-        }
-        for i in 2..n - 1 {
-            let f = h[i - 1] / diag[i - 1];
-            diag[i] -= f * h[i - 1];
-            rhs[i] -= f * rhs[i - 1];
-        }
-        for i in (1..n - 1).rev() {
-            m[i] = (rhs[i] - h[i] * m[i + 1]) / diag[i];
-        }
-    }
-    let mut seg = 0;
-    Ok(at
-        .iter()
-        .map(|&t| {
-            // The at-points are usually sorted; restart the search when they are not.
-            if t < xs[seg] {
-                seg = 0;
-            }
-            while seg + 2 < n && t > xs[seg + 1] {
-                seg += 1;
-            }
-            let (x0, x1) = (xs[seg], xs[seg + 1]);
-            let h = x1 - x0;
-            let a = (x1 - t) / h;
-            let b = (t - x0) / h;
-            a * ys[seg]
-                + b * ys[seg + 1]
-                + ((a * a * a - a) * m[seg] + (b * b * b - b) * m[seg + 1]) * h * h / 6.0
-        })
-        .collect())
+    flowfm_core::interp::natural_cubic_spline(xs, ys, at)
+        .map_err(|e| config_err("knots", e.to_string()))
 }
 
 /// A sequence of augmentations, each applied with its own probability.

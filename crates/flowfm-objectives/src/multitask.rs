@@ -182,52 +182,8 @@ pub fn permute(window: &[Vec<f64>], lengths: &[usize], order: &[usize]) -> Windo
 }
 
 /// The natural cubic spline through `(xs, ys)` (strictly increasing `xs`, at least 2 points)
-/// evaluated at `at` (clamped to the knot range).
-pub fn natural_cubic_spline(xs: &[f64], ys: &[f64], at: &[f64]) -> Vec<f64> {
-    let n = xs.len();
-    if n < 2 || ys.len() != n {
-        return vec![ys.first().copied().unwrap_or(0.0); at.len()];
-    }
-    let h: Vec<f64> = xs.windows(2).map(|w| w[1] - w[0]).collect();
-    // Second derivatives m with m[0] = m[n-1] = 0; tridiagonal solve (Thomas) for the interior.
-    let mut m = vec![0.0; n];
-    if n > 2 {
-        let k = n - 2;
-        let (mut diag, mut rhs) = (vec![0.0; k], vec![0.0; k]);
-        let mut sub = vec![0.0; k];
-        let mut sup = vec![0.0; k];
-        for i in 0..k {
-            let j = i + 1;
-            sub[i] = h[j - 1];
-            diag[i] = 2.0 * (h[j - 1] + h[j]);
-            sup[i] = h[j];
-            rhs[i] = 6.0 * ((ys[j + 1] - ys[j]) / h[j] - (ys[j] - ys[j - 1]) / h[j - 1]);
-        }
-        for i in 1..k {
-            let w = sub[i] / diag[i - 1];
-            diag[i] -= w * sup[i - 1];
-            rhs[i] -= w * rhs[i - 1];
-        }
-        m[k] = rhs[k - 1] / diag[k - 1];
-        for i in (0..k - 1).rev() {
-            m[i + 1] = (rhs[i] - sup[i] * m[i + 2]) / diag[i];
-        }
-    }
-    at.iter()
-        .map(|&x| {
-            let x = x.clamp(xs[0], xs[n - 1]);
-            let j = match xs.iter().rposition(|&k| k <= x) {
-                Some(j) if j < n - 1 => j,
-                _ => n - 2,
-            };
-            let (hj, a, b) = (h[j], xs[j + 1] - x, x - xs[j]);
-            m[j] * a.powi(3) / (6.0 * hj)
-                + m[j + 1] * b.powi(3) / (6.0 * hj)
-                + (ys[j] / hj - m[j] * hj / 6.0) * a
-                + (ys[j + 1] / hj - m[j + 1] * hj / 6.0) * b
-        })
-        .collect()
-}
+/// evaluated at `at`; see [`flowfm_core::interp::natural_cubic_spline`].
+pub use flowfm_core::interp::natural_cubic_spline;
 
 /// The warped sample positions `tau(i)` in `[0, len - 1]` for a random speed curve: speeds
 /// `1 + sigma n` at `knots + 2` evenly spaced knots, joined by a natural cubic spline, floored at
@@ -247,7 +203,10 @@ pub fn draw_warp(rng: &mut SeededRng, len: usize, sigma: f64, knots: usize) -> V
         .map(|n| 1.0 + sigma * n)
         .collect();
     let grid: Vec<f64> = (0..len).map(|i| i as f64).collect();
+    // The knots are evenly spaced and strictly increasing (len >= 2), so the spline exists; a
+    // failure would be a bug here, and a constant speed (no warp) is the safe answer.
     let speed: Vec<f64> = natural_cubic_spline(&xs, &ys, &grid)
+        .unwrap_or_else(|_| vec![1.0; len])
         .into_iter()
         .map(|s| s.max(MIN_SPEED))
         .collect();
