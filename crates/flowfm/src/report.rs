@@ -292,6 +292,8 @@ impl Section {
 /// A report under construction.
 pub struct Report {
     title: String,
+    /// Git revision when the run started (commits made while it runs do not change it).
+    revision: String,
     profile: String,
     seed: u64,
     sections: Vec<Section>,
@@ -305,6 +307,21 @@ fn git_revision() -> String {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .map(|rev| {
+            // Tracked files changed since that commit: the code that ran is not exactly it.
+            let dirty = std::process::Command::new("git")
+                .args(["status", "--porcelain", "--untracked-files=no"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| !o.stdout.is_empty())
+                .unwrap_or(false);
+            if dirty {
+                format!("{rev}-dirty")
+            } else {
+                rev
+            }
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -340,6 +357,7 @@ impl Report {
     pub fn new(title: &str, profile: &str, seed: u64) -> Self {
         Self {
             title: title.into(),
+            revision: git_revision(),
             profile: profile.into(),
             seed,
             sections: Vec::new(),
@@ -772,7 +790,7 @@ impl Report {
 
     /// Writes `report.md` and `report.json`.
     pub fn finish(&self, dir: &Path, wall_s: f64) -> Result<()> {
-        let rev = git_revision();
+        let rev = &self.revision;
         let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| {
             std::thread::available_parallelism()
                 .map(|n| n.get().to_string())
