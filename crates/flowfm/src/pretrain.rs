@@ -739,11 +739,23 @@ pub fn pretrain<S: WindowSource + 'static>(
         }
     }
     bar.finish_and_clear();
-    if end == total_steps {
+    // A finished run that was only reopened keeps its model files byte for byte (later stages
+    // key their cached results on those bytes).
+    let reused = start == total_steps
+        && run.path().join("encoder.safetensors").is_file()
+        && (exp.method == Method::SslMultitask
+            || run.path().join("generator.safetensors").is_file());
+    if end == total_steps && !reused {
         save_models(exp, &nets, ema.as_ref(), run.path())?;
     }
     let secs = session.elapsed().as_secs_f64();
-    if !opts.quiet {
+    if !opts.quiet && reused {
+        eprintln!(
+            "pretrain {}: finished run of {total_steps} steps reused from {}",
+            exp.method.name(),
+            run.path().display()
+        );
+    } else if !opts.quiet {
         eprintln!(
             "pretrain {}: {} steps, last loss {last_loss:.4}, {:.1} windows/s",
             exp.method.name(),

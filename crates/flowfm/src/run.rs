@@ -197,19 +197,33 @@ impl RunDir {
             .collect()
     }
 
-    /// Rewrites `metrics.jsonl` keeping only records with `step <= max_step`.
+    /// Drops the records with `step > max_step` from `metrics.jsonl`. Kept lines are copied
+    /// verbatim (re-serialising would change floats in their last digit), and a file with
+    /// nothing to drop is left untouched.
     pub fn truncate_metrics(&self, max_step: u64) -> Result<()> {
-        let kept: Vec<String> = self
-            .read_metrics()?
-            .into_iter()
-            .filter(|r| r.step <= max_step)
-            .map(|r| serde_json::to_string(&r))
-            .collect::<std::result::Result<_, _>>()?;
-        let mut text = kept.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
+        let path = self.root.join("metrics.jsonl");
+        let Ok(text) = fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let mut kept = String::with_capacity(text.len());
+        let mut dropped = false;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let r: MetricsRecord = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: bad metrics record", path.display(), i + 1))?;
+            if r.step <= max_step {
+                kept.push_str(line);
+                kept.push('\n');
+            } else {
+                dropped = true;
+            }
         }
-        atomic_write(&self.root.join("metrics.jsonl"), text.as_bytes())
+        if dropped || kept.len() != text.len() {
+            atomic_write(&path, kept.as_bytes())?;
+        }
+        Ok(())
     }
 }
 

@@ -281,3 +281,33 @@ fn echo_contrast_with_encoder_augmentation_logs_its_term_and_resumes_exactly() {
         );
     }
 }
+
+#[test]
+fn a_finished_run_is_reused_without_training_or_rewriting_its_models() {
+    let pool = Arc::new(synthetic_pool(32));
+    let exp = experiment("flowfm", 4, "");
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = PretrainOptions::new(dir.path());
+    pretrain(&exp, pool.clone(), (0..32).collect(), &opts).unwrap();
+    let enc = dir.path().join("encoder.safetensors");
+    let gen = dir.path().join("generator.safetensors");
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let (enc_before, gen_before) = (stamp(&enc), stamp(&gen));
+    let records_before = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    opts.resume = true;
+    let again = pretrain(&exp, pool, (0..32).collect(), &opts).unwrap();
+    assert_eq!(again.steps, 4);
+    assert!(again.losses.is_empty(), "a finished run trains nothing");
+    assert_eq!(stamp(&enc), enc_before, "encoder.safetensors was rewritten");
+    assert_eq!(
+        stamp(&gen),
+        gen_before,
+        "generator.safetensors was rewritten"
+    );
+    let records_after = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        records_before, records_after,
+        "the history must be kept whole"
+    );
+}
