@@ -1290,7 +1290,7 @@ pub struct StudyRow {
     pub frechet: f64,
     /// Frechet distance in the space of hand-crafted window features (per-axis and magnitude
     /// statistics, spectral bands, autocorrelation), each standardised by the real windows' mean
-    /// and sd. Unlike the reference encoder, whose group norm divides out a window's scale, it
+    /// and sd and compressed as `sign(z) ln(1 + |z|)`. Unlike the reference encoder, whose group norm divides out a window's scale, it
     /// sees amplitude, so a sample of the right shape at the wrong scale scores badly here.
     pub frechet_features: f64,
     /// Unbiased squared MMD (RBF) in the reference feature space.
@@ -1468,7 +1468,7 @@ impl GenerationStudy {
         s.push_str(&format!(
             "Frechet distance between two halves of the real windows (noise floor at this size): {}. \
              Frechet (encoder) is measured in the features of a fixed random encoder whose group norm divides out each window's scale; \
-             Frechet (features) uses standardised hand-crafted features (statistics, spectral bands, autocorrelation) and sees amplitude.\n",
+             Frechet (features) uses hand-crafted features (statistics, spectral bands, autocorrelation), standardised by the real windows and compressed as sign(z) ln(1 + |z|); it sees amplitude.\n",
             cell(self.real_halves_frechet, 4)
         ));
         s.push_str(&format!("Speed-up: {}.\n", self.speedup_note));
@@ -1553,8 +1553,10 @@ impl StandardisedFeatures {
         Ok((me, emb))
     }
 
-    /// Standardised features; a non-finite feature (e.g. the autocorrelation of a constant
-    /// window) becomes the real mean (0).
+    /// Standardised features, compressed as `sign(z) ln(1 + |z|)` so that one feature far out
+    /// (say, the energy above 8 Hz of noisy samples against anti-aliased real windows, hundreds of
+    /// real sds away) cannot swamp the rest; a non-finite feature (e.g. the autocorrelation of a
+    /// constant window) becomes the real mean (0).
     fn embed(&self, w: &Windows<'_>) -> Result<Embeddings<'static>> {
         let table = self.extractor.extract(w)?;
         let (rows, cols) = (table.rows(), table.cols());
@@ -1562,7 +1564,8 @@ impl StandardisedFeatures {
         for i in 0..rows {
             for (j, v) in table.row(i).iter().enumerate() {
                 let z = (v - self.mean[j]) / self.sd[j];
-                out.push(if z.is_finite() { z as f32 } else { 0.0 });
+                let c = z.signum() * z.abs().ln_1p();
+                out.push(if c.is_finite() { c as f32 } else { 0.0 });
             }
         }
         let t = Tensor::from_vec(out, (rows, cols), &Device::Cpu)?;

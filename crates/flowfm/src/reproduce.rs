@@ -353,8 +353,9 @@ pub fn pretrain_row(method: &str, h: &RunHistory, pool: usize, batch_size: usize
 pub const DOWNSTREAM_STAGE_VERSION: u32 = 1;
 
 /// Version of the generation stage's semantics (2: Frechet distance in hand-crafted features
-/// added, and the speed-up requires both distances to match DDPM).
-pub const GENERATION_STAGE_VERSION: u32 = 2;
+/// added, and the speed-up requires both distances to match DDPM; 3: those features compressed
+/// as sign(z) ln(1 + |z|)).
+pub const GENERATION_STAGE_VERSION: u32 = 3;
 
 fn versioned(key: KeyBuilder, version: u32) -> KeyBuilder {
     if version > 1 {
@@ -467,6 +468,18 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
         opts.profile.name(),
         seed,
     );
+    report.set_command(format!(
+        "cargo xtask reproduce{}{}",
+        match opts.profile {
+            Profile::Quick => " --quick",
+            Profile::Default => "",
+            Profile::Full => " --full",
+        },
+        opts.data_dir
+            .as_ref()
+            .map(|d| format!(" --data-dir {}", d.display()))
+            .unwrap_or_default()
+    ));
 
     // Stage 1: data.
     let mut specs: Vec<DatasetSpec> = datasets::default_specs();
@@ -571,7 +584,13 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
         popts.resume = true;
         popts.validation = probe.clone();
         pre_configs.push((method.to_string(), exp.file.to_toml()));
-        pretrain(&exp, pool.clone(), (0..n_pool).collect(), &popts)?;
+        let out = pretrain(&exp, pool.clone(), (0..n_pool).collect(), &popts)?;
+        if out.losses.is_empty() && out.steps == out.total_steps {
+            report.note_reused(format!(
+                "pretraining of {method} (finished run in {})",
+                dir.display()
+            ));
+        }
         let history = RunHistory::read(&dir)?;
         pre_rows.push(pretrain_row(
             method,
@@ -597,6 +616,7 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     // Stage 4: downstream protocols on the downstream subjects.
     eprintln!("[4/6] downstream protocols");
     let mut downstream = Vec::new();
+    let mut downstream_reused = 0usize;
     let mut down_configs: Vec<(String, String)> = Vec::new();
     let enc_cfg = opts.profile.experiment("flowfm", seed)?.encoder;
     for ((spec, p), plan) in prepared.iter().zip(&plans) {
@@ -642,7 +662,10 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
             let t = Instant::now();
             let (res, reused) = match (opts.force, cache::load::<ProtocolResult>(&cache_path, &key))
             {
-                (false, Lookup::Hit(r)) => (r, true),
+                (false, Lookup::Hit(r)) => {
+                    downstream_reused += 1;
+                    (r, true)
+                }
                 _ => {
                     let res = run_protocol(
                         ws.clone(),
@@ -673,6 +696,12 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
             downstream.push(res);
         }
     }
+    if downstream_reused > 0 {
+        report.note_reused(format!(
+            "{downstream_reused} of {} downstream protocol runs",
+            downstream.len()
+        ));
+    }
     report.add(Section::downstream(&downstream)?);
     report.plot_f1(&opts.report_dir, &downstream)?;
 
@@ -699,6 +728,7 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     ) {
         (false, Lookup::Hit(s)) => {
             eprintln!("      reused (same checkpoints, windows and sampler grid)");
+            report.note_reused("the generation study".into());
             s
         }
         _ => {
