@@ -581,6 +581,7 @@ pub fn pretrain<S: WindowSource + 'static>(
         opt.load_state(&tensors, meta.step)?;
         if let Some(e) = ema.as_mut() {
             e.load(&tensors)?;
+            e.set_updates(meta.step);
         }
         start = meta.step;
         run.truncate_metrics(start)?;
