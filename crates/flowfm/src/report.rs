@@ -215,10 +215,15 @@ impl Section {
                 .iter()
                 .filter(|r| r.config.mode.name() == mode)
                 .collect();
-            let protocol = rows
-                .first()
-                .map(|r| r.config.protocol.label())
-                .unwrap_or_default();
+            // Each dataset has its own protocol (LOSO for ADL/HMP, k-fold elsewhere).
+            let mut protocols: Vec<String> = Vec::new();
+            for r in &rows {
+                let p = format!("{} {}", r.dataset, r.config.protocol.label());
+                if !protocols.contains(&p) {
+                    protocols.push(p);
+                }
+            }
+            let protocol = protocols.join(", ");
             md.push_str(&format!("### {mode}\n\n"));
             md.push_str(&crate::protocol::ProtocolResult::markdown_header());
             if !md.ends_with('\n') {
@@ -236,7 +241,7 @@ impl Section {
                 ""
             };
             md.push_str(&format!(
-                "\nProtocol: {protocol} by subject on the downstream subjects{validation}.\n\n"
+                "\nProtocols (folds by subject, downstream subjects only): {protocol}{validation}.\n\n"
             ));
         }
         let best = results
