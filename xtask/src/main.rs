@@ -38,6 +38,7 @@ commands:
       --data-dir DIR        also use every supported raw dataset found under DIR
       --force               rerun stages whose outputs already exist
       --name NAME           report name (default: quick | default | full)
+      --no-build            use target/release/flowfm as built (CI, right after `cargo xtask test`)
   results [--name NAME]     publish reports/NAME (default: default) as docs/results.md, plots in docs/results/
   bench                     run the criterion benchmarks
   bench-prepare --data-dir DIR [--repeats N]

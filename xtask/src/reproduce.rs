@@ -13,6 +13,9 @@ pub struct Options {
     pub force: bool,
     /// Report name.
     pub name: Option<String>,
+    /// Use `target/release/flowfm` as it is (CI: `cargo xtask test` just built it; building
+    /// `-p flowfm` alone resolves dependency features differently and recompiles candle).
+    pub no_build: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -26,6 +29,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--quick" => o.profile = "quick".into(),
             "--full" => o.profile = "full".into(),
             "--force" => o.force = true,
+            "--no-build" => o.no_build = true,
             "--data-dir" => match it.next() {
                 Some(d) => o.data_dir = Some(d.clone()),
                 None => bail!("--data-dir needs a directory"),
@@ -44,8 +48,15 @@ fn parse(args: &[String]) -> Result<Options> {
 pub fn run(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
     crate::deps::ensure_system_deps()?;
-    crate::cargo(&["build", "--release", "-p", "flowfm"])?;
     let bin = crate::workspace_root().join("target/release/flowfm");
+    if !opts.no_build {
+        crate::cargo(&["build", "--release", "-p", "flowfm"])?;
+    } else if !bin.is_file() {
+        bail!(
+            "--no-build: {} does not exist; build it first",
+            bin.display()
+        );
+    }
     let mut cmd = std::process::Command::new(&bin);
     cmd.arg("reproduce").arg("--profile").arg(&opts.profile);
     if let Some(d) = &opts.data_dir {
