@@ -627,6 +627,19 @@ impl TrainedModels {
         batch_size: usize,
         seed: u64,
     ) -> Result<Generation> {
+        self.sample_with_clip(z, sampler, batch_size, seed, None)
+    }
+
+    /// [`TrainedModels::sample`], with diffusion's predicted `x_0` clipped to `[-c, c]` at every
+    /// step when `clip_x0` is `Some(c)` (flow generators ignore it).
+    pub fn sample_with_clip(
+        &self,
+        z: &Tensor,
+        sampler: &SamplerSpec,
+        batch_size: usize,
+        seed: u64,
+        clip_x0: Option<f64>,
+    ) -> Result<Generation> {
         ensure!(batch_size >= 1, "batch_size: must be at least 1");
         sampler.validate(self.kind(), self.schedule.num_steps())?;
         let (n, d) = z.dims2().context("z: expected an (N, repr_dim) tensor")?;
@@ -672,10 +685,14 @@ impl TrainedModels {
             }
             (GeneratorNet::Diffusion(den), s) => {
                 let method = match s {
-                    SamplerSpec::Ddpm => DiffusionMethod::Ddpm(DdpmOptions::default()),
+                    SamplerSpec::Ddpm => DiffusionMethod::Ddpm(DdpmOptions {
+                        clip_x0,
+                        ..DdpmOptions::default()
+                    }),
                     SamplerSpec::Ddim { steps, eta } => DiffusionMethod::Ddim(DdimOptions {
                         num_sample_steps: *steps,
                         eta: *eta,
+                        clip_x0,
                         ..DdimOptions::default()
                     }),
                     other => bail!("sampler: `{other}` cannot drive a diffusion generator"),
@@ -1239,6 +1256,9 @@ pub struct StudyConfig {
     pub mmd: MmdConfig,
     /// Real-vs-generated classifier settings.
     pub discriminative: DiscriminativeConfig,
+    /// Clip diffusion's predicted `x_0` to `[-c, c]` g at every step (the usual DDPM practice
+    /// of clipping to the data range); `None` samples unclipped.
+    pub diffusion_clip_x0: Option<f64>,
 }
 
 impl StudyConfig {
@@ -1271,6 +1291,7 @@ impl StudyConfig {
             conditioning: StudyConditioning::OwnRepresentations,
             mmd: MmdConfig::default(),
             discriminative: DiscriminativeConfig::default(),
+            diffusion_clip_x0: None,
         }
     }
 }
@@ -1584,14 +1605,18 @@ fn study_row(
     cfg: &StudyConfig,
     index: usize,
 ) -> Result<(StudyRow, ExampleWindow)> {
-    let label = sampler.label(models.schedule.num_steps());
+    let mut label = sampler.label(models.schedule.num_steps());
+    if let (GeneratorKind::Diffusion, Some(c)) = (models.kind(), cfg.diffusion_clip_x0) {
+        label = format!("{label} (x0 clip {c:.1})");
+    }
     let ctx = || format!("{} {label}", models.kind().method_name());
+    let clip = cfg.diffusion_clip_x0;
     let own = models
-        .sample(z_own, sampler, cfg.batch_size, cfg.seed)
+        .sample_with_clip(z_own, sampler, cfg.batch_size, cfg.seed, clip)
         .with_context(ctx)?;
     let dist = match z_dist {
         Some(z) => models
-            .sample(z, sampler, cfg.batch_size, cfg.seed)
+            .sample_with_clip(z, sampler, cfg.batch_size, cfg.seed, clip)
             .with_context(ctx)?,
         None => own.clone(),
     };

@@ -354,8 +354,8 @@ pub const DOWNSTREAM_STAGE_VERSION: u32 = 1;
 
 /// Version of the generation stage's semantics (2: Frechet distance in hand-crafted features
 /// added, and the speed-up requires both distances to match DDPM; 3: those features compressed
-/// as sign(z) ln(1 + |z|)).
-pub const GENERATION_STAGE_VERSION: u32 = 3;
+/// as sign(z) ln(1 + |z|); 4: diffusion's predicted x0 clipped to the pool's range).
+pub const GENERATION_STAGE_VERSION: u32 = 4;
 
 fn versioned(key: KeyBuilder, version: u32) -> KeyBuilder {
     if version > 1 {
@@ -711,7 +711,14 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     let flow = TrainedModels::from_run_dir(&runs_dir.join("flowfm"), &device)?;
     let diffusion = TrainedModels::from_run_dir(&runs_dir.join("diffusion"), &device)?;
     let real = held_out_windows(&prepared, &plans, opts.profile.generation_windows(), seed)?;
-    let study_cfg = opts.profile.study_config(&flow);
+    let mut study_cfg = opts.profile.study_config(&flow);
+    // DDPM practice clips the predicted x0 to the data range; ours is the largest |x| (in g) of
+    // the pretraining pool, so no real window of training would be clipped.
+    let range = pool
+        .x
+        .iter()
+        .fold(0f32, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
+    study_cfg.diffusion_clip_x0 = Some((range as f64 * 10.0).ceil() / 10.0);
     let key = versioned(KeyBuilder::new(), GENERATION_STAGE_VERSION)
         .text("stage", "generation")
         .file("flow encoder", &flow.encoder_path)?
