@@ -587,8 +587,7 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
         let out = pretrain(&exp, pool.clone(), (0..n_pool).collect(), &popts)?;
         if out.losses.is_empty() && out.steps == out.total_steps {
             report.note_reused(format!(
-                "pretraining of {method} (finished run in {})",
-                dir.display()
+                "pretraining of {method} (finished run in work/runs/{method} of the report folder)"
             ));
         }
         let history = RunHistory::read(&dir)?;
