@@ -7,6 +7,7 @@
 //! from a checkpoint continues exactly as an uninterrupted run would.
 
 use crate::config::{Duration, Experiment, Method};
+use crate::generate::encode_batched;
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema, WarmupCosine};
 use crate::run::{load_checkpoint, save_checkpoint, CheckpointMeta, MetricsRecord, RunDir};
 use anyhow::{bail, Context, Result};
@@ -76,8 +77,8 @@ pub struct ValidationProbe {
 impl ValidationProbe {
     /// Macro F1 of a 5-nearest-neighbour (cosine) classifier on `encoder`'s representations.
     pub fn score(&self, encoder: &HarNet) -> Result<f64> {
-        let fit = encode_in_chunks(encoder, &self.fit_x)?;
-        let eval = encode_in_chunks(encoder, &self.eval_x)?;
+        let fit = encode_batched(encoder, &self.fit_x, 128)?.to_device(&Device::Cpu)?;
+        let eval = encode_batched(encoder, &self.eval_x, 128)?.to_device(&Device::Cpu)?;
         let fit = flowfm_eval::Embeddings::from_tensor(&fit)?;
         let eval = flowfm_eval::Embeddings::from_tensor(&eval)?;
         let cfg = flowfm_eval::knn::KnnConfig {
@@ -96,22 +97,6 @@ impl ValidationProbe {
             flowfm_eval::ConfusionMatrix::from_predictions(&self.eval_y, &pred, self.num_classes)?;
         Ok(cm.macro_f1())
     }
-}
-
-fn encode_in_chunks(encoder: &HarNet, x: &Tensor) -> Result<Tensor> {
-    let n = x.dim(0)?;
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < n {
-        let m = 128.min(n - i);
-        parts.push(
-            encoder
-                .encode_detached(&x.narrow(0, i, m)?)?
-                .to_device(&Device::Cpu)?,
-        );
-        i += m;
-    }
-    Ok(Tensor::cat(&parts, 0)?)
 }
 
 impl PretrainOptions {

@@ -3,7 +3,7 @@
 //! stops training with a message naming the step while keeping the last good checkpoint.
 
 use flowfm::config::{Experiment, ExperimentFile};
-use flowfm::pretrain::{pretrain, PretrainOptions};
+use flowfm::pretrain::{pretrain, PretrainOptions, ValidationProbe};
 use flowfm::run::load_checkpoint;
 use flowfm_core::SeededRng;
 use flowfm_data::window::WindowSet;
@@ -310,4 +310,43 @@ fn a_finished_run_is_reused_without_training_or_rewriting_its_models() {
         records_before, records_after,
         "the history must be kept whole"
     );
+}
+
+#[test]
+fn the_validation_probe_is_logged_with_training_time_at_its_cadence() {
+    let pool = Arc::new(synthetic_pool(36));
+    let exp = experiment("flowfm", 4, "");
+    let dir = tempfile::tempdir().unwrap();
+    // Labels are the three activities (i % 3); fit on the first 24 windows, score the last 12.
+    let windows = |from: usize, to: usize| {
+        let x = pool.x[from * 900..to * 900].to_vec();
+        candle_core::Tensor::from_vec(x, (to - from, 3, 300), &candle_core::Device::Cpu).unwrap()
+    };
+    let probe = ValidationProbe {
+        name: "synthetic".into(),
+        fit_x: windows(0, 24),
+        fit_y: (0..24).map(|i| i % 3).collect(),
+        eval_x: windows(24, 36),
+        eval_y: (24..36).map(|i| i % 3).collect(),
+        num_classes: 3,
+        every: 2,
+    };
+    let mut opts = PretrainOptions::new(dir.path());
+    opts.validation = Some(Arc::new(probe));
+    let out = pretrain(&exp, pool, (0..36).collect(), &opts).unwrap();
+    let steps: Vec<u64> = out.validation.iter().map(|v| v.0).collect();
+    assert_eq!(steps, vec![2, 4]);
+    assert!(out.validation[0].1 > 0.0 && out.validation[1].1 > out.validation[0].1);
+    for (step, _, f1) in &out.validation {
+        // Three well-separated frequencies: far above chance (1/3) for a 5-NN on any sane encoder.
+        assert!((0.5..=1.0).contains(f1), "step {step}: val F1 {f1}");
+    }
+    let logged = flowfm::history::RunHistory::read(dir.path()).unwrap();
+    // JSON keeps these to the last digit or so (serde_json's default float parser is not
+    // correctly rounded), so compare with a tolerance.
+    assert_eq!(logged.validation.len(), out.validation.len());
+    for (a, b) in logged.validation.iter().zip(&out.validation) {
+        assert_eq!(a.0, b.0);
+        flowfm_core::Tolerance::F64.assert_close(&[a.1, a.2], &[b.1, b.2]);
+    }
 }
