@@ -19,7 +19,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use criterion::{criterion_main, Criterion, SamplingMode, Throughput};
-use flowfm::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema};
+use flowfm_ops::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema};
 use flowfm_core::init::seeded_var_builder;
 use flowfm_core::paths::LinearPath;
 use flowfm_core::schedule::NoiseSchedule;

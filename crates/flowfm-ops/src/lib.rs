@@ -10,7 +10,8 @@
 //!
 //! Modules: [`conv`] (conv1d, `Conv1d`), [`resample`] (nearest upsampling, anti-aliased
 //! downsampling), [`linear`] (linear on inputs of any rank), [`norm`] (group norm, batch norm),
-//! [`activation`], [`pool`] (global pooling, channel concatenation), [`gradcheck`].
+//! [`activation`], [`pool`] (global pooling, channel concatenation), [`optim`] (AdamW, gradient
+//! clipping, warm-up + cosine schedule, EMA), [`gradcheck`].
 
 pub mod activation;
 pub mod conv;
@@ -18,6 +19,7 @@ pub mod fused_norm;
 pub mod gradcheck;
 pub mod linear;
 pub mod norm;
+pub mod optim;
 pub mod pool;
 pub mod resample;
 

@@ -13,7 +13,7 @@
 //! Every random draw (head and scratch-encoder initialisation, batch order, augmentation,
 //! probe mini-batches, forest seed) comes from the [`SeededRng`] the caller passes in.
 
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use flowfm_ops::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::protocol::Protocol;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};

@@ -9,7 +9,6 @@ pub mod evaluate;
 pub mod finetune;
 pub mod generate;
 pub mod history;
-pub mod optim;
 pub mod pretrain;
 pub mod protocol;
 pub mod report;

@@ -8,7 +8,7 @@
 
 use crate::config::{Duration, Experiment, Method};
 use crate::generate::encode_batched;
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema, WarmupCosine};
+use flowfm_ops::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema, WarmupCosine};
 use crate::run::{load_checkpoint, save_checkpoint, CheckpointMeta, MetricsRecord, RunDir};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
