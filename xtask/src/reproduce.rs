@@ -13,6 +13,8 @@ pub struct Options {
     pub force: bool,
     /// Report name.
     pub name: Option<String>,
+    /// Seed of the whole study (recorded in the report).
+    pub seed: Option<String>,
     /// Use `target/release/flowfm` as it is (CI: `cargo xtask test` just built it; building
     /// `-p flowfm` alone resolves dependency features differently and recompiles candle).
     pub no_build: bool,
@@ -33,6 +35,11 @@ fn parse(args: &[String]) -> Result<Options> {
             "--data-dir" => match it.next() {
                 Some(d) => o.data_dir = Some(d.clone()),
                 None => bail!("--data-dir needs a directory"),
+            },
+            "--seed" => match it.next() {
+                Some(n) if n.parse::<u64>().is_ok() => o.seed = Some(n.clone()),
+                Some(n) => bail!("--seed needs a non-negative integer, got `{n}`"),
+                None => bail!("--seed needs a value"),
             },
             "--name" => match it.next() {
                 Some(n) => o.name = Some(n.clone()),
@@ -65,6 +72,11 @@ pub fn run(args: &[String]) -> Result<()> {
     if opts.force {
         cmd.arg("--force");
     }
+    if let Some(seed) = &opts.seed {
+        cmd.arg("--seed").arg(seed);
+    }
+    cmd.arg("--config-dir")
+        .arg(crate::workspace_root().join("configs"));
     let name = opts.name.clone().unwrap_or_else(|| opts.profile.clone());
     cmd.arg("--report-dir")
         .arg(crate::workspace_root().join("reports").join(name));

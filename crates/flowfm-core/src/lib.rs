@@ -18,6 +18,7 @@ pub mod interp;
 pub mod paths;
 pub mod rng;
 pub mod schedule;
+pub mod testing;
 pub mod time;
 pub mod tolerance;
 pub mod traits;

@@ -366,6 +366,23 @@ pub struct Compose {
 }
 
 impl Compose {
+    /// The augmentation of SSL-Wearables fine-tuning (Yuan et al., npj Digital Medicine 2024): a
+    /// uniformly random 3-D rotation (probability 0.5), then a random permutation of the axes
+    /// (probability 0.5), applied to every channel triad.
+    pub fn ssl_wearables_finetune() -> Self {
+        Compose {
+            steps: vec![
+                (
+                    Augmentation::Rotation {
+                        max_angle_rad: None,
+                    },
+                    0.5,
+                ),
+                (Augmentation::AxisPermutation, 0.5),
+            ],
+        }
+    }
+
     /// A composition; probabilities must lie in [0, 1].
     pub fn new(steps: Vec<(Augmentation, f64)>) -> Result<Self> {
         let c = Self { steps };

@@ -13,7 +13,7 @@ fn adl_windows_are_finite_carry_gravity_and_round_trip_through_the_store() {
         "/../../../shared/datasets/adl_hmp"
     ));
     if !dir.is_dir() {
-        eprintln!("skipping: {} not found", dir.display());
+        flowfm_core::testing::skip_or_fail(&format!("{} not found", dir.display()));
         return;
     }
     let raw = read_dataset(DatasetKind::AdlHmp, dir).unwrap();

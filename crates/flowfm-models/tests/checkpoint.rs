@@ -170,7 +170,9 @@ fn python_has_safetensors() -> bool {
 #[test]
 fn python_safetensors_reads_names_shapes_and_metadata() {
     if !python_has_safetensors() {
-        eprintln!("skipping: python3 with the `safetensors` and `numpy` packages not found");
+        flowfm_core::testing::skip_or_fail(
+            "python3 with the `safetensors` and `numpy` packages not found",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use flowfm::generate::{windows_tensor, SamplerSpec, TrainedModels};
+use flowfm::encode::windows_tensor;
+use flowfm::generation::{SamplerSpec, TrainedModels};
 use flowfm_data::store::WindowStore;
 use std::path::PathBuf;
 

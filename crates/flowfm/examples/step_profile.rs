@@ -5,8 +5,8 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::{DType, Device};
-use flowfm::pretrain::Networks;
-use flowfm::reproduce::Profile;
+use flowfm::study::Profile;
+use flowfm::train::pretrain::Networks;
 use flowfm_core::{Conditioning, FlowTimes, ForwardMode, SeededRng};
 use std::time::Instant;
 
@@ -28,7 +28,8 @@ fn main() -> anyhow::Result<()> {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
     let profile = Profile::parse(&std::env::args().nth(1).unwrap_or_else(|| "quick".into()))?;
-    let exp = profile.experiment("flowfm", 0)?;
+    let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let exp = profile.experiment(&configs, "flowfm", 0)?;
     let batch = exp.file.train.batch_size;
     let nets = Networks::build(&exp, &Device::Cpu)?;
     let mut rng = SeededRng::new(0);

@@ -1,16 +1,20 @@
-//! flowfm: training loops, configs, checkpoints, run directories and the study pipeline behind
-//! the `flowfm` binary.
+//! flowfm: the jobs behind the `flowfm` binary, in four layers that only call downwards:
+//!
+//! - [`datasets`], [`encode`]: obtaining and preparing datasets; encoding windows with a trained
+//!   encoder (shared by every job);
+//! - [`train`]: experiment configs, run directories, the three pretraining loops, run histories;
+//! - [`downstream`]: downstream protocols (fine-tune, linear probe, kNN, random forest) on
+//!   subject-disjoint folds, and `flowfm eval`;
+//! - [`generation`]: loading trained generators, sampling, the `flowfm generate` job and the
+//!   generation study's measurements;
+//! - [`study`]: `cargo xtask reproduce`: stages, cache and report.
+//!
+//! `xtask/tests/tidy.rs` checks that `train`, `downstream` and `generation` never name each other
+//! or `study`, and that nothing below `study` names it.
 
-pub mod cache;
-pub mod config;
 pub mod datasets;
-pub mod embed;
-pub mod evaluate;
-pub mod finetune;
-pub mod generate;
-pub mod history;
-pub mod pretrain;
-pub mod protocol;
-pub mod report;
-pub mod reproduce;
-pub mod run;
+pub mod downstream;
+pub mod encode;
+pub mod generation;
+pub mod study;
+pub mod train;

@@ -1,10 +1,17 @@
-//! The `flowfm` command line: prepare datasets, pretrain, embed, and run the study.
+//! The `flowfm` command line: prepare datasets, pretrain, embed, evaluate, generate, and run the
+//! study. Parsing is in `cli.rs`; this file dispatches each command to the library.
+
+mod cli;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
-use flowfm::config::Experiment;
+use clap::Parser;
+use cli::{Cli, Command, DownstreamArgs};
 use flowfm::datasets::{self, DatasetSpec, Source};
-use flowfm::pretrain::{pretrain, PretrainOptions};
+use flowfm::downstream::{
+    run_protocol, DatasetInfo, DownstreamConfig, EncoderSource, Mode, Protocol, ProtocolOptions,
+    ProtocolResult,
+};
+use flowfm::train::{pretrain, Experiment, PretrainOptions};
 use flowfm_data::prepare::PrepareConfig;
 use flowfm_data::readers::DatasetKind;
 use flowfm_data::registry::DefaultDataset;
@@ -15,202 +22,7 @@ use std::sync::Arc;
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-/// Foundation models for wearable sensor data: joint encoder + flow-matching pretraining.
-#[derive(Parser)]
-#[command(name = "flowfm", version, about)]
-struct Cli {
-    /// Worker threads for tensor and data work (default: RAYON_NUM_THREADS or all cores).
-    #[arg(long, global = true)]
-    threads: Option<usize>,
-    /// No progress bars.
-    #[arg(long, global = true)]
-    quiet: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Turn a raw dataset (or a registry default) into an HDF5 window store.
-    Prepare {
-        /// Dataset kind: wisdm2019, adl_hmp, uci_hapt, pamap2, opportunity, realworld2016,
-        /// capture24, uea_ts; or a registry default: hapt_kcc2020, seglearn_watch.
-        #[arg(long)]
-        dataset: String,
-        /// Folder (or file) of the raw dataset; not needed for registry defaults.
-        #[arg(long)]
-        input: Option<PathBuf>,
-        /// Output store (`.h5`).
-        #[arg(long)]
-        output: PathBuf,
-        /// Target sample rate in Hz.
-        #[arg(long, default_value_t = 30.0)]
-        rate_hz: f64,
-        /// Window length in seconds.
-        #[arg(long, default_value_t = 10.0)]
-        window_secs: f64,
-        /// Hop between windows in seconds (default: the window length).
-        #[arg(long)]
-        hop_secs: Option<f64>,
-        /// Keep only these classes (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        classes: Option<Vec<String>>,
-        /// Rebuild even if a matching store exists.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Pretrain an encoder (and generator) from a TOML experiment on window stores.
-    Pretrain {
-        /// Experiment config (TOML).
-        #[arg(long)]
-        config: PathBuf,
-        /// Window stores forming the pretraining pool.
-        #[arg(long, required = true, num_args = 1..)]
-        store: Vec<PathBuf>,
-        /// Run directory (default: runs/<run.name>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Continue from the run directory's last checkpoint.
-        #[arg(long)]
-        resume: bool,
-    },
-    /// Generate windows from a pretrained run: reconstruct given windows from their
-    /// representations, or sample new ones conditioned on a Gaussian fitted to representations.
-    Generate {
-        /// Run directory of a flowfm or diffusion pretraining (holds encoder/generator checkpoints).
-        #[arg(long)]
-        run: PathBuf,
-        /// Window store: the windows to reconstruct, or the pool the Gaussian is fitted to.
-        #[arg(long)]
-        store: PathBuf,
-        /// Output store (`.h5`).
-        #[arg(long)]
-        output: PathBuf,
-        /// euler | midpoint | heun | rk4 | dopri5 (flow); ddpm | ddim (diffusion).
-        #[arg(long, default_value = "euler")]
-        sampler: String,
-        /// Steps of a fixed-step solver or of DDIM.
-        #[arg(long)]
-        steps: Option<usize>,
-        /// DDIM eta (0 = deterministic).
-        #[arg(long)]
-        eta: Option<f64>,
-        /// Dopri5 relative tolerance.
-        #[arg(long)]
-        rtol: Option<f64>,
-        /// Dopri5 absolute tolerance.
-        #[arg(long)]
-        atol: Option<f64>,
-        /// Sample this many new windows instead of reconstructing the store's windows.
-        #[arg(long)]
-        sample: Option<usize>,
-        /// At most this many windows of the store are used.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Windows per network call.
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        /// Seed of the noise (and of the drawn representations).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-    },
-    /// Encode a window store with a pretrained encoder; write `(N, d)` representations to HDF5.
-    Embed {
-        /// Encoder checkpoint (`encoder.safetensors` of a run directory).
-        #[arg(long)]
-        encoder: PathBuf,
-        /// Window store.
-        #[arg(long)]
-        store: PathBuf,
-        /// Output file (`.h5`).
-        #[arg(long)]
-        output: PathBuf,
-        /// Windows per forward pass.
-        #[arg(long, default_value_t = 256)]
-        batch: usize,
-    },
-    /// Fine-tune a pretrained encoder (or one from scratch) with a classifier head on a labelled
-    /// store, by subject-disjoint folds; prints and writes the fold metrics.
-    Finetune {
-        #[command(flatten)]
-        args: DownstreamArgs,
-        /// Train the encoder's architecture from random initialisation instead (supervised baseline).
-        #[arg(long)]
-        scratch: bool,
-        /// Fine-tune with random rotation and axis permutation.
-        #[arg(long)]
-        augment: bool,
-    },
-    /// Linear probe (or kNN) on a frozen pretrained encoder, by subject-disjoint folds.
-    Probe {
-        #[command(flatten)]
-        args: DownstreamArgs,
-        /// k-nearest neighbours on the representations instead of a linear layer.
-        #[arg(long)]
-        knn: bool,
-    },
-    /// Run downstream protocols from an evaluation config; writes results.json and results.md.
-    Eval {
-        /// Evaluation config (TOML; see `flowfm::evaluate`).
-        #[arg(long)]
-        config: PathBuf,
-    },
-    /// Validate experiment configs and print their resolved form.
-    CheckConfig {
-        /// Config files.
-        #[arg(required = true)]
-        configs: Vec<PathBuf>,
-    },
-    /// Run the whole study and write a report (what `cargo xtask reproduce` calls).
-    Reproduce {
-        /// quick | default | full.
-        #[arg(long, default_value = "default")]
-        profile: String,
-        /// Also use every supported raw dataset found under this folder.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Where the report (and its working files) go.
-        #[arg(long)]
-        report_dir: PathBuf,
-        /// Rerun stages whose outputs exist.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Check that a report directory is complete (every table filled, every plot present).
-    CheckReport {
-        /// The report directory (holding report.md and report.json).
-        dir: PathBuf,
-    },
-}
-
-/// Options shared by `finetune` and `probe`.
-#[derive(clap::Args)]
-struct DownstreamArgs {
-    /// Encoder checkpoint (`encoder.safetensors` of a pretraining run).
-    #[arg(long)]
-    encoder: PathBuf,
-    /// Labelled window store.
-    #[arg(long)]
-    store: PathBuf,
-    /// `loso` or `kfold:K`.
-    #[arg(long, default_value = "kfold:5")]
-    protocol: String,
-    /// Most training epochs (early stopping on validation macro F1).
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Learning rate.
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Seed of folds, splits, initialisation and batches.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Write the full result (every fold) as JSON here.
-    #[arg(long)]
-    output: Option<PathBuf>,
-}
-
-fn parse_protocol(s: &str) -> Result<flowfm::protocol::Protocol> {
-    use flowfm::protocol::Protocol;
+fn parse_protocol(s: &str) -> Result<Protocol> {
     if s == "loso" {
         return Ok(Protocol::Loso);
     }
@@ -222,13 +34,11 @@ fn parse_protocol(s: &str) -> Result<flowfm::protocol::Protocol> {
 
 fn run_downstream(
     args: DownstreamArgs,
-    mode: flowfm::finetune::Mode,
+    mode: Mode,
     scratch: bool,
     augment: bool,
     quiet: bool,
 ) -> Result<()> {
-    use flowfm::finetune::{DownstreamConfig, EncoderSource};
-    use flowfm::protocol::{run_protocol, DatasetInfo, ProtocolOptions, ProtocolResult};
     let mut cfg = DownstreamConfig {
         mode,
         protocol: parse_protocol(&args.protocol)?,
@@ -368,7 +178,7 @@ fn run(cli: Cli) -> Result<()> {
             resume,
         } => {
             let exp = Experiment::load(&config)?;
-            let pool = flowfm::reproduce::load_pool(&store)?;
+            let pool = flowfm::study::load_pool(&store)?;
             let n = pool.num_windows();
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&exp.file.run.name));
             let mut opts = PretrainOptions::new(&out);
@@ -398,7 +208,7 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             seed,
         } => {
-            use flowfm::generate::{
+            use flowfm::generation::{
                 run_generation, CovarianceKind, GenerateJob, GenerateMode, SamplerSpec,
                 TrainedModels,
             };
@@ -444,10 +254,10 @@ fn run(cli: Cli) -> Result<()> {
             batch,
         } => {
             let device = candle_core::Device::Cpu;
-            let enc = flowfm::generate::load_encoder(&encoder, &device)?;
+            let enc = flowfm::encode::load_encoder(&encoder, &device)?;
             let st = flowfm_data::store::WindowStore::open(&store)?;
-            let z = flowfm::embed::embed_store(&enc, &st, batch, &device)?;
-            flowfm::embed::write_embeddings(&output, &z, enc.config().repr_dim(), &st, &encoder)?;
+            let z = flowfm::encode::embed_store(&enc, &st, batch, &device)?;
+            flowfm::encode::write_embeddings(&output, &z, enc.config().repr_dim(), &st, &encoder)?;
             println!(
                 "wrote {} representations of dimension {} to {}",
                 st.num_windows(),
@@ -460,24 +270,14 @@ fn run(cli: Cli) -> Result<()> {
             args,
             scratch,
             augment,
-        } => run_downstream(
-            args,
-            flowfm::finetune::Mode::FineTune,
-            scratch,
-            augment,
-            cli.quiet,
-        ),
+        } => run_downstream(args, Mode::FineTune, scratch, augment, cli.quiet),
         Command::Probe { args, knn } => {
-            let mode = if knn {
-                flowfm::finetune::Mode::Knn
-            } else {
-                flowfm::finetune::Mode::LinearProbe
-            };
+            let mode = if knn { Mode::Knn } else { Mode::LinearProbe };
             run_downstream(args, mode, false, false, cli.quiet)
         }
         Command::Eval { config } => {
-            let f = flowfm::evaluate::EvalFile::load(&config)?;
-            let results = flowfm::evaluate::run_eval(&f, !cli.quiet)?;
+            let f = flowfm::downstream::eval::EvalFile::load(&config)?;
+            let results = flowfm::downstream::eval::run_eval(&f, !cli.quiet)?;
             println!(
                 "{} protocol results written to {}",
                 results.len(),
@@ -501,19 +301,23 @@ fn run(cli: Cli) -> Result<()> {
             profile,
             data_dir,
             report_dir,
+            config_dir,
+            seed,
             force,
         } => {
-            let profile = flowfm::reproduce::Profile::parse(&profile)?;
-            flowfm::reproduce::run(&flowfm::reproduce::ReproduceOptions {
+            let profile = flowfm::study::Profile::parse(&profile)?;
+            flowfm::study::run(&flowfm::study::ReproduceOptions {
                 profile,
                 data_dir,
+                config_dir,
                 report_dir,
+                seed,
                 force,
                 quiet: cli.quiet,
             })
         }
         Command::CheckReport { dir } => {
-            let problems = flowfm::report::check_report(&dir)?;
+            let problems = flowfm::study::check_report(&dir)?;
             if problems.is_empty() {
                 println!("{}: complete", dir.display());
                 Ok(())

@@ -10,7 +10,7 @@ fn datasets() -> Option<PathBuf> {
     if p.join("adl_hmp").is_dir() {
         Some(p)
     } else {
-        eprintln!("skipping: {} not found", p.display());
+        flowfm_core::testing::skip_or_fail(&format!("{} not found", p.display()));
         None
     }
 }

@@ -7,11 +7,11 @@
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use flowfm::finetune::{
+use flowfm::downstream::{
     finetune_fold, finetune_fold_with_model, train_with_early_stopping, DownstreamConfig,
     EncoderSource, FoldSplit, Mode,
 };
-use flowfm::protocol::{run_protocol, DatasetInfo, Protocol, ProtocolOptions};
+use flowfm::downstream::{run_protocol, DatasetInfo, Protocol, ProtocolOptions};
 use flowfm_core::init::seeded_var_builder;
 use flowfm_core::{SeededRng, Tolerance};
 use flowfm_data::window::WindowSet;

@@ -4,14 +4,14 @@
 //! speed-up selection, and field-named errors for bad samplers and inputs.
 
 use candle_core::{DType, Device, Tensor};
-use flowfm::config::{Experiment, ExperimentFile};
-use flowfm::generate::{
-    generation_study, matched_speedup, run_generation, windows_tensor, CovarianceFactor,
-    CovarianceKind, GenerateJob, GenerateMode, GenerateSummary, GenerationStudy, GeneratorKind,
-    ReferenceEncoder, RepresentationGaussian, SamplerSpec, StudyConditioning, StudyConfig,
-    StudyRow, TrainedModels,
+use flowfm::encode::windows_tensor;
+use flowfm::generation::{
+    generation_study, matched_speedup, run_generation, CovarianceFactor, CovarianceKind,
+    GenerateJob, GenerateMode, GenerateSummary, GenerationStudy, GeneratorKind, ReferenceEncoder,
+    RepresentationGaussian, SamplerSpec, StudyConditioning, StudyConfig, StudyRow, TrainedModels,
 };
-use flowfm::pretrain::{pretrain, PretrainOptions};
+use flowfm::train::config::{Experiment, ExperimentFile};
+use flowfm::train::pretrain::{pretrain, PretrainOptions};
 use flowfm_core::{SeededRng, Tolerance};
 use flowfm_data::store::WindowStore;
 use flowfm_data::window::WindowSet;

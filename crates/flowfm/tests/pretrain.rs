@@ -2,9 +2,9 @@
 //! resumed from its checkpoint ends with the same weights as an uninterrupted one, and a NaN loss
 //! stops training with a message naming the step while keeping the last good checkpoint.
 
-use flowfm::config::{Experiment, ExperimentFile};
-use flowfm::pretrain::{pretrain, PretrainOptions, ValidationProbe};
-use flowfm::run::load_checkpoint;
+use flowfm::train::config::{Experiment, ExperimentFile};
+use flowfm::train::pretrain::{pretrain, PretrainOptions, ValidationProbe};
+use flowfm::train::run::load_checkpoint;
 use flowfm_core::SeededRng;
 use flowfm_data::window::WindowSet;
 use std::sync::Arc;
@@ -341,7 +341,7 @@ fn the_validation_probe_is_logged_with_training_time_at_its_cadence() {
         // Three well-separated frequencies: far above chance (1/3) for a 5-NN on any sane encoder.
         assert!((0.5..=1.0).contains(f1), "step {step}: val F1 {f1}");
     }
-    let logged = flowfm::history::RunHistory::read(dir.path()).unwrap();
+    let logged = flowfm::train::history::RunHistory::read(dir.path()).unwrap();
     // JSON keeps these to the last digit or so (serde_json's default float parser is not
     // correctly rounded), so compare with a tolerance.
     assert_eq!(logged.validation.len(), out.validation.len());

@@ -4,11 +4,11 @@
 //! 5-class subset (skipped when `../shared/datasets` is absent).
 
 use anyhow::Result;
-use flowfm::finetune::{DownstreamConfig, EncoderSource, Mode};
-use flowfm::protocol::{
+use flowfm::downstream::{
     labelled_windows, plan_folds, run_protocol, DatasetInfo, Protocol, ProtocolOptions,
     ProtocolResult,
 };
+use flowfm::downstream::{DownstreamConfig, EncoderSource, Mode};
 use flowfm_core::{SeededRng, Tolerance};
 use flowfm_data::readers::{read_adl, restrict_classes, AdlOptions, SSL_WEARABLES_ADL_CLASSES};
 use flowfm_data::window::WindowSet;
@@ -205,7 +205,7 @@ fn the_same_seed_gives_identical_folds_and_metrics() -> Result<()> {
         assert_eq!(fa.val_subjects, fb.val_subjects);
         assert_eq!(fa.report.confusion, fb.report.confusion);
         let (ta, tb) = (fa.training.as_ref(), fb.training.as_ref());
-        let losses = |t: Option<&flowfm::finetune::TrainOutcome>| -> Vec<f64> {
+        let losses = |t: Option<&flowfm::downstream::TrainOutcome>| -> Vec<f64> {
             t.map(|t| t.history.iter().map(|e| e.train_loss).collect())
                 .unwrap_or_default()
         };
@@ -349,7 +349,10 @@ fn adl_root() -> Option<&'static Path> {
     if root.join("adl_hmp").is_dir() {
         Some(root)
     } else {
-        eprintln!("skipping: {} not found", root.join("adl_hmp").display());
+        flowfm_core::testing::skip_or_fail(&format!(
+            "{} not found",
+            root.join("adl_hmp").display()
+        ));
         None
     }
 }

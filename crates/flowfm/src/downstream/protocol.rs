@@ -1,6 +1,6 @@
 //! Evaluation protocols: subject-wise k-fold and leave-one-subject-out over the labelled windows
 //! of a dataset, a subject-wise validation split inside each training fold, one downstream mode
-//! per run ([`crate::finetune::Mode`]), and the per-fold and aggregated metrics (macro F1, Cohen's
+//! per run ([`super::Mode`]), and the per-fold and aggregated metrics (macro F1, Cohen's
 //! kappa, accuracy, balanced accuracy, per-class F1, confusion matrix) as a serialisable
 //! [`ProtocolResult`] with a Markdown row per (dataset, method).
 //!
@@ -11,26 +11,26 @@
 //!
 //! Seeds: the folds come from `seed -> "folds"`, fold `i`'s validation split from
 //! `seed -> ("fold", i) -> "validation"`, its training streams from `seed -> ("fold", i)`
-//! (see [`crate::finetune`]); the encoder is initialised from `seed -> "encoder"`, the same for
+//! (see [`super::finetune`]); the encoder is initialised from `seed -> "encoder"`, the same for
 //! every fold.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
 //! use flowfm::finetune::{DownstreamConfig, EncoderSource, Mode};
-//! use flowfm::protocol::{run_protocol, DatasetInfo, Protocol, ProtocolOptions};
+//! use flowfm::downstream::{run_protocol, DatasetInfo, Protocol, ProtocolOptions};
 //! let store = std::sync::Arc::new(flowfm_data::WindowStore::open("adl.h5")?);
 //! let cfg = DownstreamConfig { mode: Mode::LinearProbe, protocol: Protocol::Loso, ..Default::default() };
 //! let opts = ProtocolOptions::new(DatasetInfo::of_store(&store), "FlowFM (linear probe)");
 //! let result = run_protocol(store, &EncoderSource::Pretrained("run/encoder.safetensors".into()), &cfg, &opts)?;
-//! println!("{}\n{}", flowfm::protocol::ProtocolResult::markdown_header(), result.markdown_row()?);
+//! println!("{}\n{}", flowfm::downstream::ProtocolResult::markdown_header(), result.markdown_row()?);
 //! result.write_json(std::path::Path::new("run/adl_probe.json"))?;
 //! # Ok(()) }
 //! ```
 
-use crate::finetune::{
-    encode_windows, finetune_fold, forest_fold, knn_fold, linear_probe_fold, DownstreamConfig,
-    EncoderSource, FoldOutcome, FoldSplit, Mode, TrainOutcome,
-};
+use super::config::{DownstreamConfig, EncoderSource, Mode, Protocol};
+use super::finetune::{finetune_fold, FoldOutcome, FoldSplit, TrainOutcome};
+use super::probe::{forest_fold, knn_fold, linear_probe_fold};
+use crate::encode::encode_windows;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use flowfm_core::SeededRng;
@@ -45,29 +45,6 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// How subjects are divided into folds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Protocol {
-    /// Subject-wise k-fold (subjects shuffled with the seed, dealt round-robin into `k` folds).
-    KFold {
-        /// Number of folds (2 to the number of labelled subjects).
-        k: usize,
-    },
-    /// Leave-one-subject-out: one fold per labelled subject.
-    Loso,
-}
-
-impl Protocol {
-    /// `"5-fold"` or `"LOSO"`, for reports.
-    pub fn label(&self) -> String {
-        match self {
-            Protocol::KFold { k } => format!("{k}-fold"),
-            Protocol::Loso => "LOSO".into(),
-        }
-    }
-}
 
 /// What the protocol needs to know about a dataset beyond its windows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -255,7 +232,7 @@ impl ProtocolResult {
 
     /// Writes [`ProtocolResult::to_json`] to `path` atomically.
     pub fn write_json(&self, path: &Path) -> Result<()> {
-        crate::run::atomic_write(path, self.to_json()?.as_bytes())
+        crate::train::run::atomic_write(path, self.to_json()?.as_bytes())
     }
 
     /// The Markdown table header matching [`ProtocolResult::markdown_row`].

@@ -4,7 +4,7 @@
 //! changed config, dataset or checkpoint reruns the stage. Values are stored as pickle, which
 //! keeps NaN metrics (JSON would turn them into `null`); files are written atomically.
 
-use crate::run::atomic_write;
+use crate::train::run::atomic_write;
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,14 @@ impl KeyBuilder {
         self.bytes(label, text.as_bytes())
     }
 
+    /// Adds a value in its canonical serialisation: JSON with every object's keys sorted, so the
+    /// key depends on the value only (never on field order or `Debug` output).
+    pub fn value<T: Serialize + ?Sized>(self, label: &str, value: &T) -> Result<Self> {
+        let v = serde_json::to_value(value)
+            .with_context(|| format!("serialising `{label}` for a stage key"))?;
+        Ok(self.text(label, &canonical_json(&v)))
+    }
+
     /// Adds the sha256 of a file's contents.
     pub fn file(self, label: &str, path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path)
@@ -73,6 +81,33 @@ struct Cached<T> {
     format: u32,
     key: String,
     value: T,
+}
+
+/// `v` as compact JSON with the keys of every object in sorted order.
+pub fn canonical_json(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        Value::String((*k).clone()),
+                        canonical_json(&map[*k])
+                    )
+                })
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(items) => {
+            let parts: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", parts.join(","))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// What [`load`] found.
@@ -200,5 +235,37 @@ mod tests {
         let w1 = KeyBuilder::new().floats("x", &[1.0, 2.0]).finish();
         let w2 = KeyBuilder::new().floats("x", &[1.0, 2.0000002]).finish();
         assert_ne!(w1, w2);
+    }
+
+    #[test]
+    fn canonical_keys_ignore_field_order_but_not_values() {
+        #[derive(Serialize)]
+        struct Ab {
+            a: u32,
+            b: f64,
+        }
+        #[derive(Serialize)]
+        struct Ba {
+            b: f64,
+            a: u32,
+        }
+        let ab = KeyBuilder::new()
+            .value("cfg", &Ab { a: 1, b: 0.5 })
+            .unwrap()
+            .finish();
+        let ba = KeyBuilder::new()
+            .value("cfg", &Ba { b: 0.5, a: 1 })
+            .unwrap()
+            .finish();
+        let other = KeyBuilder::new()
+            .value("cfg", &Ab { a: 1, b: 0.25 })
+            .unwrap()
+            .finish();
+        assert_eq!(ab, ba);
+        assert_ne!(ab, other);
+        assert_eq!(
+            canonical_json(&serde_json::json!({"z": [1, {"y": 2, "x": 3}], "a": null})),
+            r#"{"a":null,"z":[1,{"x":3,"y":2}]}"#
+        );
     }
 }

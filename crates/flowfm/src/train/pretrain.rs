@@ -6,10 +6,9 @@
 //! seed, and batch `s` is batch `s % n` of epoch `s / n` of a seeded shuffle, so a run resumed
 //! from a checkpoint continues exactly as an uninterrupted run would.
 
-use crate::config::{Duration, Experiment, Method};
-use crate::generate::encode_batched;
-use flowfm_ops::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema, WarmupCosine};
-use crate::run::{load_checkpoint, save_checkpoint, CheckpointMeta, MetricsRecord, RunDir};
+use crate::encode::encode_tensor;
+use crate::train::config::{Duration, Experiment, Method};
+use crate::train::run::{load_checkpoint, save_checkpoint, CheckpointMeta, MetricsRecord, RunDir};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -17,6 +16,7 @@ use flowfm_core::init::seeded_var_builder;
 use flowfm_core::paths::LinearPath;
 use flowfm_core::schedule::NoiseSchedule;
 use flowfm_core::{Conditioning, ForwardMode, SeededRng};
+use flowfm_data::augment::Compose;
 use flowfm_data::batch::{BatchConfig, Batcher, WindowSource};
 use flowfm_models::heads::MultiTaskHeads;
 use flowfm_models::unet::{DiffusionUNet, FlowUNet};
@@ -25,6 +25,7 @@ use flowfm_objectives::ddpm::{ddpm_loss, sample_diffusion_steps};
 use flowfm_objectives::flow::{flow_matching_loss, sample_flow_times};
 use flowfm_objectives::multitask::{multitask_loss, multitask_transform, MultiTaskConfig};
 use flowfm_ops::norm::is_buffer_name;
+use flowfm_ops::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema, WarmupCosine};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -77,8 +78,8 @@ pub struct ValidationProbe {
 impl ValidationProbe {
     /// Macro F1 of a 5-nearest-neighbour (cosine) classifier on `encoder`'s representations.
     pub fn score(&self, encoder: &HarNet) -> Result<f64> {
-        let fit = encode_batched(encoder, &self.fit_x, 128)?.to_device(&Device::Cpu)?;
-        let eval = encode_batched(encoder, &self.eval_x, 128)?.to_device(&Device::Cpu)?;
+        let fit = encode_tensor(encoder, &self.fit_x, 128)?.to_device(&Device::Cpu)?;
+        let eval = encode_tensor(encoder, &self.eval_x, 128)?.to_device(&Device::Cpu)?;
         let fit = flowfm_eval::Embeddings::from_tensor(&fit)?;
         let eval = flowfm_eval::Embeddings::from_tensor(&eval)?;
         let cfg = flowfm_eval::knn::KnnConfig {
@@ -288,7 +289,7 @@ fn encoder_view(exp: &Experiment, x: &Tensor, rng: &mut SeededRng) -> Result<Ten
         return Ok(x.clone());
     }
     let (_, c, l) = x.dims3()?;
-    let aug = crate::finetune::finetune_augmentation();
+    let aug = Compose::ssl_wearables_finetune();
     let mut data: Vec<f32> = x.flatten_all()?.to_vec1()?;
     for w in data.chunks_mut(c * l) {
         aug.apply(w, c, rng)?;

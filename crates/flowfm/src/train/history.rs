@@ -2,7 +2,7 @@
 //! reports everything it did, not only its last session), and the time each method needed to
 //! reach a validation target.
 
-use crate::run::{MetricsRecord, RunDir};
+use crate::train::run::{MetricsRecord, RunDir};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::Path;

@@ -18,9 +18,9 @@
 //! ```
 //! Relative paths are taken from the directory of the config file.
 
-use crate::finetune::{DownstreamConfig, EncoderSource, Mode};
-use crate::protocol::{run_protocol, DatasetInfo, ProtocolOptions, ProtocolResult};
-use crate::run::atomic_write;
+use super::config::{DownstreamConfig, EncoderSource, Mode};
+use super::protocol::{run_protocol, DatasetInfo, ProtocolOptions, ProtocolResult};
+use crate::train::run::atomic_write;
 use anyhow::{bail, Context, Result};
 use flowfm_data::store::WindowStore;
 use serde::Deserialize;

@@ -1,0 +1,206 @@
+//! The `flowfm` command line's grammar: every subcommand, option and help text (clap). Parsing
+//! only; `main.rs` dispatches.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Foundation models for wearable sensor data: joint encoder + flow-matching pretraining.
+#[derive(Parser)]
+#[command(name = "flowfm", version, about)]
+pub(crate) struct Cli {
+    /// Worker threads for tensor and data work (default: RAYON_NUM_THREADS or all cores).
+    #[arg(long, global = true)]
+    pub(crate) threads: Option<usize>,
+    /// No progress bars.
+    #[arg(long, global = true)]
+    pub(crate) quiet: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Turn a raw dataset (or a registry default) into an HDF5 window store.
+    Prepare {
+        /// Dataset kind: wisdm2019, adl_hmp, uci_hapt, pamap2, opportunity, realworld2016,
+        /// capture24, uea_ts; or a registry default: hapt_kcc2020, seglearn_watch.
+        #[arg(long)]
+        dataset: String,
+        /// Folder (or file) of the raw dataset; not needed for registry defaults.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Output store (`.h5`).
+        #[arg(long)]
+        output: PathBuf,
+        /// Target sample rate in Hz.
+        #[arg(long, default_value_t = 30.0)]
+        rate_hz: f64,
+        /// Window length in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        window_secs: f64,
+        /// Hop between windows in seconds (default: the window length).
+        #[arg(long)]
+        hop_secs: Option<f64>,
+        /// Keep only these classes (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        classes: Option<Vec<String>>,
+        /// Rebuild even if a matching store exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Pretrain an encoder (and generator) from a TOML experiment on window stores.
+    Pretrain {
+        /// Experiment config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Window stores forming the pretraining pool.
+        #[arg(long, required = true, num_args = 1..)]
+        store: Vec<PathBuf>,
+        /// Run directory (default: runs/<run.name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the run directory's last checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Generate windows from a pretrained run: reconstruct given windows from their
+    /// representations, or sample new ones conditioned on a Gaussian fitted to representations.
+    Generate {
+        /// Run directory of a flowfm or diffusion pretraining (holds encoder/generator checkpoints).
+        #[arg(long)]
+        run: PathBuf,
+        /// Window store: the windows to reconstruct, or the pool the Gaussian is fitted to.
+        #[arg(long)]
+        store: PathBuf,
+        /// Output store (`.h5`).
+        #[arg(long)]
+        output: PathBuf,
+        /// euler | midpoint | heun | rk4 | dopri5 (flow); ddpm | ddim (diffusion).
+        #[arg(long, default_value = "euler")]
+        sampler: String,
+        /// Steps of a fixed-step solver or of DDIM.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// DDIM eta (0 = deterministic).
+        #[arg(long)]
+        eta: Option<f64>,
+        /// Dopri5 relative tolerance.
+        #[arg(long)]
+        rtol: Option<f64>,
+        /// Dopri5 absolute tolerance.
+        #[arg(long)]
+        atol: Option<f64>,
+        /// Sample this many new windows instead of reconstructing the store's windows.
+        #[arg(long)]
+        sample: Option<usize>,
+        /// At most this many windows of the store are used.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Windows per network call.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Seed of the noise (and of the drawn representations).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Encode a window store with a pretrained encoder; write `(N, d)` representations to HDF5.
+    Embed {
+        /// Encoder checkpoint (`encoder.safetensors` of a run directory).
+        #[arg(long)]
+        encoder: PathBuf,
+        /// Window store.
+        #[arg(long)]
+        store: PathBuf,
+        /// Output file (`.h5`).
+        #[arg(long)]
+        output: PathBuf,
+        /// Windows per forward pass.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+    },
+    /// Fine-tune a pretrained encoder (or one from scratch) with a classifier head on a labelled
+    /// store, by subject-disjoint folds; prints and writes the fold metrics.
+    Finetune {
+        #[command(flatten)]
+        args: DownstreamArgs,
+        /// Train the encoder's architecture from random initialisation instead (supervised baseline).
+        #[arg(long)]
+        scratch: bool,
+        /// Fine-tune with random rotation and axis permutation.
+        #[arg(long)]
+        augment: bool,
+    },
+    /// Linear probe (or kNN) on a frozen pretrained encoder, by subject-disjoint folds.
+    Probe {
+        #[command(flatten)]
+        args: DownstreamArgs,
+        /// k-nearest neighbours on the representations instead of a linear layer.
+        #[arg(long)]
+        knn: bool,
+    },
+    /// Run downstream protocols from an evaluation config; writes results.json and results.md.
+    Eval {
+        /// Evaluation config (TOML; see `flowfm::downstream::eval`).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate experiment configs and print their resolved form.
+    CheckConfig {
+        /// Config files.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+    },
+    /// Run the whole study and write a report (what `cargo xtask reproduce` calls).
+    Reproduce {
+        /// quick | default | full.
+        #[arg(long, default_value = "default")]
+        profile: String,
+        /// Also use every supported raw dataset found under this folder.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where the report (and its working files) go.
+        #[arg(long)]
+        report_dir: PathBuf,
+        /// Folder of the pretraining configs the study reads (`<method>-<profile>.toml`).
+        #[arg(long, default_value = "configs")]
+        config_dir: PathBuf,
+        /// Seed of the whole study (subject plan, pretraining, folds, generation); recorded in
+        /// the report.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Rerun stages whose outputs exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check that a report directory is complete (every table filled, every plot present).
+    CheckReport {
+        /// The report directory (holding report.md and report.json).
+        dir: PathBuf,
+    },
+}
+
+/// Options shared by `finetune` and `probe`.
+#[derive(clap::Args)]
+pub(crate) struct DownstreamArgs {
+    /// Encoder checkpoint (`encoder.safetensors` of a pretraining run).
+    #[arg(long)]
+    pub(crate) encoder: PathBuf,
+    /// Labelled window store.
+    #[arg(long)]
+    pub(crate) store: PathBuf,
+    /// `loso` or `kfold:K`.
+    #[arg(long, default_value = "kfold:5")]
+    pub(crate) protocol: String,
+    /// Most training epochs (early stopping on validation macro F1).
+    #[arg(long)]
+    pub(crate) epochs: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Seed of folds, splits, initialisation and batches.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Write the full result (every fold) as JSON here.
+    #[arg(long)]
+    pub(crate) output: Option<PathBuf>,
+}

@@ -1,0 +1,219 @@
+//! Who is used for what: each dataset's subjects split once into a pretraining half and a
+//! downstream half ([`plan_subjects`]), the unlabelled pretraining pool, the validation probe
+//! (labelled windows of pretraining subjects only) and the held-out windows of the generation
+//! study (downstream subjects only).
+//!
+//! **Invariant:** pretraining never sees a downstream subject.
+
+use super::profile::Profile;
+use crate::datasets::{DatasetSpec, PreparedStore};
+use crate::train::pretrain::ValidationProbe;
+use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
+use flowfm_core::SeededRng;
+use flowfm_data::store::WindowStore;
+use flowfm_data::window::WindowSet;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// Concatenates the windows of several stores into one set (subject ids offset per store so they
+/// stay unique; labels dropped because class vocabularies differ).
+pub fn load_pool(paths: &[PathBuf]) -> Result<WindowSet> {
+    let mut sets = Vec::new();
+    for p in paths {
+        let store = WindowStore::open(p).with_context(|| format!("opening {}", p.display()))?;
+        sets.push(store.load()?);
+    }
+    combine_unlabelled(&sets)
+}
+
+/// Concatenates window sets of the same layout as one unlabelled pool.
+pub fn combine_unlabelled(sets: &[WindowSet]) -> Result<WindowSet> {
+    let Some(first) = sets.first() else {
+        bail!("no window sets to combine")
+    };
+    let mut out = WindowSet::empty(
+        "pool",
+        first.sample_rate_hz,
+        first.channel_names.clone(),
+        first.window_len,
+        vec![],
+    );
+    for (i, s) in sets.iter().enumerate() {
+        if s.channels != first.channels
+            || s.window_len != first.window_len
+            || s.sample_rate_hz != first.sample_rate_hz
+        {
+            bail!(
+                "dataset `{}` has windows of {} channels x {} samples at {} Hz; `{}` has {} x {} at {} Hz",
+                s.dataset, s.channels, s.window_len, s.sample_rate_hz, first.dataset, first.channels, first.window_len, first.sample_rate_hz
+            );
+        }
+        out.x.extend_from_slice(&s.x);
+        out.y.extend(std::iter::repeat_n(-1, s.y.len()));
+        out.subject
+            .extend(s.subject.iter().map(|&sub| (i as i64) * 1_000_000 + sub));
+        out.start_time_s.extend_from_slice(&s.start_time_s);
+    }
+    Ok(out)
+}
+
+/// The subjects of a dataset split into a pretraining part and a downstream part.
+#[derive(Clone, Debug, Serialize)]
+pub struct SubjectPlan {
+    /// Dataset name.
+    pub dataset: String,
+    /// Subjects whose windows (labelled or not) form the pretraining pool.
+    pub pretrain_subjects: Vec<i64>,
+    /// Subjects used only by the downstream protocols (never seen in pretraining).
+    pub downstream_subjects: Vec<i64>,
+}
+
+/// Splits subjects in half (seeded): pretraining never sees a downstream subject.
+pub fn plan_subjects(dataset: &str, subjects: &[i64], seed: u64) -> SubjectPlan {
+    let mut unique: Vec<i64> = subjects
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    SeededRng::new(seed)
+        .derive(&format!("subject-plan/{dataset}"))
+        .shuffle(&mut unique);
+    let half = unique.len() / 2;
+    let mut pre = unique[..half].to_vec();
+    let mut down = unique[half..].to_vec();
+    pre.sort_unstable();
+    down.sort_unstable();
+    SubjectPlan {
+        dataset: dataset.into(),
+        pretrain_subjects: pre,
+        downstream_subjects: down,
+    }
+}
+
+/// The labelled validation probe watched during pretraining: windows of the *pretraining*
+/// subjects of the dataset with the most labelled windows there (never a downstream subject),
+/// its subjects split in half (seeded) into a kNN memory and a scored half.
+pub fn validation_probe(
+    prepared: &[(DatasetSpec, PreparedStore)],
+    plans: &[SubjectPlan],
+    profile: Profile,
+    steps: u64,
+    seed: u64,
+) -> Result<Option<ValidationProbe>> {
+    let mut best: Option<(usize, Vec<usize>)> = None;
+    for (d, ((_, p), plan)) in prepared.iter().zip(plans).enumerate() {
+        let keep: BTreeSet<i64> = plan.pretrain_subjects.iter().copied().collect();
+        let idx: Vec<usize> = (0..p.store.num_windows())
+            .filter(|&i| p.store.y[i] >= 0 && keep.contains(&p.store.subject[i]))
+            .collect();
+        if best.as_ref().map(|b| idx.len() > b.1.len()).unwrap_or(true) {
+            best = Some((d, idx));
+        }
+    }
+    let Some((d, idx)) = best else {
+        return Ok(None);
+    };
+    let (spec, p) = &prepared[d];
+    let mut subjects: Vec<i64> = idx
+        .iter()
+        .map(|&i| p.store.subject[i])
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if subjects.len() < 2 {
+        return Ok(None);
+    }
+    let rng = SeededRng::new(seed).derive("validation-probe");
+    rng.derive("subjects").shuffle(&mut subjects);
+    let fit_subjects: BTreeSet<i64> = subjects[..subjects.len() / 2].iter().copied().collect();
+    let (n_fit, n_eval) = match profile {
+        Profile::Quick => (192, 128),
+        Profile::Default | Profile::Full => (768, 384),
+    };
+    let side = |fit: bool, n: usize, name: &str| -> Result<(Tensor, Vec<usize>)> {
+        let mut rows: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| fit_subjects.contains(&p.store.subject[i]) == fit)
+            .collect();
+        rng.derive(name).shuffle(&mut rows);
+        rows.truncate(n);
+        rows.sort_unstable();
+        let ws = p.store.load_subset(&rows)?;
+        let y = ws.y.iter().map(|&v| v as usize).collect();
+        let x = Tensor::from_vec(
+            ws.x,
+            (rows.len(), ws.channels, ws.window_len),
+            &candle_core::Device::Cpu,
+        )?;
+        Ok((x, y))
+    };
+    let (fit_x, fit_y) = side(true, n_fit, "fit")?;
+    let (eval_x, eval_y) = side(false, n_eval, "eval")?;
+    if fit_y.len() < 5 || eval_y.is_empty() {
+        return Ok(None);
+    }
+    let num_classes = p.store.meta.class_names.len().max(
+        fit_y
+            .iter()
+            .chain(&eval_y)
+            .max()
+            .map(|m| m + 1)
+            .unwrap_or(0),
+    );
+    Ok(Some(ValidationProbe {
+        name: format!(
+            "{}: {} windows of {} pretraining subjects memorised, {} windows of {} others scored",
+            spec.name,
+            fit_y.len(),
+            fit_subjects.len(),
+            eval_y.len(),
+            subjects.len() - fit_subjects.len()
+        ),
+        fit_x,
+        fit_y,
+        eval_x,
+        eval_y,
+        num_classes,
+        every: (steps / 10).max(1),
+    }))
+}
+
+/// Up to `n` windows of the downstream subjects of every dataset (none of them seen in
+/// pretraining), drawn with a seeded shuffle, as one unlabelled set.
+pub fn held_out_windows(
+    prepared: &[(DatasetSpec, PreparedStore)],
+    plans: &[SubjectPlan],
+    n: usize,
+    seed: u64,
+) -> Result<WindowSet> {
+    let mut candidates: Vec<(usize, usize)> = Vec::new();
+    for (d, ((_, p), plan)) in prepared.iter().zip(plans).enumerate() {
+        let keep: BTreeSet<i64> = plan.downstream_subjects.iter().copied().collect();
+        candidates.extend(
+            (0..p.store.num_windows())
+                .filter(|&i| keep.contains(&p.store.subject[i]))
+                .map(|i| (d, i)),
+        );
+    }
+    SeededRng::new(seed)
+        .derive("generation-windows")
+        .shuffle(&mut candidates);
+    candidates.truncate(n);
+    let mut sets = Vec::new();
+    for (d, (_, p)) in prepared.iter().enumerate() {
+        let mut idx: Vec<usize> = candidates
+            .iter()
+            .filter(|(dd, _)| *dd == d)
+            .map(|(_, i)| *i)
+            .collect();
+        idx.sort_unstable();
+        if !idx.is_empty() {
+            sets.push(p.store.load_subset(&idx)?);
+        }
+    }
+    combine_unlabelled(&sets)
+}

@@ -1,0 +1,197 @@
+//! The completeness check of a finished report (`flowfm check-report`, and the last step of
+//! `reproduce`): every section present, every table cell filled, key numbers finite, every plot
+//! written.
+
+use anyhow::Result;
+use serde_json::Value;
+use std::path::Path;
+
+/// What is missing from a report directory: every section present and non-empty, every table
+/// row filled (no empty cells), the key numbers finite, every plot file present. An empty list
+/// means the report is complete. `cargo xtask reproduce --check` and CI run this.
+pub fn check_report(dir: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let md_path = dir.join("report.md");
+    let json_path = dir.join("report.json");
+    let md = match std::fs::read_to_string(&md_path) {
+        Ok(s) => s,
+        Err(e) => return Ok(vec![format!("{}: {e}", md_path.display())]),
+    };
+    let js: Value = match std::fs::read_to_string(&json_path)
+        .map_err(anyhow::Error::from)
+        .and_then(|s| Ok(serde_json::from_str(&s)?))
+    {
+        Ok(v) => v,
+        Err(e) => return Ok(vec![format!("{}: {e}", json_path.display())]),
+    };
+    for key in [
+        "meta",
+        "datasets",
+        "subjects",
+        "pretraining",
+        "time_to_target",
+        "downstream",
+        "generation",
+        "configs",
+    ] {
+        if js.get(key).map(|v| v.is_null()).unwrap_or(true) {
+            problems.push(format!("report.json has no `{key}` section"));
+        }
+    }
+    let len = |v: &Value, ptr: &str| {
+        v.pointer(ptr)
+            .and_then(|a| a.as_array())
+            .map(|a| a.len())
+            .unwrap_or(0)
+    };
+    if len(&js, "/datasets/rows") == 0 {
+        problems.push("no datasets".into());
+    }
+    if len(&js, "/pretraining/runs") != 3 {
+        problems.push("the pretraining table does not have the three methods".into());
+    }
+    if let Some(runs) = js.pointer("/pretraining/runs").and_then(|a| a.as_array()) {
+        for r in runs {
+            for f in ["loss_first", "loss_last", "train_s"] {
+                if !r
+                    .get(f)
+                    .and_then(|v| v.as_f64())
+                    .map(f64::is_finite)
+                    .unwrap_or(false)
+                {
+                    problems.push(format!(
+                        "pretraining {}: `{f}` is not a finite number",
+                        r["method"]
+                    ));
+                }
+            }
+        }
+    }
+    if js
+        .pointer("/time_to_target/summary")
+        .map(|v| v.is_null())
+        .unwrap_or(true)
+    {
+        problems.push("no time-to-target summary".into());
+    } else if len(&js, "/time_to_target/summary/rows") < 2 {
+        problems.push("time to target lacks flow or diffusion".into());
+    }
+    let results = js
+        .pointer("/downstream/results")
+        .and_then(|a| a.as_array())
+        .cloned()
+        .unwrap_or_default();
+    if results.is_empty() {
+        problems.push("no downstream results".into());
+    }
+    for method in [
+        "flowfm",
+        "diffusion",
+        "ssl_multitask",
+        "supervised",
+        "random_forest",
+    ] {
+        if !results.iter().any(|r| r["method"] == method) {
+            problems.push(format!("no downstream result for `{method}`"));
+        }
+    }
+    for r in &results {
+        if !r
+            .pointer("/summary/macro_f1/mean")
+            .and_then(|v| v.as_f64())
+            .map(f64::is_finite)
+            .unwrap_or(false)
+        {
+            problems.push(format!(
+                "downstream {} / {}: macro F1 is not a finite number",
+                r["dataset"], r["method"]
+            ));
+        }
+    }
+    let gen = js
+        .pointer("/generation/rows")
+        .and_then(|a| a.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for method in ["flowfm", "diffusion"] {
+        if !gen.iter().any(|r| r["method"] == method) {
+            problems.push(format!("no generation rows for `{method}`"));
+        }
+    }
+    for r in &gen {
+        for f in ["ms_per_window", "frechet", "mmd2", "discriminative"] {
+            if !r
+                .get(f)
+                .and_then(|v| v.as_f64())
+                .map(f64::is_finite)
+                .unwrap_or(false)
+            {
+                problems.push(format!(
+                    "generation {} {}: `{f}` is not a finite number",
+                    r["method"], r["sampler"]
+                ));
+            }
+        }
+    }
+    for (i, line) in md.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('|') && (t.contains("||") || t.contains("| |")) {
+            problems.push(format!("report.md line {}: an empty table cell", i + 1));
+        }
+    }
+    for plot in [
+        "loss_curves.svg",
+        "rankme.svg",
+        "validation.svg",
+        "f1.svg",
+        "nfe_quality.svg",
+        "examples.svg",
+    ] {
+        if !md.contains(&format!("]({plot})")) {
+            problems.push(format!("report.md does not show {plot}"));
+        }
+        if !dir.join(plot).is_file() {
+            problems.push(format!("{plot} is missing"));
+        }
+    }
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_check_names_missing_sections_empty_cells_and_missing_plots() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("report.md"),
+            "# r\n\n| a | b |\n|---|---|\n| 1 | |\n\n![loss](loss_curves.svg)\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("report.json"),
+            r#"{"meta": {}, "datasets": {"rows": [{"name": "x"}]}, "pretraining": {"runs": []}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("loss_curves.svg"), "<svg/>").unwrap();
+        let p = check_report(dir.path()).unwrap();
+        let has = |s: &str| p.iter().any(|m| m.contains(s));
+        assert!(has("no `time_to_target` section"), "{p:?}");
+        assert!(has("no `generation` section"), "{p:?}");
+        assert!(has("report.md line 5: an empty table cell"), "{p:?}");
+        assert!(has("three methods"), "{p:?}");
+        assert!(has("no downstream result for `random_forest`"), "{p:?}");
+        assert!(has("examples.svg is missing"), "{p:?}");
+        assert!(!has("loss_curves.svg is missing"), "{p:?}");
+        assert!(!has("no datasets"), "{p:?}");
+    }
+
+    #[test]
+    fn the_check_reports_an_absent_report_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = check_report(dir.path()).unwrap();
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("report.md"));
+    }
+}

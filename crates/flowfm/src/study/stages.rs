@@ -1,0 +1,462 @@
+//! The study's stages, each a function from typed inputs to a typed output: data, subject plan
+//! and pool, pretraining, downstream protocols, generation. Stages call the jobs of `train`,
+//! `downstream` and `generation`, reuse cached results under a canonical key (`cache`), and
+//! measure nothing themselves; `study::run` turns their outputs into the report.
+
+use super::cache::{self, KeyBuilder, Lookup};
+use super::plan::{
+    combine_unlabelled, held_out_windows, plan_subjects, validation_probe, SubjectPlan,
+};
+use super::profile::{Profile, METHODS};
+use super::rows::{pretrain_row, DatasetRow, PretrainRow};
+use crate::datasets::{self, DatasetSpec, PreparedStore};
+use crate::downstream::{
+    run_protocol, DatasetInfo, EncoderSource, Mode, ProtocolOptions, ProtocolResult,
+};
+use crate::generation::{generation_study, GenerationStudy, TrainedModels};
+use crate::train::config::Experiment;
+use crate::train::history::{time_to_target, RunHistory, TimeToTargetSummary};
+use crate::train::pretrain::{pretrain, schedule_steps, PretrainOptions};
+use anyhow::{bail, Context, Result};
+use flowfm_data::prepare::PrepareConfig;
+use flowfm_data::window::WindowSet;
+use flowfm_models::EncoderConfig;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Version of the downstream stage's semantics; bump it when the same config and inputs would
+/// now give other results, so cached results are not reused.
+pub const DOWNSTREAM_STAGE_VERSION: u32 = 2;
+
+/// Version of the generation stage's semantics (2: Frechet distance in hand-crafted features
+/// added, and the speed-up requires both distances to match DDPM; 3: those features compressed
+/// as sign(z) ln(1 + |z|); 4: diffusion's predicted x0 clipped to the pool's range; 5: keys from
+/// the canonical serialisation of the config).
+pub const GENERATION_STAGE_VERSION: u32 = 5;
+
+/// Fraction of the weaker method's best validation score that defines the target.
+pub const TARGET_FRACTION: f64 = 0.95;
+
+/// Stage 1's output: the prepared datasets and their table rows.
+pub struct Data {
+    /// Every dataset that could be obtained, with its window store.
+    pub prepared: Vec<(DatasetSpec, PreparedStore)>,
+    /// One table row per prepared dataset.
+    pub rows: Vec<DatasetRow>,
+    /// Default datasets that could not be obtained `(name, why)`.
+    pub unavailable: Vec<(String, String)>,
+}
+
+/// Stage 1: obtains the default datasets (and every supported raw dataset under `data_dir`) and
+/// prepares their window stores under `stores_dir`, reusing stores whose inputs match.
+pub fn prepare_data(data_dir: Option<&Path>, stores_dir: &Path, force: bool) -> Result<Data> {
+    let mut specs: Vec<DatasetSpec> = datasets::default_specs();
+    if let Some(dir) = data_dir {
+        if !dir.is_dir() {
+            bail!("--data-dir {}: not a directory", dir.display());
+        }
+        let found = datasets::discover(dir);
+        // The registry's HAPT is the same study as the raw UCI HAPT: keep one copy, or a subject
+        // could land in the pretraining pool through one and in the downstream set through the other.
+        if found.iter().any(|s| s.name == "uci_hapt") {
+            specs.retain(|s| s.name != "hapt_kcc2020");
+        }
+        specs.extend(found);
+    }
+    eprintln!("[1/6] data: {} datasets", specs.len());
+    let prep_cfg = PrepareConfig::default();
+    let mut data = Data {
+        prepared: Vec::new(),
+        rows: Vec::new(),
+        unavailable: Vec::new(),
+    };
+    for spec in specs {
+        let t = Instant::now();
+        let p = match datasets::prepare_spec(&spec, &prep_cfg, stores_dir, true, force) {
+            Ok(p) => p,
+            // A default dataset that cannot be downloaded (no network) is left out when other
+            // datasets were given, and the report says so; without any, the run cannot go on.
+            Err(e) if spec.is_registry() && data_dir.is_some() => {
+                eprintln!("      {}: unavailable, left out ({e:#})", spec.name);
+                data.unavailable.push((spec.name.clone(), format!("{e:#}")));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let secs = if p.reused {
+            0.0
+        } else {
+            t.elapsed().as_secs_f64()
+        };
+        let subjects: BTreeSet<i64> = p.store.subject.iter().copied().collect();
+        let row = DatasetRow {
+            name: spec.name.clone(),
+            subjects: subjects.len(),
+            windows: p.store.num_windows(),
+            labelled: p.store.y.iter().filter(|&&y| y >= 0).count(),
+            classes: p.store.meta.class_names.len(),
+            reused: p.reused,
+            prepare_s: secs,
+        };
+        eprintln!(
+            "      {}: {} subjects, {} windows ({} labelled), {} classes{}",
+            row.name,
+            row.subjects,
+            row.windows,
+            row.labelled,
+            row.classes,
+            if p.reused { " (reused)" } else { "" }
+        );
+        data.rows.push(row);
+        data.prepared.push((spec, p));
+    }
+    Ok(data)
+}
+
+/// Stage 2's output: who is used for what.
+pub struct Pool {
+    /// One plan per prepared dataset, in the same order.
+    pub plans: Vec<SubjectPlan>,
+    /// Every window of the pretraining subjects, unlabelled.
+    pub windows: Arc<WindowSet>,
+}
+
+/// Stage 2: splits each dataset's subjects (seeded) and gathers the pretraining pool.
+pub fn plan_pool(data: &Data, seed: u64) -> Result<Pool> {
+    let mut plans = Vec::new();
+    let mut pool_sets = Vec::new();
+    for (spec, p) in &data.prepared {
+        let plan = plan_subjects(&spec.name, &p.store.subject, seed);
+        let keep: BTreeSet<i64> = plan.pretrain_subjects.iter().copied().collect();
+        let idx: Vec<usize> = (0..p.store.num_windows())
+            .filter(|&i| keep.contains(&p.store.subject[i]))
+            .collect();
+        pool_sets.push(p.store.load_subset(&idx)?);
+        plans.push(plan);
+    }
+    let windows = Arc::new(combine_unlabelled(&pool_sets)?);
+    eprintln!(
+        "[2/6] pretraining pool: {} windows from the pretraining subjects of {} datasets",
+        windows.num_windows(),
+        plans.len()
+    );
+    Ok(Pool { plans, windows })
+}
+
+/// Stage 3's output.
+pub struct Pretrained {
+    /// One row per method, from each run's whole history.
+    pub rows: Vec<PretrainRow>,
+    /// `(method, resolved TOML)` of each run.
+    pub configs: Vec<(String, String)>,
+    /// The validation probe's description, if there was one.
+    pub probe: Option<String>,
+    /// Training time to the validation target.
+    pub time_to_target: Option<TimeToTargetSummary>,
+    /// Methods whose finished runs were reused.
+    pub reused: Vec<String>,
+}
+
+/// Stage 3: pretrains every method of `experiments` (in order) on the pool under
+/// `runs_dir/<method>`, resuming or reusing finished runs, while the validation probe watches.
+pub fn pretrain_methods(
+    experiments: &[(String, Experiment)],
+    data: &Data,
+    pool: &Pool,
+    profile: Profile,
+    runs_dir: &Path,
+    force: bool,
+    quiet: bool,
+) -> Result<Pretrained> {
+    let Some((_, first)) = experiments.first() else {
+        bail!("no pretraining experiments")
+    };
+    let n_pool = pool.windows.num_windows();
+    let (steps, _) = schedule_steps(first, n_pool)?;
+    let probe =
+        validation_probe(&data.prepared, &pool.plans, profile, steps, first.seed)?.map(Arc::new);
+    if let Some(p) = &probe {
+        eprintln!("      validation probe: {}", p.name);
+    }
+    let mut out = Pretrained {
+        rows: Vec::new(),
+        configs: Vec::new(),
+        probe: probe.as_ref().map(|p| p.name.clone()),
+        time_to_target: None,
+        reused: Vec::new(),
+    };
+    for (i, (method, exp)) in experiments.iter().enumerate() {
+        let dir = runs_dir.join(method);
+        if force && dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        eprintln!(
+            "[3/6] pretraining {method} ({}/{})",
+            i + 1,
+            experiments.len()
+        );
+        let mut popts = PretrainOptions::new(&dir);
+        popts.quiet = quiet;
+        popts.resume = true;
+        popts.validation = probe.clone();
+        out.configs.push((method.clone(), exp.file.to_toml()));
+        let run = pretrain(exp, pool.windows.clone(), (0..n_pool).collect(), &popts)?;
+        if run.losses.is_empty() && run.steps == run.total_steps {
+            out.reused.push(method.clone());
+        }
+        let history = RunHistory::read(&dir)?;
+        out.rows.push(pretrain_row(
+            method,
+            &history,
+            n_pool,
+            exp.file.train.batch_size,
+        ));
+    }
+    let curves: Vec<(String, Vec<(u64, f64, f64)>, f64)> = (out.rows.iter())
+        .map(|r| (r.method.clone(), r.validation.clone(), r.train_s))
+        .collect();
+    out.time_to_target = time_to_target(&curves, TARGET_FRACTION)?;
+    Ok(out)
+}
+
+/// Stage 4's output.
+pub struct Downstream {
+    /// One result per (dataset, comparator, mode).
+    pub results: Vec<ProtocolResult>,
+    /// `(label, resolved config as JSON)` of each distinct downstream config.
+    pub configs: Vec<(String, String)>,
+    /// How many results were reused from the cache.
+    pub reused: usize,
+}
+
+/// The downstream comparators: every pretrained encoder, the same encoder from random init
+/// trained supervised, and the random forest on hand-crafted features.
+pub fn downstream_grid(
+    profile: Profile,
+    runs: &Path,
+    enc_cfg: &EncoderConfig,
+) -> Vec<(String, EncoderSource, Mode)> {
+    let mut grid = Vec::new();
+    let modes: &[Mode] = match profile {
+        Profile::Quick => &[Mode::LinearProbe, Mode::Knn],
+        // Fine-tuning every pretrained encoder on every fold costs hours on a CPU; the default
+        // profile probes them (linear and kNN) and fine-tunes only the from-scratch baseline.
+        Profile::Default => &[Mode::LinearProbe, Mode::Knn],
+        Profile::Full => &[Mode::FineTune, Mode::LinearProbe, Mode::Knn],
+    };
+    for method in METHODS {
+        for &mode in modes {
+            grid.push((
+                method.to_string(),
+                EncoderSource::Pretrained(runs.join(method).join("encoder.safetensors")),
+                mode,
+            ));
+        }
+    }
+    grid.push((
+        "supervised".into(),
+        EncoderSource::Scratch(enc_cfg.clone()),
+        Mode::FineTune,
+    ));
+    grid.push((
+        "random_forest".into(),
+        EncoderSource::None,
+        Mode::RandomForest,
+    ));
+    grid
+}
+
+/// The stage key of one downstream run: the config, the store, the subjects and the encoder, in
+/// their canonical serialisation; a pretrained encoder by its checkpoint's bytes.
+fn downstream_key(
+    dataset: &str,
+    fingerprint: &str,
+    subjects: &BTreeSet<i64>,
+    method: &str,
+    encoder: &EncoderSource,
+    cfg: &crate::downstream::DownstreamConfig,
+) -> Result<String> {
+    let key = KeyBuilder::new()
+        .text("stage version", &DOWNSTREAM_STAGE_VERSION.to_string())
+        .text("stage", "downstream")
+        .text("dataset", dataset)
+        .text("store", fingerprint)
+        .value("subjects", subjects)?
+        .text("method", method)
+        .value("config", cfg)?;
+    let key = match encoder {
+        EncoderSource::Pretrained(path) => {
+            key.text("encoder", "pretrained").file("checkpoint", path)?
+        }
+        EncoderSource::Scratch(enc) => key.text("encoder", "scratch").value("architecture", enc)?,
+        EncoderSource::None => key.text("encoder", "none"),
+    };
+    Ok(key.finish())
+}
+
+/// Stage 4: every comparator of [`downstream_grid`] under the profile's protocol on the labelled
+/// windows of each dataset's downstream subjects (results cached under `work/downstream`).
+pub fn downstream(
+    profile: Profile,
+    data: &Data,
+    plans: &[SubjectPlan],
+    runs_dir: &Path,
+    enc_cfg: &EncoderConfig,
+    seed: u64,
+    work: &Path,
+    force: bool,
+) -> Result<Downstream> {
+    eprintln!("[4/6] downstream protocols");
+    let mut out = Downstream {
+        results: Vec::new(),
+        configs: Vec::new(),
+        reused: 0,
+    };
+    for ((spec, p), plan) in data.prepared.iter().zip(plans) {
+        let cap = profile.max_downstream_subjects().unwrap_or(usize::MAX);
+        let keep: BTreeSet<i64> = plan.downstream_subjects.iter().copied().take(cap).collect();
+        let idx: Vec<usize> = (0..p.store.num_windows())
+            .filter(|&i| p.store.y[i] >= 0 && keep.contains(&p.store.subject[i]))
+            .collect();
+        let subjects: BTreeSet<i64> = idx.iter().map(|&i| p.store.subject[i]).collect();
+        if subjects.len() < 3 || idx.is_empty() {
+            eprintln!(
+                "      {}: skipped (fewer than 3 labelled downstream subjects)",
+                spec.name
+            );
+            continue;
+        }
+        let mut ws = p.store.load_subset(&idx)?;
+        ws.dataset = spec.name.clone();
+        let ws = Arc::new(ws);
+        let protocol = profile.protocol_for(&spec.name, subjects.len());
+        for (method, encoder, mode) in downstream_grid(profile, runs_dir, enc_cfg) {
+            let cfg = profile.downstream_config(mode, protocol, seed);
+            let cfg_name = format!("{} ({})", mode.name(), protocol.label());
+            if !out.configs.iter().any(|(n, _)| *n == cfg_name) {
+                out.configs
+                    .push((cfg_name, serde_json::to_string_pretty(&cfg)?));
+            }
+            let key = downstream_key(
+                &spec.name,
+                &p.store.meta.fingerprint,
+                &subjects,
+                &method,
+                &encoder,
+                &cfg,
+            )?;
+            let cache_path = work
+                .join("downstream")
+                .join(&spec.name)
+                .join(format!("{method}-{}.pkl", mode.name()));
+            let t = Instant::now();
+            let (res, reused) = match (force, cache::load::<ProtocolResult>(&cache_path, &key)) {
+                (false, Lookup::Hit(r)) => {
+                    out.reused += 1;
+                    (r, true)
+                }
+                _ => {
+                    let res = run_protocol(
+                        ws.clone(),
+                        &encoder,
+                        &cfg,
+                        &ProtocolOptions::new(DatasetInfo::of_window_set(&ws), method.clone()),
+                    )
+                    .with_context(|| {
+                        format!("downstream {} / {method} / {}", spec.name, mode.name())
+                    })?;
+                    cache::store(&cache_path, &key, &res)?;
+                    res.write_json(&cache_path.with_extension("json"))?;
+                    (res, false)
+                }
+            };
+            eprintln!(
+                "      {} {} {}: macro F1 {:.3} ({})",
+                spec.name,
+                method,
+                mode.name(),
+                res.mean_macro_f1(),
+                if reused {
+                    "reused".to_string()
+                } else {
+                    format!("{:.1} s", t.elapsed().as_secs_f64())
+                }
+            );
+            out.results.push(res);
+        }
+    }
+    Ok(out)
+}
+
+/// Stage 5's output.
+pub struct Generation {
+    /// Quality and speed per sampler, flow vs diffusion.
+    pub study: GenerationStudy,
+    /// The study's resolved config as JSON.
+    pub config: String,
+    /// Whether the result came from the cache.
+    pub reused: bool,
+}
+
+/// Stage 5: the generation study of the flow and diffusion runs in `runs_dir` on held-out
+/// windows of the downstream subjects (cached as `work/generation.pkl`).
+pub fn generation(
+    profile: Profile,
+    data: &Data,
+    pool: &Pool,
+    runs_dir: &Path,
+    seed: u64,
+    work: &Path,
+    force: bool,
+) -> Result<Generation> {
+    eprintln!("[5/6] generation: flow vs diffusion");
+    let device = candle_core::Device::Cpu;
+    let flow = TrainedModels::from_run_dir(&runs_dir.join("flowfm"), &device)?;
+    let diffusion = TrainedModels::from_run_dir(&runs_dir.join("diffusion"), &device)?;
+    let real = held_out_windows(
+        &data.prepared,
+        &pool.plans,
+        profile.generation_windows(),
+        seed,
+    )?;
+    let mut cfg = profile.study_config(&flow);
+    cfg.seed = seed;
+    // DDPM practice clips the predicted x0 to the data range; ours is the largest |x| (in g) of
+    // the pretraining pool, so no real window of training would be clipped.
+    let range =
+        (pool.windows.x.iter()).fold(0f32, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
+    cfg.diffusion_clip_x0 = Some((range as f64 * 10.0).ceil() / 10.0);
+    let key = KeyBuilder::new()
+        .text("stage version", &GENERATION_STAGE_VERSION.to_string())
+        .text("stage", "generation")
+        .file("flow encoder", &flow.encoder_path)?
+        .file("flow generator", &flow.generator_path)?
+        .file("diffusion encoder", &diffusion.encoder_path)?
+        .file("diffusion generator", &diffusion.generator_path)?
+        .floats("real windows", &real.x)
+        .value("config", &cfg)?
+        .finish();
+    let cache_path: PathBuf = work.join("generation.pkl");
+    let config = serde_json::to_string_pretty(&cfg)?;
+    match (force, cache::load::<GenerationStudy>(&cache_path, &key)) {
+        (false, Lookup::Hit(study)) => {
+            eprintln!("      reused (same checkpoints, windows and sampler grid)");
+            Ok(Generation {
+                study,
+                config,
+                reused: true,
+            })
+        }
+        _ => {
+            let study = generation_study(&flow, &diffusion, &real, &cfg)?;
+            cache::store(&cache_path, &key, &study)?;
+            Ok(Generation {
+                study,
+                config,
+                reused: false,
+            })
+        }
+    }
+}
