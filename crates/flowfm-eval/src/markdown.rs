@@ -1,6 +1,6 @@
 //! Small helpers shared by the Markdown renderers (cell escaping, number formatting).
 
-use crate::folds::MeanSd;
+use crate::stats::MeanSd;
 
 /// Escapes a table cell: `|` would end the cell and a newline the row.
 pub fn escape(s: &str) -> String {
