@@ -74,6 +74,37 @@ impl Verdict {
         })
     }
 
+    /// `Better` or `Worse` when the interval of A's statistic lies entirely on one side of
+    /// `reference` (e.g. a time ratio A / B against 1, a difference A - B against 0), read
+    /// through `direction`; `NoSignificantDifference` when it contains `reference`. The interval
+    /// ends and `reference` must be finite.
+    pub fn from_interval(
+        interval: &Interval,
+        reference: f64,
+        direction: Direction,
+    ) -> Result<Self> {
+        if !(interval.lower.is_finite() && interval.upper.is_finite() && reference.is_finite()) {
+            return Err(EvalError::invalid(
+                "interval",
+                format!(
+                    "[{}, {}] against {reference}: not finite",
+                    interval.lower, interval.upper
+                ),
+            ));
+        }
+        let above = interval.lower > reference;
+        let below = interval.upper < reference;
+        Ok(match (direction, above, below) {
+            (Direction::HigherIsBetter, true, _) | (Direction::LowerIsBetter, _, true) => {
+                Verdict::Better
+            }
+            (Direction::HigherIsBetter, _, true) | (Direction::LowerIsBetter, true, _) => {
+                Verdict::Worse
+            }
+            _ => Verdict::NoSignificantDifference,
+        })
+    }
+
     /// The words the report uses: `better`, `worse`, `no significant difference`.
     pub fn label(self) -> &'static str {
         match self {
@@ -157,6 +188,34 @@ mod tests {
         assert!(Verdict::from_test(f64::NAN, 0.1, HigherIsBetter, ALPHA).is_err());
         assert!(Verdict::from_test(0.5, f64::NAN, HigherIsBetter, ALPHA).is_err());
         assert!(Verdict::from_test(0.5, 0.1, HigherIsBetter, 0.0).is_err());
+    }
+
+    #[test]
+    fn an_interval_clear_of_the_reference_decides_the_verdict() {
+        use Direction::*;
+        let i = |lower, upper| Interval {
+            estimate: (lower + upper) / 2.0,
+            lower,
+            upper,
+            standard_error: 0.1,
+            confidence: 0.95,
+            resamples: 1000,
+            sizes: vec![3, 3],
+        };
+        let v = |iv: Interval, dir| Verdict::from_interval(&iv, 1.0, dir).unwrap();
+        // a time ratio A / B in [0.4, 0.7]: A needs less time, better when lower is better
+        assert_eq!(v(i(0.4, 0.7), LowerIsBetter), Verdict::Better);
+        assert_eq!(v(i(1.2, 1.9), LowerIsBetter), Verdict::Worse);
+        assert_eq!(v(i(1.2, 1.9), HigherIsBetter), Verdict::Better);
+        assert_eq!(
+            v(i(0.8, 1.0), LowerIsBetter),
+            Verdict::NoSignificantDifference
+        );
+        assert_eq!(
+            v(i(0.8, 1.3), HigherIsBetter),
+            Verdict::NoSignificantDifference
+        );
+        assert!(Verdict::from_interval(&i(0.1, f64::NAN), 1.0, LowerIsBetter).is_err());
     }
 
     #[test]
