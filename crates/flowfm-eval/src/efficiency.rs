@@ -80,8 +80,8 @@ pub struct TrainingEfficiency {
 
 impl TrainingEfficiency {
     /// Mean and sample sd of the epoch times (`None` with no epochs).
-    pub fn epoch_secs_summary(&self) -> Option<crate::folds::MeanSd> {
-        crate::folds::mean_sd(&self.epoch_secs).ok()
+    pub fn epoch_secs_summary(&self) -> Option<crate::stats::MeanSd> {
+        crate::stats::mean_sd(&self.epoch_secs).ok()
     }
 
     /// Total training wall time in seconds.

@@ -1,5 +1,5 @@
-//! Aggregation over cross-validation folds: mean and sample standard deviation, and
-//! [`FoldResults`], which collects one [`ClassificationReport`] per fold and renders a Markdown row.
+//! Aggregation over cross-validation folds: [`FoldResults`] collects one [`ClassificationReport`]
+//! per fold and summarises every metric as mean +- sample sd ([`MeanSd`], from [`crate::stats`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -7,37 +7,8 @@ use crate::classification::{ClassificationReport, ConfusionMatrix};
 use crate::error::{EvalError, Result};
 use crate::markdown;
 
-/// Mean and sample standard deviation (`n - 1` in the denominator) of `n` values.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MeanSd {
-    /// Arithmetic mean.
-    pub mean: f64,
-    /// Sample standard deviation; `None` for a single value (it is undefined).
-    pub sd: Option<f64>,
-    /// Number of values.
-    pub n: usize,
-}
-
-/// Mean and sample standard deviation of `values`; every value must be finite and there must be
-/// at least one.
-pub fn mean_sd(values: &[f64]) -> Result<MeanSd> {
-    if values.is_empty() {
-        return Err(EvalError::invalid("values", "mean +- sd of no values"));
-    }
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(EvalError::invalid(
-            format!("values[{i}]"),
-            format!("{} is not finite", values[i]),
-        ));
-    }
-    let n = values.len();
-    let mean = values.iter().sum::<f64>() / n as f64;
-    let sd = (n > 1).then(|| {
-        let ss: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
-        (ss / (n - 1) as f64).sqrt()
-    });
-    Ok(MeanSd { mean, sd, n })
-}
+/// Re-exported from [`crate::stats`], where they live (kept here so `folds::MeanSd` paths compile).
+pub use crate::stats::{mean_sd, MeanSd};
 
 /// The metrics of one fold.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -197,26 +168,6 @@ mod tests {
     use flowfm_core::Tolerance;
 
     const T: Tolerance = Tolerance::F64;
-
-    #[test]
-    fn mean_sd_uses_the_sample_standard_deviation() {
-        // values 2, 4, 4, 4, 5, 5, 7, 9: mean 5, sum of squares 32, sample variance 32 / 7.
-        let m = mean_sd(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).unwrap();
-        assert!(T.close(m.mean, 5.0));
-        assert!(T.close(m.sd.unwrap(), (32.0f64 / 7.0).sqrt()));
-        assert_eq!(m.n, 8);
-    }
-
-    #[test]
-    fn single_value_has_no_standard_deviation() {
-        let m = mean_sd(&[0.7]).unwrap();
-        assert!(m.sd.is_none());
-        assert!(mean_sd(&[]).is_err());
-        assert!(mean_sd(&[1.0, f64::NAN])
-            .unwrap_err()
-            .to_string()
-            .contains("values[1]"));
-    }
 
     #[test]
     fn fold_results_average_per_fold_metrics_and_render_a_row() {

@@ -1,5 +1,5 @@
-//! Dense f64 linear algebra helpers on nalgebra: covariance, symmetric PSD square roots and
-//! pairwise squared distances.
+//! Dense f64 linear algebra helpers: covariance, symmetric PSD square roots and pairwise squared
+//! distances (on nalgebra), and the Cholesky factor (on row-major slices).
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 
@@ -53,6 +53,29 @@ pub(crate) fn sq_dists(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
     d
 }
 
+/// Lower Cholesky factor `L` (row-major `d x d`, `L L^T = a`) of the symmetric row-major `d x d`
+/// matrix `a` (only its lower triangle is read), or `None` when `a` is not positive definite
+/// (a pivot that is not positive and finite). Cholesky-Banachiewicz order: row by row, each entry
+/// from the already computed ones.
+pub(crate) fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i * d + k] * l[j * d + k]).sum();
+            if i == j {
+                let v = a[i * d + i] - s;
+                if !(v > 0.0 && v.is_finite()) {
+                    return None;
+                }
+                l[i * d + i] = v.sqrt();
+            } else {
+                l[i * d + j] = (a[i * d + j] - s) / l[j * d + j];
+            }
+        }
+    }
+    Some(l)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +98,22 @@ mod tests {
         let (m, c) = mean_and_cov(&x);
         Tolerance::F64.assert_close(m.as_slice(), &[2.0, 10.0 / 3.0]);
         Tolerance::new(1e-12, 1e-12).assert_close(c.as_slice(), &[4.0, 8.0, 8.0, 52.0 / 3.0]);
+    }
+
+    #[test]
+    fn cholesky_factor_is_lower_triangular_and_multiplies_back() {
+        // hand-made L = [[2, 0, 0], [1, 3, 0], [-1, 0.5, 1.5]]; a = L L^T
+        let l = [2.0, 0.0, 0.0, 1.0, 3.0, 0.0, -1.0, 0.5, 1.5];
+        let lm = DMatrix::from_row_slice(3, 3, &l);
+        let a = &lm * lm.transpose();
+        let a_rows: Vec<f64> = a.transpose().as_slice().to_vec();
+        let got = cholesky(&a_rows, 3).unwrap();
+        Tolerance::new(1e-12, 1e-12).assert_close(&got, &l);
+        // not positive definite: a zero and a negative pivot
+        assert!(cholesky(&[1.0, 1.0, 1.0, 1.0], 2).is_none());
+        assert!(cholesky(&[-1.0], 1).is_none());
+        assert!(cholesky(&[f64::NAN], 1).is_none());
+        assert_eq!(cholesky(&[], 0), Some(vec![]));
     }
 
     #[test]

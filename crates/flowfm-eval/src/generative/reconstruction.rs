@@ -64,7 +64,7 @@ pub fn reconstruction_error(
             corrs.push(per_channel.iter().sum::<f64>() / per_channel.len() as f64);
         }
     }
-    let (corr_mean, corr_sd) = match crate::folds::mean_sd(&corrs) {
+    let (corr_mean, corr_sd) = match crate::stats::mean_sd(&corrs) {
         Ok(m) => (m.mean, m.sd),
         Err(_) => (f64::NAN, None),
     };
