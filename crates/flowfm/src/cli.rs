@@ -33,13 +33,13 @@ pub(crate) enum Command {
         #[arg(long)]
         output: PathBuf,
         /// Target sample rate in Hz.
-        #[arg(long, default_value_t = 30.0)]
+        #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
         rate_hz: f64,
         /// Window length in seconds.
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
         window_secs: f64,
         /// Hop between windows in seconds (default: the window length).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         hop_secs: Option<f64>,
         /// Keep only these classes (comma-separated).
         #[arg(long, value_delimiter = ',')]

@@ -2,7 +2,7 @@
 //! and raw datasets found under a data directory, turned into HDF5 window stores that are reused
 //! when their recorded inputs match.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use flowfm_data::prepare::{
     checksums_fingerprint, content_fingerprint, prepare, prepare_or_reuse, PrepareConfig,
     PrepareSummary,
@@ -12,6 +12,7 @@ use flowfm_data::readers::{
 };
 use flowfm_data::registry::{load_default, DefaultDataset};
 use flowfm_data::store::WindowStore;
+use flowfm_data::window::WindowSet;
 use flowfm_data::RawDataset;
 use std::path::{Path, PathBuf};
 
@@ -164,4 +165,46 @@ pub fn prepare_spec(
         reused: prepared.reused,
         summary: prepared.summary,
     })
+}
+
+/// Concatenates the windows of several stores into one set (subject ids offset per store so they
+/// stay unique; labels dropped because class vocabularies differ).
+pub fn load_pool(paths: &[PathBuf]) -> Result<WindowSet> {
+    let mut sets = Vec::new();
+    for p in paths {
+        let store = WindowStore::open(p).with_context(|| format!("opening {}", p.display()))?;
+        sets.push(store.load()?);
+    }
+    combine_unlabelled(&sets)
+}
+
+/// Concatenates window sets of the same layout as one unlabelled pool.
+pub fn combine_unlabelled(sets: &[WindowSet]) -> Result<WindowSet> {
+    let Some(first) = sets.first() else {
+        bail!("no window sets to combine")
+    };
+    let mut out = WindowSet::empty(
+        "pool",
+        first.sample_rate_hz,
+        first.channel_names.clone(),
+        first.window_len,
+        vec![],
+    );
+    for (i, s) in sets.iter().enumerate() {
+        if s.channels != first.channels
+            || s.window_len != first.window_len
+            || s.sample_rate_hz != first.sample_rate_hz
+        {
+            bail!(
+                "dataset `{}` has windows of {} channels x {} samples at {} Hz; `{}` has {} x {} at {} Hz",
+                s.dataset, s.channels, s.window_len, s.sample_rate_hz, first.dataset, first.channels, first.window_len, first.sample_rate_hz
+            );
+        }
+        out.x.extend_from_slice(&s.x);
+        out.y.extend(std::iter::repeat_n(-1, s.y.len()));
+        out.subject
+            .extend(s.subject.iter().map(|&sub| (i as i64) * 1_000_000 + sub));
+        out.start_time_s.extend_from_slice(&s.start_time_s);
+    }
+    Ok(out)
 }

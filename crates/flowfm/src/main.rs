@@ -11,6 +11,7 @@ use flowfm::downstream::{
     run_protocol, DatasetInfo, DownstreamConfig, EncoderSource, Mode, Protocol, ProtocolOptions,
     ProtocolResult,
 };
+use flowfm::train::resources::{available_memory_bytes, ResourceEstimate};
 use flowfm::train::{pretrain, Experiment, PretrainOptions};
 use flowfm_data::prepare::PrepareConfig;
 use flowfm_data::readers::DatasetKind;
@@ -21,6 +22,39 @@ use std::sync::Arc;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
+
+/// Prints a line on stdout. A closed stdout (`flowfm ... | head -1`) is not an error: the command
+/// finishes its work quietly and exits with its own status; other write errors go to stderr.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        say_line(format_args!($($arg)*))
+    };
+}
+
+fn say_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{args}") {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("flowfm: writing to stdout: {e}");
+        }
+    }
+}
+
+/// An error unless `path` can be an output file: an existing directory is refused (instead of
+/// writing `<dir>.h5` beside it).
+fn check_output_file(path: &std::path::Path, flag: &str) -> Result<()> {
+    if path.is_dir() {
+        bail!(
+            "{flag} {}: is a directory; give a file path such as {}",
+            path.display(),
+            path.join("out.h5").display()
+        );
+    }
+    if path.file_name().is_none() {
+        bail!("{flag} {}: needs a file name", path.display());
+    }
+    Ok(())
+}
 
 fn parse_protocol(s: &str) -> Result<Protocol> {
     if s == "loso" {
@@ -65,11 +99,11 @@ fn run_downstream(
     let mut opts = ProtocolOptions::new(DatasetInfo::of_store(&store), encoder.label());
     opts.verbose = !quiet;
     let r = run_protocol(store, &encoder, &cfg, &opts)?;
-    println!("{}", ProtocolResult::markdown_header().trim_end());
-    println!("{}", r.markdown_row()?.trim_end());
+    say!("{}", ProtocolResult::markdown_header().trim_end());
+    say!("{}", r.markdown_row()?.trim_end());
     if let Some(out) = args.output {
         r.write_json(&out)?;
-        println!("wrote {}", out.display());
+        say!("wrote {}", out.display());
     }
     Ok(())
 }
@@ -144,6 +178,7 @@ fn run(cli: Cli) -> Result<()> {
             classes,
             force,
         } => {
+            check_output_file(&output, "--output")?;
             let spec = spec_for(&dataset, input, classes)?;
             let mut cfg = PrepareConfig::default();
             cfg.resample.target_rate_hz = rate_hz;
@@ -161,14 +196,14 @@ fn run(cli: Cli) -> Result<()> {
             let spec = DatasetSpec { name, ..spec };
             let prepared = datasets::prepare_spec(&spec, &cfg, &dir, true, force)?;
             match &prepared.summary {
-                Some(s) => println!("{s}"),
-                None => println!(
+                Some(s) => say!("{s}"),
+                None => say!(
                     "{}: reused (its recorded inputs and config match); {} windows",
                     prepared.path.display(),
                     prepared.store.num_windows()
                 ),
             }
-            println!("wrote {}", prepared.path.display());
+            say!("wrote {}", prepared.path.display());
             Ok(())
         }
         Command::Pretrain {
@@ -178,14 +213,21 @@ fn run(cli: Cli) -> Result<()> {
             resume,
         } => {
             let exp = Experiment::load(&config)?;
-            let pool = flowfm::study::load_pool(&store)?;
+            let pool = datasets::load_pool(&store)?;
             let n = pool.num_windows();
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&exp.file.run.name));
             let mut opts = PretrainOptions::new(&out);
             opts.resume = resume;
+            opts.data_fingerprint = Some(
+                store
+                    .iter()
+                    .map(|p| flowfm_data::store::read_fingerprint(p))
+                    .collect::<std::result::Result<Vec<_>, _>>()?
+                    .join("+"),
+            );
             opts.quiet = cli.quiet;
             let outcome = pretrain(&exp, Arc::new(pool), (0..n).collect(), &opts)?;
-            println!(
+            say!(
                 "pretrained {} for {} steps ({:.1} windows/s); run directory {}",
                 exp.method.name(),
                 outcome.steps,
@@ -212,6 +254,7 @@ fn run(cli: Cli) -> Result<()> {
                 run_generation, CovarianceKind, GenerateJob, GenerateMode, SamplerSpec,
                 TrainedModels,
             };
+            check_output_file(&output, "--output")?;
             let device = candle_core::Device::Cpu;
             let models = TrainedModels::from_run_dir(&run, &device)?;
             let spec = SamplerSpec::from_parts(&sampler, steps, eta, rtol, atol)?;
@@ -236,7 +279,7 @@ fn run(cli: Cli) -> Result<()> {
                     output: output.clone(),
                 },
             )?;
-            println!(
+            say!(
                 "wrote {} windows to {} ({} by {}, {} NFE per window, {:.2} ms per window)",
                 summary.windows,
                 output.display(),
@@ -253,12 +296,13 @@ fn run(cli: Cli) -> Result<()> {
             output,
             batch,
         } => {
+            check_output_file(&output, "--output")?;
             let device = candle_core::Device::Cpu;
             let enc = flowfm::encode::load_encoder(&encoder, &device)?;
             let st = flowfm_data::store::WindowStore::open(&store)?;
             let z = flowfm::encode::embed_store(&enc, &st, batch, &device)?;
             flowfm::encode::write_embeddings(&output, &z, enc.config().repr_dim(), &st, &encoder)?;
-            println!(
+            say!(
                 "wrote {} representations of dimension {} to {}",
                 st.num_windows(),
                 enc.config().repr_dim(),
@@ -278,7 +322,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval { config } => {
             let f = flowfm::downstream::eval::EvalFile::load(&config)?;
             let results = flowfm::downstream::eval::run_eval(&f, !cli.quiet)?;
-            println!(
+            say!(
                 "{} protocol results written to {}",
                 results.len(),
                 f.output_dir.display()
@@ -288,12 +332,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::CheckConfig { configs } => {
             for c in configs {
                 let exp = Experiment::load(&c)?;
-                println!(
-                    "{}: ok ({}, fingerprint {})",
+                let estimate = ResourceEstimate::of(&exp)?;
+                say!(
+                    "{}: ok ({}, fingerprint {}); {estimate}",
                     c.display(),
                     exp.method.name(),
                     exp.fingerprint()
                 );
+                estimate
+                    .check_fits(available_memory_bytes())
+                    .with_context(|| c.display().to_string())?;
             }
             Ok(())
         }
@@ -319,7 +367,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::CheckReport { dir } => {
             let problems = flowfm::study::check_report(&dir)?;
             if problems.is_empty() {
-                println!("{}: complete", dir.display());
+                say!("{}: complete", dir.display());
                 Ok(())
             } else {
                 anyhow::bail!(

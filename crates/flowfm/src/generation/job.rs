@@ -2,7 +2,6 @@
 //! ones from a fitted [`RepresentationGaussian`], records NFE and wall time per window, and writes
 //! an HDF5 window store atomically.
 
-use super::gaussian::{CovarianceKind, RepresentationGaussian};
 use super::models::TrainedModels;
 use super::sampler::SamplerSpec;
 use crate::encode::encode_windows;
@@ -11,6 +10,7 @@ use candle_core::{DType, Tensor};
 use flowfm_core::SeededRng;
 use flowfm_data::store::write_store;
 use flowfm_data::window::WindowSet;
+use flowfm_eval::generative::gaussian::{CovarianceKind, RepresentationGaussian};
 use flowfm_eval::{reconstruction_error, Windows};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

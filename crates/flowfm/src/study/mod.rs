@@ -20,7 +20,7 @@ pub mod report;
 pub mod rows;
 pub mod stages;
 
-pub use plan::{combine_unlabelled, load_pool, plan_subjects, SubjectPlan};
+pub use plan::{plan_subjects, SubjectPlan};
 pub use profile::{Profile, METHODS};
 pub use report::{check_report, Report, Section};
 

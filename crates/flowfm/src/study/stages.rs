@@ -4,12 +4,10 @@
 //! measure nothing themselves; `study::run` turns their outputs into the report.
 
 use super::cache::{self, KeyBuilder, Lookup};
-use super::plan::{
-    combine_unlabelled, held_out_windows, plan_subjects, validation_probe, SubjectPlan,
-};
+use super::plan::{held_out_windows, plan_subjects, validation_probe, SubjectPlan};
 use super::profile::{Profile, METHODS};
 use super::rows::{pretrain_row, DatasetRow, PretrainRow};
-use crate::datasets::{self, DatasetSpec, PreparedStore};
+use crate::datasets::{self, combine_unlabelled, DatasetSpec, PreparedStore};
 use crate::downstream::{
     run_protocol, DatasetInfo, EncoderSource, Mode, ProtocolOptions, ProtocolResult,
 };

@@ -1,6 +1,7 @@
 //! Run directories: the resolved config, the seed, `metrics.jsonl` and atomically written
 //! training checkpoints (safetensors: parameters, optimizer moments, EMA, plus JSON metadata).
 
+use crate::lock::Lock;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use flowfm_core::rng::RngState;
@@ -49,6 +50,10 @@ pub struct CheckpointMeta {
     pub flowfm_version: String,
     /// Last training loss.
     pub loss: f64,
+    /// Fingerprint of the training data (the stores' fingerprints), when the caller gave one;
+    /// resuming on other data is refused. Absent in checkpoints of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_fingerprint: Option<String>,
 }
 
 impl CheckpointMeta {
@@ -132,18 +137,37 @@ pub struct MetricsRecord {
     pub extra: HashMap<String, f64>,
 }
 
-/// A run directory.
+/// A run directory. One opened for writing ([`RunDir::create`]) holds its lock (`.lock`) until
+/// dropped, so two training processes never interleave their checkpoints and metrics.
 pub struct RunDir {
     root: PathBuf,
+    _lock: Option<Lock>,
 }
 
 impl RunDir {
-    /// Creates (or reopens) a run directory.
+    /// Creates (or reopens) a run directory for writing, taking its lock: a second writer gets
+    /// an error naming the process that holds it.
     pub fn create(root: &Path) -> Result<Self> {
         fs::create_dir_all(root.join("checkpoints"))
             .with_context(|| format!("creating run directory {}", root.display()))?;
+        let lock = Lock::acquire(
+            &root.join(".lock"),
+            &format!("run directory {}", root.display()),
+        )?;
         Ok(Self {
             root: root.to_path_buf(),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing run directory to read it (no lock taken, nothing written).
+    pub fn open_read(root: &Path) -> Result<Self> {
+        if !root.is_dir() {
+            anyhow::bail!("{}: no such run directory", root.display());
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            _lock: None,
         })
     }
 
@@ -247,6 +271,7 @@ mod tests {
             config_fingerprint: "abc".into(),
             flowfm_version: "0.1.0".into(),
             loss: 0.5,
+            data_fingerprint: Some("stores-123".into()),
         };
         save_checkpoint(&path, &[("a.weight".into(), t.clone())], &meta).unwrap();
         let (tensors, back) = load_checkpoint(&path, &Device::Cpu).unwrap();
@@ -279,6 +304,7 @@ mod tests {
             config_fingerprint: String::new(),
             flowfm_version: String::new(),
             loss: 0.0,
+            data_fingerprint: None,
         };
         save_checkpoint(
             &path,
@@ -317,5 +343,20 @@ mod tests {
         run.truncate_metrics(3).unwrap();
         let steps: Vec<u64> = run.read_metrics().unwrap().iter().map(|r| r.step).collect();
         assert_eq!(steps, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_run_directory_has_one_writer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunDir::create(dir.path()).unwrap();
+        let err = match RunDir::create(dir.path()) {
+            Ok(_) => panic!("a second writer got the run directory"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("is in use by process"), "{err}");
+        // Readers need no lock.
+        assert!(RunDir::open_read(dir.path()).is_ok());
+        drop(first);
+        assert!(RunDir::create(dir.path()).is_ok());
     }
 }
