@@ -141,6 +141,7 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
         ));
     }
     report.add(Section::downstream(&down.results)?);
+    report.add_at_top(Section::verdicts(&stages::verdicts(&down.results, seed)?));
     report.plot_f1(&opts.report_dir, &down.results)?;
 
     let gen = stages::generation(profile, &data, &pool, &runs_dir, seed, &work, opts.force)?;

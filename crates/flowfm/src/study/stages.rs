@@ -8,6 +8,7 @@ use super::plan::{held_out_windows, plan_subjects, validation_probe, SubjectPlan
 use super::profile::{Profile, METHODS};
 use super::rows::{pretrain_row, DatasetRow, PretrainRow};
 use crate::datasets::{self, combine_unlabelled, DatasetSpec, PreparedStore};
+use crate::downstream::compare::{compare_folds, FoldComparison};
 use crate::downstream::{
     run_protocol, DatasetInfo, EncoderSource, Mode, ProtocolOptions, ProtocolResult,
 };
@@ -16,8 +17,10 @@ use crate::train::config::Experiment;
 use crate::train::history::{time_to_target, RunHistory, TimeToTargetSummary};
 use crate::train::pretrain::{pretrain, schedule_steps, PretrainOptions};
 use anyhow::{bail, Context, Result};
+use flowfm_core::SeededRng;
 use flowfm_data::prepare::PrepareConfig;
 use flowfm_data::window::WindowSet;
+use flowfm_eval::stats::BootstrapConfig;
 use flowfm_models::EncoderConfig;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -457,4 +460,36 @@ pub fn generation(
             })
         }
     }
+}
+
+/// The comparators FlowFM is judged against, with the mode of theirs each FlowFM mode meets:
+/// the other pretrained encoders in the same mode, the supervised encoder (fine-tuned) and the
+/// random forest.
+fn opponents<'a>(flow: &ProtocolResult, all: &'a [ProtocolResult]) -> Vec<&'a ProtocolResult> {
+    all.iter()
+        .filter(|r| r.dataset == flow.dataset && r.method != "flowfm")
+        .filter(|r| match r.method.as_str() {
+            "diffusion" | "ssl_multitask" => r.config.mode == flow.config.mode,
+            _ => true,
+        })
+        .collect()
+}
+
+/// Stage 4b: FlowFM against every comparator on the same folds (paired Wilcoxon and bootstrap
+/// interval per pair, computed by `downstream::compare`), seeded from `seed`.
+pub fn verdicts(results: &[ProtocolResult], seed: u64) -> Result<Vec<FoldComparison>> {
+    let rng = SeededRng::new(seed).derive("verdicts");
+    let mut out = Vec::new();
+    for (i, flow) in results.iter().filter(|r| r.method == "flowfm").enumerate() {
+        for (j, other) in opponents(flow, results).into_iter().enumerate() {
+            let mut r = rng.derive_indexed("pair", (i * 1000 + j) as u64);
+            out.push(compare_folds(
+                flow,
+                other,
+                &BootstrapConfig::default(),
+                &mut r,
+            )?);
+        }
+    }
+    Ok(out)
 }

@@ -112,6 +112,11 @@ impl Report {
         self.sections.push(s);
     }
 
+    /// Puts a section first (the verdicts, which summarise the rest).
+    pub fn add_at_top(&mut self, s: Section) {
+        self.sections.insert(0, s);
+    }
+
     /// Writes `report.md` and `report.json`.
     pub fn finish(&self, dir: &Path, wall_s: f64) -> Result<()> {
         let rev = &self.revision;
