@@ -63,6 +63,7 @@ pub fn read_adl(dir: &Path, opts: &AdlOptions) -> Result<RawDataset> {
         dir.to_path_buf()
     };
     let mut jobs: Vec<(PathBuf, usize)> = Vec::new();
+    let mut listing_skips = Vec::new();
     let entries = std::fs::read_dir(&root).map_err(|e| DataError::io(&root, e))?;
     let mut folders: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -84,9 +85,11 @@ pub fn read_adl(dir: &Path, opts: &AdlOptions) -> Result<RawDataset> {
                 format!("`{name}` is not one of the 14 ADL activities"),
             ));
         };
-        for f in list_files(&folder, |n| {
-            n.starts_with("Accelerometer-") && n.ends_with(".txt")
-        })? {
+        for f in list_files(
+            &folder,
+            |n| n.starts_with("Accelerometer-") && n.ends_with(".txt"),
+            &mut listing_skips,
+        )? {
             jobs.push((f, class));
         }
     }
@@ -116,7 +119,7 @@ pub fn read_adl(dir: &Path, opts: &AdlOptions) -> Result<RawDataset> {
         class_names: ADL_CLASSES.iter().map(|s| s.to_string()).collect(),
         recordings,
         source_checksums: sums.into_iter().flatten().collect(),
-        skipped: Vec::new(),
+        skipped: listing_skips,
     })
 }
 
