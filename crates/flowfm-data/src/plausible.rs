@@ -333,10 +333,12 @@ mod tests {
         assert_eq!(first_over_range(&r, &[0, 1], 64.0), Some((0, 2, -70.0)));
         assert_eq!(first_over_range(&r, &[1], 64.0), None);
         assert_eq!(clip_accel(&mut r, &[0, 1], 64.0), 3);
-        assert_eq!(r.signals[0][0], 0.5);
         assert!(r.signals[0][1].is_nan());
-        assert_eq!(&r.signals[0][2..], &[-64.0, 64.0, 64.0, 64.0]);
-        assert_eq!(r.signals[1][0], 1e6);
+        let as_f64 = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        let tol = flowfm_core::Tolerance::F32;
+        tol.assert_close(&as_f64(&r.signals[0][..1]), &[0.5]);
+        tol.assert_close(&as_f64(&r.signals[0][2..]), &[-64.0, 64.0, 64.0, 64.0]);
+        tol.assert_close(&as_f64(&r.signals[1][..1]), &[1e6]);
         assert_eq!(first_over_range(&r, &[0, 1], 64.0), None);
     }
 }
