@@ -181,6 +181,22 @@ pub fn temp_file_pid(file_name: &str) -> Option<u32> {
         .flatten()
 }
 
+/// The process id in the name of a temporary file written by flowfm before this module existed:
+/// `.<file name>.tmp-<pid>` (run files) or `.<file name>.tmp-<pid>-<nanos>` (checkpoints).
+pub fn legacy_temp_file_pid(file_name: &str) -> Option<u32> {
+    let rest = file_name.strip_prefix('.')?;
+    let (target, tail) = rest.rsplit_once(".tmp-")?;
+    let pid = match tail.split_once('-') {
+        Some((pid, nanos)) if !nanos.is_empty() && nanos.bytes().all(|b| b.is_ascii_digit()) => pid,
+        Some(_) => return None,
+        None => tail,
+    };
+    let digits = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    (digits && !target.is_empty())
+        .then(|| pid.parse().ok())
+        .flatten()
+}
+
 /// Whether a process with id `pid` is running. Where that cannot be told (no `/proc`), every
 /// process counts as running, so nothing of a live writer is ever removed.
 pub fn process_alive(pid: u32) -> bool {
@@ -195,9 +211,10 @@ pub fn process_alive(pid: u32) -> bool {
 }
 
 /// Removes the temporary files of ours in `dir` whose writing process is no longer running (left
-/// by a killed process); returns the paths removed, sorted. Files of running processes, and
-/// every file not named by [`write_atomic`] / [`write_atomic_with`], are left alone; so are
-/// symlinks and directories, whatever their names.
+/// by a killed process); returns the paths removed, sorted. Ours are those named by
+/// [`write_atomic`] / [`write_atomic_with`] and the older `.<name>.tmp-<pid>[-<nanos>]` files
+/// ([`legacy_temp_file_pid`]). Files of running processes and every other file are left alone;
+/// so are symlinks and directories, whatever their names.
 pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>, FsError> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| FsError::new(dir, "listing stale temporary files", e))?;
@@ -205,7 +222,10 @@ pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>, FsError> {
     for entry in entries {
         let entry = entry.map_err(|e| FsError::new(dir, "listing stale temporary files", e))?;
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(temp_file_pid) else {
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| temp_file_pid(n).or_else(|| legacy_temp_file_pid(n)))
+        else {
             continue;
         };
         let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
@@ -339,6 +359,23 @@ mod tests {
     }
 
     #[test]
+    fn legacy_temp_names_are_recognised_by_their_exact_shape() {
+        assert_eq!(legacy_temp_file_pid(".last.safetensors.tmp-42"), Some(42));
+        assert_eq!(legacy_temp_file_pid(".enc.safetensors.tmp-42-99"), Some(42));
+        for other in [
+            "last.safetensors.tmp-42",
+            ".tmp-42",
+            ".a.tmp-",
+            ".a.tmp-x",
+            ".a.tmp-42-",
+            ".a.tmp-42-x",
+            ".z.h5.42.tmp",
+        ] {
+            assert_eq!(legacy_temp_file_pid(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn temp_file_pid_parses_only_our_names() {
         assert_eq!(temp_file_pid(".flowfm-tmp-123-4-a.h5"), Some(123));
         assert_eq!(temp_file_pid(".flowfm-tmp-123-4-a-b.h5"), Some(123));
@@ -379,14 +416,27 @@ mod tests {
         let me = std::process::id();
         let stale = d.0.join(format!("{TEMP_PREFIX}{dead}-7-run.safetensors"));
         let live = d.0.join(format!("{TEMP_PREFIX}{me}-7-run.safetensors"));
-        let other = d.0.join(format!(".run.safetensors.tmp-{dead}"));
+        let legacy_run = d.0.join(format!(".last.safetensors.tmp-{dead}"));
+        let legacy_ckpt = d.0.join(format!(".enc.safetensors.tmp-{dead}-123456"));
+        let legacy_live = d.0.join(format!(".metrics.json.tmp-{me}"));
+        let other = d.0.join(format!(".z.h5.{dead}.tmp"));
         let stale_dir = d.0.join(format!("{TEMP_PREFIX}{dead}-8-dir"));
-        for p in [&stale, &live, &other] {
+        for p in [
+            &stale,
+            &live,
+            &legacy_run,
+            &legacy_ckpt,
+            &legacy_live,
+            &other,
+        ] {
             std::fs::write(p, b"x").unwrap();
         }
         std::fs::create_dir(&stale_dir).unwrap();
         let removed = remove_stale_temp_files(&d.0).unwrap();
-        assert_eq!(removed, vec![stale.clone()]);
-        assert!(!stale.exists() && live.exists() && other.exists() && stale_dir.exists());
+        let mut want = vec![stale.clone(), legacy_run.clone(), legacy_ckpt.clone()];
+        want.sort();
+        assert_eq!(removed, want);
+        assert!(!stale.exists() && !legacy_run.exists() && !legacy_ckpt.exists());
+        assert!(live.exists() && legacy_live.exists() && other.exists() && stale_dir.exists());
     }
 }

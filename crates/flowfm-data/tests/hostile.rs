@@ -469,3 +469,23 @@ fn non_finite_windows_are_an_error_naming_the_store_and_first_window_or_skipped(
     let (_, check) = WindowStore::open_checked(&clean, NonFinite::Error).unwrap();
     assert!(check.skipped.is_empty() && check.kept.len() == 10);
 }
+
+#[cfg(unix)]
+#[test]
+fn unreadable_entries_named_like_data_folders_are_counted() {
+    use flowfm_data::readers::{read_adl, AdlOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let walk = dir.path().join("HMP_Dataset").join("Walk");
+    std::fs::create_dir_all(&walk).unwrap();
+    let body: String = (0..100).map(|i| format!("{} 31 40\n", 20 + i % 5)).collect();
+    std::fs::write(walk.join("Accelerometer-2011-03-24-09-51-07-walk-f1.txt"), body).unwrap();
+    std::os::unix::fs::symlink(
+        dir.path().join("gone"),
+        dir.path().join("HMP_Dataset").join("Climb_stairs"),
+    )
+    .unwrap();
+    let raw = read_adl(dir.path(), &AdlOptions::default()).unwrap();
+    assert_eq!(raw.recordings.len(), 1);
+    assert_eq!(raw.skipped.len(), 1, "{:?}", raw.skipped);
+    assert!(raw.skipped[0].reason.contains("Climb_stairs"), "{:?}", raw.skipped);
+}

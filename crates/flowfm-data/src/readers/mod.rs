@@ -294,6 +294,34 @@ pub(crate) fn list_files(
     Ok(out)
 }
 
+/// Counts `path` in `skipped` when it is named like a data folder but is not one (a dangling
+/// symlink, a loop, a file); returns whether it is a readable folder (symlinks are followed).
+pub(crate) fn is_data_dir(path: &Path, skipped: &mut Vec<SkipReport>) -> bool {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => true,
+        Ok(_) => {
+            add_skip(
+                skipped,
+                &format!("file named like a data folder: {}", path.display()),
+                1,
+            );
+            false
+        }
+        Err(e) => {
+            add_skip(
+                skipped,
+                &format!(
+                    "entry named like a data folder that cannot be read (dangling symlink or \
+                     loop?): {} ({e})",
+                    path.display()
+                ),
+                1,
+            );
+            false
+        }
+    }
+}
+
 /// The file name of `path` as a string (for sessions and messages).
 pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()

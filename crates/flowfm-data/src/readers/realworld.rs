@@ -10,7 +10,8 @@ use rayon::prelude::*;
 use super::checksum::{self, ChecksumPolicy, Manifest};
 use super::text::{self, Lines};
 use super::{
-    add_skip, file_name, list_files, merge_skips, FileOut, TimeAxis, TimeStep, STANDARD_GRAVITY,
+    add_skip, file_name, is_data_dir, list_files, merge_skips, FileOut, TimeAxis, TimeStep,
+    STANDARD_GRAVITY,
 };
 use crate::error::{DataError, Result};
 use crate::plausible;
@@ -69,6 +70,7 @@ pub fn read_realworld(dir: &Path, opts: &RealWorldOptions) -> Result<RawDataset>
         });
     }
     let mut probands: Vec<(i64, PathBuf)> = Vec::new();
+    let mut listing_skips = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let path = entry.map_err(|e| DataError::io(dir, e))?.path();
         let name = file_name(&path);
@@ -76,14 +78,13 @@ pub fn read_realworld(dir: &Path, opts: &RealWorldOptions) -> Result<RawDataset>
             .strip_prefix("proband")
             .and_then(|s| s.parse::<i64>().ok())
         {
-            if path.is_dir() {
+            if is_data_dir(&path, &mut listing_skips) {
                 probands.push((n, path));
             }
         }
     }
     probands.sort();
     let mut jobs: Vec<(i64, PathBuf, usize)> = Vec::new();
-    let mut listing_skips = Vec::new();
     for (n, p) in &probands {
         let data = p.join("data");
         let folder = if data.is_dir() { data } else { p.clone() };
