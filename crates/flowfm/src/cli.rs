@@ -47,6 +47,9 @@ pub(crate) enum Command {
         /// Rebuild even if a matching store exists.
         #[arg(long)]
         force: bool,
+        /// Succeed even when a subject or the whole dataset produced no window (reported either way).
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Pretrain an encoder (and generator) from a TOML experiment on window stores.
     Pretrain {
@@ -62,6 +65,9 @@ pub(crate) enum Command {
         /// Continue from the run directory's last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
+        #[arg(long)]
+        skip_nonfinite: bool,
     },
     /// Generate windows from a pretrained run: reconstruct given windows from their
     /// representations, or sample new ones conditioned on a Gaussian fitted to representations.
@@ -102,6 +108,9 @@ pub(crate) enum Command {
         /// Seed of the noise (and of the drawn representations).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
+        #[arg(long)]
+        skip_nonfinite: bool,
     },
     /// Encode a window store with a pretrained encoder; write `(N, d)` representations to HDF5.
     Embed {
@@ -117,6 +126,9 @@ pub(crate) enum Command {
         /// Windows per forward pass.
         #[arg(long, default_value_t = 256)]
         batch: usize,
+        /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
+        #[arg(long)]
+        skip_nonfinite: bool,
     },
     /// Fine-tune a pretrained encoder (or one from scratch) with a classifier head on a labelled
     /// store, by subject-disjoint folds; prints and writes the fold metrics.
@@ -203,4 +215,7 @@ pub(crate) struct DownstreamArgs {
     /// Write the full result (every fold) as JSON here.
     #[arg(long)]
     pub(crate) output: Option<PathBuf>,
+    /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
+    #[arg(long)]
+    pub(crate) skip_nonfinite: bool,
 }

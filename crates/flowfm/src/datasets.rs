@@ -2,16 +2,17 @@
 //! and raw datasets found under a data directory, turned into HDF5 window stores that are reused
 //! when their recorded inputs match.
 
+use crate::lock::Lock;
 use anyhow::{bail, Context, Result};
 use flowfm_data::prepare::{
-    checksums_fingerprint, content_fingerprint, prepare, prepare_or_reuse, PrepareConfig,
-    PrepareSummary,
+    checksums_fingerprint, content_fingerprint, prepare, prepare_store, PrepareConfig,
+    PrepareSummary, Reuse,
 };
 use flowfm_data::readers::{
     read_dataset, restrict_classes, DatasetKind, SSL_WEARABLES_ADL_CLASSES,
 };
 use flowfm_data::registry::{load_default, DefaultDataset};
-use flowfm_data::store::WindowStore;
+use flowfm_data::store::{NonFinite, WindowStore};
 use flowfm_data::window::WindowSet;
 use flowfm_data::RawDataset;
 use std::path::{Path, PathBuf};
@@ -130,6 +131,8 @@ pub struct PreparedStore {
     pub reused: bool,
     /// Summary of the preparation (absent when reused).
     pub summary: Option<PrepareSummary>,
+    /// Temporary files of killed writers removed from the store's folder.
+    pub removed_temp_files: Vec<PathBuf>,
 }
 
 /// Reads (when needed) and prepares `spec` into `out_dir/<name>.h5`, accelerometer channels only,
@@ -143,9 +146,12 @@ pub fn prepare_spec(
 ) -> Result<PreparedStore> {
     let path = out_dir.join(format!("{}.h5", spec.name));
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    if force && path.exists() {
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-    }
+    // One writer per store; with --force the old store stays in place until the new one is
+    // complete (prepare_store writes under a temporary name and renames).
+    let _lock = Lock::acquire(
+        &out_dir.join(format!(".{}.h5.lock", spec.name)),
+        &format!("store {}", path.display()),
+    )?;
     let raw = read(spec, allow_download)?;
     let mut cfg = cfg.clone();
     if cfg.channels.is_none() {
@@ -157,25 +163,42 @@ pub fn prepare_spec(
     } else {
         checksums_fingerprint(&raw.name, &raw.class_names, &raw.source_checksums)
     };
-    let prepared = prepare_or_reuse(&fingerprint, &cfg, &path, || prepare(&raw, &cfg))
+    let reuse = if force {
+        Reuse::Never
+    } else {
+        Reuse::IfCurrent
+    };
+    let prepared = prepare_store(&fingerprint, &cfg, &path, reuse, || prepare(&raw, &cfg))
         .with_context(|| format!("preparing {} into {}", spec.name, path.display()))?;
     Ok(PreparedStore {
         store: prepared.store,
         path,
         reused: prepared.reused,
         summary: prepared.summary,
+        removed_temp_files: prepared.removed_temp_files,
     })
 }
 
 /// Concatenates the windows of several stores into one set (subject ids offset per store so they
 /// stay unique; labels dropped because class vocabularies differ).
-pub fn load_pool(paths: &[PathBuf]) -> Result<WindowSet> {
+///
+/// Every store is checked for NaN and infinity first: with [`NonFinite::Error`] a bad window is an
+/// error naming the store and the window; with [`NonFinite::Skip`] such windows are left out and
+/// counted (the second value).
+pub fn load_pool(paths: &[PathBuf], policy: NonFinite) -> Result<(WindowSet, usize)> {
     let mut sets = Vec::new();
+    let mut skipped = 0;
     for p in paths {
-        let store = WindowStore::open(p).with_context(|| format!("opening {}", p.display()))?;
-        sets.push(store.load()?);
+        let (store, check) = WindowStore::open_checked(p, policy)
+            .with_context(|| format!("opening {}", p.display()))?;
+        skipped += check.skipped.len();
+        sets.push(if check.skipped.is_empty() {
+            store.load()?
+        } else {
+            store.load_subset(&check.kept)?
+        });
     }
-    combine_unlabelled(&sets)
+    Ok((combine_unlabelled(&sets)?, skipped))
 }
 
 /// Concatenates window sets of the same layout as one unlabelled pool.

@@ -3,8 +3,8 @@
 //! naming the holder; a lock left by a process that no longer exists (on this host) is taken over
 //! with a notice. The lock file is removed when the guard is dropped.
 //!
-//! Liveness is read from `/proc/<pid>` (Linux). Where `/proc` does not exist, a lock is assumed
-//! held and the error says which file to remove once its owner is gone.
+//! Liveness is `flowfm_core::fs::process_alive` (`/proc/<pid>` on Linux). Where that cannot be
+//! told, a lock is assumed held and the error says which file to remove once its owner is gone.
 
 use anyhow::{bail, Context, Result};
 use std::fs::{self, OpenOptions};
@@ -47,15 +47,6 @@ fn parse_owner(text: &str) -> Option<Owner> {
     })
 }
 
-/// Whether `pid` is a live process on this host, or `None` when that cannot be told.
-fn alive(pid: u32) -> Option<bool> {
-    let proc = Path::new("/proc");
-    if !proc.join("self").exists() {
-        return None;
-    }
-    Some(proc.join(pid.to_string()).exists())
-}
-
 impl Lock {
     /// Takes the lock `path` for `what` (named in messages, e.g. "run directory runs/x").
     pub fn acquire(path: &Path, what: &str) -> Result<Self> {
@@ -82,7 +73,7 @@ impl Lock {
                     let stale = match &owner {
                         // A half-written lock (its writer died between create and write).
                         None => true,
-                        Some(o) if o.host == me.host => alive(o.pid) == Some(false),
+                        Some(o) if o.host == me.host => !flowfm_core::fs::process_alive(o.pid),
                         Some(_) => false,
                     };
                     if !stale {
@@ -148,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_lock_of_a_dead_process_is_taken_over() {
-        if alive(1).is_none() {
+        if !Path::new("/proc/self").exists() {
             flowfm_core::testing::skip_or_fail("/proc is not available to tell live processes");
             return;
         }

@@ -16,6 +16,7 @@ use flowfm::train::{pretrain, Experiment, PretrainOptions};
 use flowfm_data::prepare::PrepareConfig;
 use flowfm_data::readers::DatasetKind;
 use flowfm_data::registry::DefaultDataset;
+use flowfm_data::store::{NonFinite, WindowStore};
 use mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,6 +55,22 @@ fn check_output_file(path: &std::path::Path, flag: &str) -> Result<()> {
         bail!("{flag} {}: needs a file name", path.display());
     }
     Ok(())
+}
+
+/// The non-finite policy of `--skip-nonfinite`.
+fn policy(skip_nonfinite: bool) -> NonFinite {
+    if skip_nonfinite {
+        NonFinite::Skip
+    } else {
+        NonFinite::Error
+    }
+}
+
+/// Says how many windows `--skip-nonfinite` left out.
+fn report_skipped(skipped: usize) {
+    if skipped > 0 {
+        eprintln!("flowfm: left out {skipped} windows holding NaN or infinity (--skip-nonfinite)");
+    }
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol> {
@@ -95,10 +112,19 @@ fn run_downstream(
     } else {
         pretrained
     };
-    let store = Arc::new(flowfm_data::store::WindowStore::open(&args.store)?);
-    let mut opts = ProtocolOptions::new(DatasetInfo::of_store(&store), encoder.label());
-    opts.verbose = !quiet;
-    let r = run_protocol(store, &encoder, &cfg, &opts)?;
+    let (store, check) = WindowStore::open_checked(&args.store, policy(args.skip_nonfinite))?;
+    report_skipped(check.skipped.len());
+    let r = if check.skipped.is_empty() {
+        let store = Arc::new(store);
+        let mut opts = ProtocolOptions::new(DatasetInfo::of_store(&store), encoder.label());
+        opts.verbose = !quiet;
+        run_protocol(store, &encoder, &cfg, &opts)?
+    } else {
+        let ws = Arc::new(store.load_subset(&check.kept)?);
+        let mut opts = ProtocolOptions::new(DatasetInfo::of_window_set(&ws), encoder.label());
+        opts.verbose = !quiet;
+        run_protocol(ws, &encoder, &cfg, &opts)?
+    };
     say!("{}", ProtocolResult::markdown_header().trim_end());
     say!("{}", r.markdown_row()?.trim_end());
     if let Some(out) = args.output {
@@ -177,6 +203,7 @@ fn run(cli: Cli) -> Result<()> {
             hop_secs,
             classes,
             force,
+            allow_empty,
         } => {
             check_output_file(&output, "--output")?;
             let spec = spec_for(&dataset, input, classes)?;
@@ -195,15 +222,24 @@ fn run(cli: Cli) -> Result<()> {
                 .context("--output needs a file name")?;
             let spec = DatasetSpec { name, ..spec };
             let prepared = datasets::prepare_spec(&spec, &cfg, &dir, true, force)?;
+            for f in &prepared.removed_temp_files {
+                eprintln!("flowfm: removed {} (left by a killed writer)", f.display());
+            }
             match &prepared.summary {
-                Some(s) => say!("{s}"),
+                Some(s) => {
+                    say!("{s}");
+                    say!("wrote {}", prepared.path.display());
+                    // The store is written either way; an empty subject or dataset still fails
+                    // the command unless the user said it may happen.
+                    s.check_nonempty(allow_empty)
+                        .context("rerun with --allow-empty to accept it")?;
+                }
                 None => say!(
                     "{}: reused (its recorded inputs and config match); {} windows",
                     prepared.path.display(),
                     prepared.store.num_windows()
                 ),
             }
-            say!("wrote {}", prepared.path.display());
             Ok(())
         }
         Command::Pretrain {
@@ -211,9 +247,11 @@ fn run(cli: Cli) -> Result<()> {
             store,
             out,
             resume,
+            skip_nonfinite,
         } => {
             let exp = Experiment::load(&config)?;
-            let pool = datasets::load_pool(&store)?;
+            let (pool, skipped) = datasets::load_pool(&store, policy(skip_nonfinite))?;
+            report_skipped(skipped);
             let n = pool.num_windows();
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&exp.file.run.name));
             let mut opts = PretrainOptions::new(&out);
@@ -249,6 +287,7 @@ fn run(cli: Cli) -> Result<()> {
             limit,
             batch,
             seed,
+            skip_nonfinite,
         } => {
             use flowfm::generation::{
                 run_generation, CovarianceKind, GenerateJob, GenerateMode, SamplerSpec,
@@ -258,9 +297,10 @@ fn run(cli: Cli) -> Result<()> {
             let device = candle_core::Device::Cpu;
             let models = TrainedModels::from_run_dir(&run, &device)?;
             let spec = SamplerSpec::from_parts(&sampler, steps, eta, rtol, atol)?;
-            let st = flowfm_data::store::WindowStore::open(&store)?;
-            let n = limit.unwrap_or(usize::MAX).min(st.num_windows());
-            let windows = st.load_subset(&(0..n).collect::<Vec<_>>())?;
+            let (st, check) = WindowStore::open_checked(&store, policy(skip_nonfinite))?;
+            report_skipped(check.skipped.len());
+            let n = limit.unwrap_or(usize::MAX).min(check.kept.len());
+            let windows = st.load_subset(&check.kept[..n])?;
             let mode = match sample {
                 Some(count) => GenerateMode::Sample {
                     count,
@@ -295,16 +335,19 @@ fn run(cli: Cli) -> Result<()> {
             store,
             output,
             batch,
+            skip_nonfinite,
         } => {
             check_output_file(&output, "--output")?;
             let device = candle_core::Device::Cpu;
             let enc = flowfm::encode::load_encoder(&encoder, &device)?;
-            let st = flowfm_data::store::WindowStore::open(&store)?;
-            let z = flowfm::encode::embed_store(&enc, &st, batch, &device)?;
-            flowfm::encode::write_embeddings(&output, &z, enc.config().repr_dim(), &st, &encoder)?;
+            let (st, check) = WindowStore::open_checked(&store, policy(skip_nonfinite))?;
+            report_skipped(check.skipped.len());
+            let z = flowfm::encode::embed_store(&enc, &st, &check.kept, batch, &device)?;
+            let d = enc.config().repr_dim();
+            flowfm::encode::write_embeddings(&output, &z, d, &st, &check.kept, &encoder)?;
             say!(
                 "wrote {} representations of dimension {} to {}",
-                st.num_windows(),
+                check.kept.len(),
                 enc.config().repr_dim(),
                 output.display()
             );

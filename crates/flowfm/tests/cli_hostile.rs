@@ -268,3 +268,54 @@ fn negative_rates_and_hops_get_our_error_not_clap_s() {
         assert!(t.contains("rate") || t.contains("hop"), "{flag}: {t}");
     }
 }
+
+#[test]
+fn embed_refuses_non_finite_windows_unless_told_to_skip_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clean, dirty) = (dir.path().join("clean.h5"), dir.path().join("dirty.h5"));
+    synthetic_store(&clean, 24);
+    let mut ws = flowfm_data::store::WindowStore::open(&clean).unwrap().load().unwrap();
+    ws.x[3 * 900 + 10] = f32::NAN; // window 3
+    ws.x[7 * 900 + 500] = f32::INFINITY; // window 7
+    flowfm_data::store::write_store(&dirty, &ws, 1, "dirty", "{}").unwrap();
+    let cfg = write_config(dir.path(), "c.toml", "x", "");
+    let run = dir.path().join("run");
+    let out = flowfm()
+        .arg("pretrain")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--store")
+        .arg(&clean)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let embed = |skip: bool| {
+        let mut c = flowfm();
+        c.arg("embed")
+            .arg("--encoder")
+            .arg(run.join("encoder.safetensors"))
+            .arg("--store")
+            .arg(&dirty)
+            .arg("--output")
+            .arg(dir.path().join("z.h5"));
+        if skip {
+            c.arg("--skip-nonfinite");
+        }
+        c.output().unwrap()
+    };
+    let refused = embed(false);
+    let t = text(&refused);
+    assert!(!refused.status.success(), "{t}");
+    assert!(t.contains("dirty.h5") && t.contains('3'), "{t}");
+    assert!(!dir.path().join("z.h5").exists(), "a refused run left an output");
+    let skipped = embed(true);
+    let t = text(&skipped);
+    assert!(skipped.status.success(), "{t}");
+    assert!(t.contains("left out 2 windows"), "{t}");
+    let f = hdf5::File::open(dir.path().join("z.h5")).unwrap();
+    let rows: Vec<i64> = f.dataset("window_index").unwrap().read_raw().unwrap();
+    assert_eq!(rows.len(), 22);
+    assert!(!rows.contains(&3) && !rows.contains(&7));
+}

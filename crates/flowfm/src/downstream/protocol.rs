@@ -233,7 +233,7 @@ impl ProtocolResult {
 
     /// Writes [`ProtocolResult::to_json`] to `path` atomically.
     pub fn write_json(&self, path: &Path) -> Result<()> {
-        crate::train::run::atomic_write(path, self.to_json()?.as_bytes())
+        crate::output::write_file(path, self.to_json()?.as_bytes())
     }
 
     /// The Markdown table header matching [`ProtocolResult::markdown_row`].

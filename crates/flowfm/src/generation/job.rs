@@ -93,15 +93,6 @@ pub struct GenerateSummary {
     pub output: String,
 }
 
-fn fnv1a(s: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    format!("{h:016x}")
-}
-
 /// Encodes every window of `ws` in batches of `batch_size` (without copying the whole set into
 /// one tensor first).
 ///
@@ -204,7 +195,7 @@ pub fn run_generation(
         &job.output,
         &out,
         GENERATED_STORE_VERSION,
-        &fnv1a(&json),
+        &flowfm_core::hash::fnv1a64_hex(json.as_bytes()),
         &json,
     )
     .with_context(|| format!("writing generated windows to {}", job.output.display()))?;

@@ -390,12 +390,7 @@ impl Experiment {
 
     /// A short stable fingerprint of the resolved config (FNV-1a of its TOML).
     pub fn fingerprint(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.file.to_toml().bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01B3);
-        }
-        format!("{h:016x}")
+        flowfm_core::hash::fnv1a64_hex(self.file.to_toml().as_bytes())
     }
 }
 

@@ -2,38 +2,15 @@
 //! training checkpoints (safetensors: parameters, optimizer moments, EMA, plus JSON metadata).
 
 use crate::lock::Lock;
+use crate::output::write_file;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use flowfm_core::rng::RngState;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-    }
-    fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
-}
 
 /// What a training checkpoint records beside its tensors.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -87,7 +64,7 @@ pub fn save_checkpoint(
     let bytes =
         safetensors::tensor::serialize(cpu.iter().map(|(n, t)| (n.as_str(), t)), Some(info))
             .map_err(|e| anyhow::anyhow!("serialising checkpoint {}: {e}", path.display()))?;
-    atomic_write(path, &bytes)
+    write_file(path, &bytes)
 }
 
 /// Loads a checkpoint written by [`save_checkpoint`].
@@ -154,6 +131,12 @@ impl RunDir {
             &root.join(".lock"),
             &format!("run directory {}", root.display()),
         )?;
+        // Temporary files of writers that were killed (ours, by prefix and dead PID) go now.
+        for dir in [root.to_path_buf(), root.join("checkpoints")] {
+            for f in flowfm_core::fs::remove_stale_temp_files(&dir)? {
+                eprintln!("flowfm: removed {} (left by a killed writer)", f.display());
+            }
+        }
         Ok(Self {
             root: root.to_path_buf(),
             _lock: Some(lock),
@@ -188,8 +171,8 @@ impl RunDir {
 
     /// Writes the resolved config and the seed.
     pub fn write_config(&self, resolved_toml: &str, seed: u64) -> Result<()> {
-        atomic_write(&self.root.join("config.toml"), resolved_toml.as_bytes())?;
-        atomic_write(&self.root.join("seed"), format!("{seed}\n").as_bytes())
+        write_file(&self.root.join("config.toml"), resolved_toml.as_bytes())?;
+        write_file(&self.root.join("seed"), format!("{seed}\n").as_bytes())
     }
 
     /// Appends a record to `metrics.jsonl`.
@@ -245,7 +228,7 @@ impl RunDir {
             }
         }
         if dropped || kept.len() != text.len() {
-            atomic_write(&path, kept.as_bytes())?;
+            write_file(&path, kept.as_bytes())?;
         }
         Ok(())
     }

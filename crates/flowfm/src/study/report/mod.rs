@@ -10,7 +10,7 @@ mod sections;
 pub use check::check_report;
 pub use sections::Section;
 
-use crate::train::run::atomic_write;
+use crate::output::write_file;
 use anyhow::Result;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -152,8 +152,8 @@ impl Report {
                 md.push_str(&format!("![{caption}]({file})\n\n"));
             }
         }
-        atomic_write(&dir.join("report.md"), md.as_bytes())?;
-        atomic_write(
+        write_file(&dir.join("report.md"), md.as_bytes())?;
+        write_file(
             &dir.join("report.json"),
             serde_json::to_string_pretty(&Value::Object(js))?.as_bytes(),
         )?;
