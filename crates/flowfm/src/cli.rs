@@ -141,6 +141,30 @@ pub(crate) enum Command {
         /// Fine-tune with random rotation and axis permutation.
         #[arg(long)]
         augment: bool,
+        /// Instead of evaluating by folds, fine-tune on every labelled window (a subject-wise
+        /// validation split for early stopping) and save the classifier to this new folder
+        /// (`encoder.safetensors`, `head.safetensors`, `model.json`) for `flowfm predict`.
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// Predict activities with a classifier saved by `finetune --save`: one row per window with
+    /// start and end time, the predicted class and every class probability.
+    Predict {
+        /// Model folder written by `flowfm finetune --save`.
+        #[arg(long)]
+        model: PathBuf,
+        /// A prepared window store to predict.
+        #[arg(long)]
+        store: PathBuf,
+        /// The timeline (CSV) to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Windows per batch.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
+        #[arg(long)]
+        skip_nonfinite: bool,
     },
     /// Linear probe (or kNN) on a frozen pretrained encoder, by subject-disjoint folds.
     Probe {

@@ -216,7 +216,7 @@ pub fn combine_unlabelled(sets: &[WindowSet]) -> Result<WindowSet> {
     for (i, s) in sets.iter().enumerate() {
         if s.channels != first.channels
             || s.window_len != first.window_len
-            || s.sample_rate_hz != first.sample_rate_hz
+            || (s.sample_rate_hz - first.sample_rate_hz).abs() > 1e-9 * first.sample_rate_hz.abs()
         {
             bail!(
                 "dataset `{}` has windows of {} channels x {} samples at {} Hz; `{}` has {} x {} at {} Hz",

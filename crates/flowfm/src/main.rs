@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cli::{Cli, Command, DownstreamArgs};
 use flowfm::datasets::{self, DatasetSpec, Source};
+use flowfm::downstream::deploy::{self, SavedClassifier, TrainingData};
 use flowfm::downstream::{
     run_protocol, DatasetInfo, DownstreamConfig, EncoderSource, Mode, Protocol, ProtocolOptions,
     ProtocolResult,
@@ -83,13 +84,13 @@ fn parse_protocol(s: &str) -> Result<Protocol> {
     }
 }
 
-fn run_downstream(
-    args: DownstreamArgs,
+/// The downstream config and encoder source of `finetune` / `probe` from their options.
+fn downstream_setup(
+    args: &DownstreamArgs,
     mode: Mode,
     scratch: bool,
     augment: bool,
-    quiet: bool,
-) -> Result<()> {
+) -> Result<(DownstreamConfig, EncoderSource)> {
     let mut cfg = DownstreamConfig {
         mode,
         protocol: parse_protocol(&args.protocol)?,
@@ -103,6 +104,7 @@ fn run_downstream(
     if let Some(lr) = args.lr {
         cfg.lr = lr;
     }
+    cfg.validate()?;
     let pretrained = EncoderSource::Pretrained(args.encoder.clone());
     let encoder = if scratch {
         match pretrained.config()? {
@@ -112,6 +114,17 @@ fn run_downstream(
     } else {
         pretrained
     };
+    Ok((cfg, encoder))
+}
+
+fn run_downstream(
+    args: DownstreamArgs,
+    mode: Mode,
+    scratch: bool,
+    augment: bool,
+    quiet: bool,
+) -> Result<()> {
+    let (cfg, encoder) = downstream_setup(&args, mode, scratch, augment)?;
     let (store, check) = WindowStore::open_checked(&args.store, policy(args.skip_nonfinite))?;
     report_skipped(check.skipped.len());
     let r = if check.skipped.is_empty() {
@@ -131,6 +144,34 @@ fn run_downstream(
         r.write_json(&out)?;
         say!("wrote {}", out.display());
     }
+    Ok(())
+}
+
+/// `flowfm finetune --save`: fine-tune on every labelled window and save the classifier.
+fn save_classifier(
+    args: DownstreamArgs,
+    scratch: bool,
+    augment: bool,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let (cfg, encoder) = downstream_setup(&args, Mode::FineTune, scratch, augment)?;
+    let (store, check) = WindowStore::open_checked(&args.store, policy(args.skip_nonfinite))?;
+    report_skipped(check.skipped.len());
+    let data = TrainingData {
+        class_names: store.meta.class_names.clone(),
+        sample_rate_hz: store.meta.sample_rate_hz,
+        channels: store.meta.channel_names.clone(),
+        fingerprint: store.meta.fingerprint.clone(),
+        store: args.store.display().to_string(),
+    };
+    let ws = Arc::new(store.load_subset(&check.kept)?);
+    let card = deploy::train_and_save(&ws, &data, &encoder, &cfg, dir)?;
+    say!(
+        "saved the classifier to {} (validation macro F1 {:.3} on subjects {:?})",
+        dir.display(),
+        card.validation_macro_f1,
+        card.validation_subjects
+    );
     Ok(())
 }
 
@@ -357,7 +398,40 @@ fn run(cli: Cli) -> Result<()> {
             args,
             scratch,
             augment,
+            save: Some(dir),
+        } => save_classifier(args, scratch, augment, &dir),
+        Command::Finetune {
+            args,
+            scratch,
+            augment,
+            save: None,
         } => run_downstream(args, Mode::FineTune, scratch, augment, cli.quiet),
+        Command::Predict {
+            model,
+            store,
+            output,
+            batch,
+            skip_nonfinite,
+        } => {
+            check_output_file(&output, "--output")?;
+            let clf = SavedClassifier::load(&model)?;
+            let (st, check) = WindowStore::open_checked(&store, policy(skip_nonfinite))?;
+            report_skipped(check.skipped.len());
+            clf.check_input(
+                &store.display().to_string(),
+                st.meta.window_len,
+                st.meta.sample_rate_hz,
+                st.meta.channels,
+            )?;
+            let rows = clf.predict_source(&st, &check.kept, &st.start_time_s, batch)?;
+            flowfm::output::write_file(&output, clf.timeline_csv(&rows).as_bytes())?;
+            say!(
+                "wrote {} predicted windows to {}",
+                rows.len(),
+                output.display()
+            );
+            Ok(())
+        }
         Command::Probe { args, knn } => {
             let mode = if knn { Mode::Knn } else { Mode::LinearProbe };
             run_downstream(args, mode, false, false, cli.quiet)

@@ -274,7 +274,10 @@ fn embed_refuses_non_finite_windows_unless_told_to_skip_them() {
     let dir = tempfile::tempdir().unwrap();
     let (clean, dirty) = (dir.path().join("clean.h5"), dir.path().join("dirty.h5"));
     synthetic_store(&clean, 24);
-    let mut ws = flowfm_data::store::WindowStore::open(&clean).unwrap().load().unwrap();
+    let mut ws = flowfm_data::store::WindowStore::open(&clean)
+        .unwrap()
+        .load()
+        .unwrap();
     ws.x[3 * 900 + 10] = f32::NAN; // window 3
     ws.x[7 * 900 + 500] = f32::INFINITY; // window 7
     flowfm_data::store::write_store(&dirty, &ws, 1, "dirty", "{}").unwrap();
@@ -309,7 +312,10 @@ fn embed_refuses_non_finite_windows_unless_told_to_skip_them() {
     let t = text(&refused);
     assert!(!refused.status.success(), "{t}");
     assert!(t.contains("dirty.h5") && t.contains('3'), "{t}");
-    assert!(!dir.path().join("z.h5").exists(), "a refused run left an output");
+    assert!(
+        !dir.path().join("z.h5").exists(),
+        "a refused run left an output"
+    );
     let skipped = embed(true);
     let t = text(&skipped);
     assert!(skipped.status.success(), "{t}");

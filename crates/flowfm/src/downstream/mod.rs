@@ -10,6 +10,7 @@
 
 pub mod compare;
 pub mod config;
+pub mod deploy;
 pub mod eval;
 pub mod finetune;
 pub mod probe;

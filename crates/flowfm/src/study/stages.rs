@@ -40,6 +40,28 @@ pub const GENERATION_STAGE_VERSION: u32 = 5;
 /// Fraction of the weaker method's best validation score that defines the target.
 pub const TARGET_FRACTION: f64 = 0.95;
 
+/// What every stage after the data needs to know about the run.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings<'a> {
+    /// Scale.
+    pub profile: Profile,
+    /// Seed of the study.
+    pub seed: u64,
+    /// The report's working folder (stores, runs, cached stage results).
+    pub work: &'a Path,
+    /// Rerun stages whose outputs exist.
+    pub force: bool,
+    /// No progress bars.
+    pub quiet: bool,
+}
+
+impl Settings<'_> {
+    /// Where the pretraining runs live (`work/runs/<method>`).
+    pub fn runs_dir(&self) -> PathBuf {
+        self.work.join("runs")
+    }
+}
+
 /// Stage 1's output: the prepared datasets and their table rows.
 pub struct Data {
     /// Every dataset that could be obtained, with its window store.
@@ -166,11 +188,10 @@ pub fn pretrain_methods(
     experiments: &[(String, Experiment)],
     data: &Data,
     pool: &Pool,
-    profile: Profile,
-    runs_dir: &Path,
-    force: bool,
-    quiet: bool,
+    settings: &Settings<'_>,
 ) -> Result<Pretrained> {
+    let (profile, force, quiet) = (settings.profile, settings.force, settings.quiet);
+    let runs_dir = &settings.runs_dir();
     let Some((_, first)) = experiments.first() else {
         bail!("no pretraining experiments")
     };
@@ -300,15 +321,18 @@ fn downstream_key(
 /// Stage 4: every comparator of [`downstream_grid`] under the profile's protocol on the labelled
 /// windows of each dataset's downstream subjects (results cached under `work/downstream`).
 pub fn downstream(
-    profile: Profile,
     data: &Data,
     plans: &[SubjectPlan],
-    runs_dir: &Path,
     enc_cfg: &EncoderConfig,
-    seed: u64,
-    work: &Path,
-    force: bool,
+    settings: &Settings<'_>,
 ) -> Result<Downstream> {
+    let (profile, seed, work, force) = (
+        settings.profile,
+        settings.seed,
+        settings.work,
+        settings.force,
+    );
+    let runs_dir = &settings.runs_dir();
     eprintln!("[4/6] downstream protocols");
     let mut out = Downstream {
         results: Vec::new(),
@@ -403,15 +427,14 @@ pub struct Generation {
 
 /// Stage 5: the generation study of the flow and diffusion runs in `runs_dir` on held-out
 /// windows of the downstream subjects (cached as `work/generation.pkl`).
-pub fn generation(
-    profile: Profile,
-    data: &Data,
-    pool: &Pool,
-    runs_dir: &Path,
-    seed: u64,
-    work: &Path,
-    force: bool,
-) -> Result<Generation> {
+pub fn generation(data: &Data, pool: &Pool, settings: &Settings<'_>) -> Result<Generation> {
+    let (profile, seed, work, force) = (
+        settings.profile,
+        settings.seed,
+        settings.work,
+        settings.force,
+    );
+    let runs_dir = &settings.runs_dir();
     eprintln!("[5/6] generation: flow vs diffusion");
     let device = candle_core::Device::Cpu;
     let flow = TrainedModels::from_run_dir(&runs_dir.join("flowfm"), &device)?;
