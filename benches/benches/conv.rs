@@ -4,6 +4,9 @@
 //! Throughput is reported in elements = FLOPs, so criterion's `elem/s` reads as FLOP/s.
 //! `cargo bench -p flowfm-benches --bench conv`
 
+// criterion_group! and criterion_main! generate functions without docs.
+#![allow(missing_docs)]
+
 use candle_core::{DType, Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use flowfm_core::SeededRng;

@@ -9,6 +9,9 @@
 //!
 //! `cargo bench -p flowfm-benches --bench encoder`
 
+// criterion_group! and criterion_main! generate functions without docs.
+#![allow(missing_docs)]
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use criterion::{criterion_main, Criterion, SamplingMode, Throughput};

@@ -16,6 +16,9 @@
 //!
 //! `cargo bench -p flowfm-benches --bench flow_vs_diffusion`
 
+// criterion_group! and criterion_main! generate functions without docs.
+#![allow(missing_docs)]
+
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use criterion::{criterion_main, Criterion, SamplingMode, Throughput};

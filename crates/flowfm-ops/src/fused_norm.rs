@@ -16,6 +16,10 @@ use candle_core::{
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
+/// Per-channel batch statistics `(mean, variance)` of a training-mode batch norm, when it has
+/// them (group norm and evaluation mode have none).
+pub type BatchMoments = Option<(Vec<f64>, Vec<f64>)>;
+
 /// Which rows share statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Grouping {
@@ -165,7 +169,7 @@ struct FusedNorm {
 
 impl FusedNorm {
     /// Mean and inverse standard deviation per statistic group.
-    fn moments<T: WithDType>(&self, x: &[T]) -> (Vec<f64>, Vec<f64>, Option<(Vec<f64>, Vec<f64>)>) {
+    fn moments<T: WithDType>(&self, x: &[T]) -> (Vec<f64>, Vec<f64>, BatchMoments) {
         match &self.stats {
             Statistics::FromInput => {
                 let (mean, var) = statistics(&self.geo, x);
@@ -403,7 +407,7 @@ pub fn fused_norm(
     grouping: Grouping,
     stats: Statistics,
     eps: f64,
-) -> Result<(Tensor, Option<(Vec<f64>, Vec<f64>)>)> {
+) -> Result<(Tensor, BatchMoments)> {
     fused_norm_act(x, gamma, beta, grouping, stats, eps, Activation::Identity)
 }
 
@@ -422,7 +426,7 @@ pub fn fused_norm_act(
     stats: Statistics,
     eps: f64,
     activation: Activation,
-) -> Result<(Tensor, Option<(Vec<f64>, Vec<f64>)>)> {
+) -> Result<(Tensor, BatchMoments)> {
     let (b, c, l) = x.dims3()?;
     if gamma.dims() != [c] || beta.dims() != [c] {
         candle_core::bail!(

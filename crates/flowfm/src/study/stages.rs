@@ -14,7 +14,7 @@ use crate::downstream::{
 };
 use crate::generation::{generation_study, GenerationStudy, TrainedModels};
 use crate::train::config::Experiment;
-use crate::train::history::{time_to_target, RunHistory, TimeToTargetSummary};
+use crate::train::history::{time_to_target, MethodCurve, RunHistory, TimeToTargetSummary};
 use crate::train::pretrain::{pretrain, schedule_steps, PretrainOptions};
 use anyhow::{bail, Context, Result};
 use flowfm_core::SeededRng;
@@ -236,7 +236,7 @@ pub fn pretrain_methods(
             exp.file.train.batch_size,
         ));
     }
-    let curves: Vec<(String, Vec<(u64, f64, f64)>, f64)> = (out.rows.iter())
+    let curves: Vec<MethodCurve> = (out.rows.iter())
         .map(|r| (r.method.clone(), r.validation.clone(), r.train_s))
         .collect();
     out.time_to_target = time_to_target(&curves, TARGET_FRACTION)?;

@@ -92,11 +92,14 @@ pub struct TimeToTargetSummary {
     pub flow_over_diffusion: Option<f64>,
 }
 
+/// A method's validation curve: `(method, [(step, train_s, score)], total train_s)`.
+pub type MethodCurve = (String, Vec<(u64, f64, f64)>, f64);
+
 /// Computes the time to target from `(method, validation curve)` pairs, each curve being
 /// `(step, train_s, score)` in step order with higher scores better. `None` when neither
 /// `flowfm` nor `diffusion` has a curve (no target can be set).
 pub fn time_to_target(
-    curves: &[(String, Vec<(u64, f64, f64)>, f64)],
+    curves: &[MethodCurve],
     fraction: f64,
 ) -> Result<Option<TimeToTargetSummary>> {
     let best = |m: &str| {
