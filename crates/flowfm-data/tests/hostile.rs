@@ -477,8 +477,14 @@ fn unreadable_entries_named_like_data_folders_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let walk = dir.path().join("HMP_Dataset").join("Walk");
     std::fs::create_dir_all(&walk).unwrap();
-    let body: String = (0..100).map(|i| format!("{} 31 40\n", 20 + i % 5)).collect();
-    std::fs::write(walk.join("Accelerometer-2011-03-24-09-51-07-walk-f1.txt"), body).unwrap();
+    let body: String = (0..100)
+        .map(|i| format!("{} 31 40\n", 20 + i % 5))
+        .collect();
+    std::fs::write(
+        walk.join("Accelerometer-2011-03-24-09-51-07-walk-f1.txt"),
+        body,
+    )
+    .unwrap();
     std::os::unix::fs::symlink(
         dir.path().join("gone"),
         dir.path().join("HMP_Dataset").join("Climb_stairs"),
@@ -487,5 +493,9 @@ fn unreadable_entries_named_like_data_folders_are_counted() {
     let raw = read_adl(dir.path(), &AdlOptions::default()).unwrap();
     assert_eq!(raw.recordings.len(), 1);
     assert_eq!(raw.skipped.len(), 1, "{:?}", raw.skipped);
-    assert!(raw.skipped[0].reason.contains("Climb_stairs"), "{:?}", raw.skipped);
+    assert!(
+        raw.skipped[0].reason.contains("Climb_stairs"),
+        "{:?}",
+        raw.skipped
+    );
 }
