@@ -55,6 +55,8 @@ impl Tolerance {
             return false;
         }
         if a.is_infinite() || b.is_infinite() {
+            // Infinities are close only to themselves, which is exact equality.
+            #[allow(clippy::float_cmp)] // the one place a float comparison must be exact
             return a == b;
         }
         (a - b).abs() <= self.abs + self.rel * a.abs().max(b.abs())
