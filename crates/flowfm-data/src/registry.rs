@@ -289,6 +289,11 @@ fn fmt_err(source: &Path, msg: impl Into<String>) -> DataError {
 /// (1..=12, -1 unlabelled). One [`Recording`] per frame (one per experiment, in experiment
 /// order), labels realigned with UCI's 1-based inclusive segments (the package's are one sample
 /// late).
+///
+/// **Trusted bytes only** (as [`load_default`] passes them, after their sha256 matched the pinned
+/// one): serde-pickle resolves memo references by deep copies, so a crafted pickle of 2 KB can
+/// expand exponentially (fuzzing found one that needs more than 4 GB). Do not feed it files
+/// from elsewhere.
 pub fn decode_hapt_pickle(bytes: &[u8], source: &Path) -> Result<RawDataset> {
     let root = pickle::load_pickle(bytes).map_err(|m| fmt_err(source, m))?;
     let Value::Dict(users) = &root else {
@@ -430,6 +435,8 @@ fn index_names(idx: &Value) -> std::result::Result<Vec<String>, String> {
 /// `(n, 6)` Fortran-ordered float arrays: `ax, ay, az` in g, `wx, wy, wz` in rad/s), `y`
 /// (exercise index), `subject`, `side` (1 right, 0 left), `X_labels`, `y_labels`. One
 /// [`Recording`] per series, sampled at 50 Hz.
+///
+/// **Trusted bytes only**, for the reason given at [`decode_hapt_pickle`].
 pub fn decode_watch_npy(bytes: &[u8], source: &Path) -> Result<RawDataset> {
     let header = pickle::parse_npy_header(bytes).map_err(|m| fmt_err(source, m))?;
     if !header.descr.contains('O') {
