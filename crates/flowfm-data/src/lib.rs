@@ -15,6 +15,8 @@ pub mod registry;
 pub mod resample;
 pub mod split;
 pub mod store;
+pub mod stream;
+pub mod synthetic;
 pub mod window;
 
 pub use augment::{Augmentation, Compose};
@@ -25,4 +27,5 @@ pub use recording::{RawDataset, Recording, SkipReport};
 pub use resample::ResampleConfig;
 pub use split::{Fold, SubjectSet};
 pub use store::{write_store, WindowStore};
+pub use stream::{RecordingStream, StreamConfig, StreamStats, WindowBatch};
 pub use window::{ImpurePolicy, WindowConfig, WindowSet};

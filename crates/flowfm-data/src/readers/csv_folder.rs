@@ -882,10 +882,11 @@ fn plan(
                 Some(&i) => i,
                 None => match by_name.get(key).map(Vec::as_slice) {
                     Some([i]) => *i,
-                    Some(many) if many.len() > 1 => return Err(DataError::parse(
-                        tp,
-                        row.line,
-                        format!(
+                    Some(many) if many.len() > 1 => {
+                        return Err(DataError::parse(
+                            tp,
+                            row.line,
+                            format!(
                             "`{}` names {} files ({}); give the path relative to the data folder",
                             row.file,
                             many.len(),
@@ -894,7 +895,8 @@ fn plan(
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ),
-                    )),
+                        ))
+                    }
                     _ => {
                         return Err(DataError::parse(
                             tp,
