@@ -8,16 +8,18 @@
 //! Nothing grows with the recording's length ([`RecordingStream::peak_buffered_samples`]).
 //!
 //! The result equals `read_csv_folder` + `prepare` on the same file (same segments, windows,
-//! start times and labels; values within float rounding), with one documented difference: where
-//! the time column is irregular, `prepare` grids a segment whose median rate exceeds 1.05 times
-//! the nominal rate at that median rate, whereas the stream always grids at the nominal
-//! `rate_hz` (the median of a segment is not known until its end). Give the true rate.
+//! start times and labels; values within float rounding), with two documented differences where
+//! the time column is irregular: `prepare` grids a segment whose median rate exceeds 1.05 times
+//! the nominal rate at that median rate, whereas the stream always grids at the nominal `rate_hz`
+//! (the median of a segment is not known until its end; give the true rate); and samples before
+//! the clock's first deviation of more than 1 % of a period are placed exactly on the grid.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
+use crate::readers::csv_folder::REGULAR_TOLERANCE_PERIODS;
 use crate::readers::csv_rows::{Fields, Layout, LineReader};
 use crate::readers::CsvFolderSpec;
 use crate::resample::{LowpassKernel, ResampleConfig};
@@ -430,9 +432,10 @@ impl Windower {
 
 // ---------------------------------------------------------------- the stream
 
-/// Time handling of the current recording: regular while every sample lies within half a period
-/// of `t0 + i / rate` (its time is then taken as exactly that, as the readers' time axis does),
-/// explicit from the first one that does not.
+/// Time handling of the current recording: regular while every sample lies within 1 % of a period
+/// of `t0 + i / rate` (its time is then taken as exactly that), explicit from the first one that
+/// does not. (The CSV folder reader keeps the exact times of that regular prefix instead; the two
+/// differ by at most 1 % of a period there.)
 struct Clock {
     has_column: bool,
     rate_hz: f64,
@@ -734,7 +737,7 @@ impl RecordingStream {
                 ck.prev_raw = t;
                 if !ck.explicit {
                     let expected = ck.t0 + ck.n as f64 / ck.rate_hz;
-                    if (t - expected).abs() > 0.5 / ck.rate_hz {
+                    if (t - expected).abs() > REGULAR_TOLERANCE_PERIODS / ck.rate_hz {
                         ck.explicit = true;
                     }
                 }

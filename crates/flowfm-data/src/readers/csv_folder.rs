@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::csv::{TimeUnit, Units};
 use super::csv_rows::{unit_factor, Col, Delim, Fields, Layout, LayoutSpec, LineReader};
 use super::text;
-use super::{add_skip, sha256_hex, TimeAxis, TimeStep};
+use super::{add_skip, sha256_hex, TimeStep};
 use crate::error::{DataError, Result};
 use crate::recording::{RawDataset, Recording};
 
@@ -962,12 +962,65 @@ fn plan(
 
 // ---------------------------------------------------------------- parsing
 
+/// A time column counts as regular (no per-sample timestamps kept) only while every sample lies
+/// within this fraction of a period of `t0 + i / rate_hz`. Tighter than the built-in readers' half
+/// period on purpose: a user's clock with real jitter keeps its exact times, so resampling sees
+/// when each sample was taken, while a clean integer-millisecond clock stays cheap.
+pub(crate) const REGULAR_TOLERANCE_PERIODS: f64 = 0.01;
+
+/// The times of one recording: kept exactly, and dropped at the end when they are regular.
+struct ExactAxis {
+    rate_hz: f64,
+    times: Vec<f64>,
+    regular: bool,
+}
+
+impl ExactAxis {
+    fn new(rate_hz: f64) -> Self {
+        Self {
+            rate_hz,
+            times: Vec::with_capacity(4096),
+            regular: true,
+        }
+    }
+
+    fn previous(&self) -> f64 {
+        self.times.last().copied().unwrap_or(f64::NEG_INFINITY)
+    }
+
+    fn push(&mut self, t: f64) -> TimeStep {
+        if let Some(&prev) = self.times.last() {
+            match t.total_cmp(&prev) {
+                std::cmp::Ordering::Equal => return TimeStep::Repeated,
+                std::cmp::Ordering::Less => return TimeStep::Backwards,
+                std::cmp::Ordering::Greater => {}
+            }
+        }
+        if self.regular {
+            if let Some(&t0) = self.times.first() {
+                let expected = t0 + self.times.len() as f64 / self.rate_hz;
+                if (t - expected).abs() > REGULAR_TOLERANCE_PERIODS / self.rate_hz {
+                    self.regular = false;
+                }
+            }
+        }
+        self.times.push(t);
+        TimeStep::Ok
+    }
+
+    /// `(start_time_s, timestamps_s)`.
+    fn finish(self) -> (f64, Option<Vec<f64>>) {
+        let t0 = self.times.first().copied().unwrap_or(0.0);
+        (t0, (!self.regular).then_some(self.times))
+    }
+}
+
 /// One run of samples of one subject in a file.
 struct Part {
     subject: Option<String>,
     signals: Vec<Vec<f32>>,
     labels: Vec<i32>,
-    axis: TimeAxis,
+    axis: ExactAxis,
 }
 
 /// What one file yields.
@@ -998,7 +1051,7 @@ fn parse_file(job: &Job, c: &CompiledSpec) -> Result<FileOut> {
         subject,
         signals: vec![Vec::with_capacity(4096); nch],
         labels: Vec::with_capacity(4096),
-        axis: TimeAxis::new(c.rate_hz),
+        axis: ExactAxis::new(c.rate_hz),
     };
     while let Some(no) = lines.next_line(&mut buf)? {
         let line = text::trim(&buf);
@@ -1130,7 +1183,8 @@ pub fn subject_ids(names: &BTreeSet<String>) -> BTreeMap<String, i64> {
 /// decompressed) as `spec` says.
 ///
 /// One [`Recording`] per file (per run of one subject when there is a subject column), with the
-/// spec's nominal rate and, when the time column is irregular, explicit timestamps. A row whose
+/// spec's nominal rate and, when the time column strays more than 1 % of a period from the
+/// nominal grid anywhere, every sample's exact timestamp. A row whose
 /// time repeats the previous one is skipped and counted; time going backwards, a malformed or
 /// non-finite field, or a label outside `classes` is an error naming file and line. Files left out
 /// (other extensions, not matching `file_pattern`, not in the labels table) are counted in

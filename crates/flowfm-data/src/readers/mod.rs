@@ -20,7 +20,7 @@ mod adl;
 mod capture24;
 mod checksum;
 mod csv;
-mod csv_folder;
+pub(crate) mod csv_folder;
 pub(crate) mod csv_rows;
 mod hapt;
 mod opportunity;
