@@ -107,6 +107,9 @@ pub struct StreamStats {
 
 // ---------------------------------------------------------------- resampler
 
+/// One phase of a rational-ratio kernel: the offset of its first tap and its normalised weights.
+type PhaseTaps = (isize, Vec<f64>);
+
 /// [`crate::resample`]'s band-limited rate conversion, fed sample by sample: output `j` is
 /// computed, with the same weights in the same order, as soon as every input it needs has
 /// arrived; the remaining outputs (whose kernel the end cuts) when the segment ends.
@@ -119,7 +122,7 @@ struct StreamResampler {
     hw: f64,
     kernel: LowpassKernel,
     /// `(p, q, per-phase (offset of the first tap, normalised weights))`.
-    phases: Option<(usize, usize, Vec<(isize, Vec<f64>)>)>,
+    phases: Option<(usize, usize, Vec<PhaseTaps>)>,
     buf: Vec<Vec<f32>>,
     labels: Vec<i32>,
     /// Absolute index of `buf[..][0]`.
@@ -602,6 +605,12 @@ impl RecordingStream {
     /// Output sample rate in Hz.
     pub fn sample_rate_hz(&self) -> f64 {
         self.cfg.resample.target_rate_hz
+    }
+
+    /// Raw bytes consumed from the source so far (compressed bytes for a gzip file): compare with
+    /// the file's size for a progress bar.
+    pub fn bytes_read(&self) -> u64 {
+        self.lines.bytes_read()
     }
 
     /// Counts so far.

@@ -131,8 +131,8 @@ fn wisdm_reexported_as_csv_with_a_labels_table_prepares_to_the_same_windows() {
     for (k, r) in builtin.recordings.iter().enumerate() {
         let ts = r.timestamps_s.as_ref().expect("WISDM carries timestamps");
         let mut s = String::from("timestamp_ns\tx\ty\tz\n");
-        for i in 0..r.len() {
-            let ns = (ts[i] * 1e9).round() as i64;
+        for (i, &t) in ts.iter().enumerate() {
+            let ns = (t * 1e9).round() as i64;
             let g = |c: usize| f64::from(r.signals[c][i]) * STANDARD_GRAVITY;
             writeln!(s, "{ns}\t{}\t{}\t{}", g(0), g(1), g(2)).unwrap();
         }

@@ -230,6 +230,7 @@ fn a_multi_million_sample_recording_streams_in_bounded_memory() {
     assert_eq!(s.class_names(), SYNTHETIC_ACTIVITIES.map(String::from));
     // Bounded: a batch of windows (64 * 300), the kernel's support plus compaction slack, one
     // window plus slack: far below the 900 000 resampled samples of the recording.
+    assert!(s.bytes_read() > 3_000_000 * 20, "{} bytes", s.bytes_read());
     let peak = s.peak_buffered_samples();
     assert!(peak < 64 * 300 + 2 * 8192 + 2 * 300 + 1000, "peak {peak}");
     assert!(max_now <= peak, "{max_now} > {peak}");
@@ -406,4 +407,11 @@ fn the_synthetic_recording_is_deterministic_atomic_and_reads_back() {
     let bad = SyntheticRecordingSpec { days: -1.0, ..rec };
     assert!(write_synthetic_recording(&c, &bad).is_err());
     assert!(!c.exists());
+}
+
+#[test]
+fn a_stream_can_move_to_a_reader_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<RecordingStream>();
+    assert_send::<WindowBatch>();
 }

@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -20,18 +21,22 @@ pub(crate) const MAX_LINE_BYTES: usize = 1 << 20;
 /// Bytes read per refill of the decompressed stream.
 const READ_BUF_BYTES: usize = 1 << 16;
 
-/// Feeds every byte read through it into a shared sha256.
-struct Hashing<R> {
+/// Counts the raw bytes read through it and, optionally, feeds them into a shared sha256.
+struct Tap<R> {
     inner: R,
-    hasher: Arc<Mutex<Sha256>>,
+    hasher: Option<Arc<Mutex<Sha256>>>,
+    bytes: Arc<AtomicU64>,
 }
 
-impl<R: Read> Read for Hashing<R> {
+impl<R: Read> Read for Tap<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Ok(mut h) = self.hasher.lock() {
-            h.update(&buf[..n]);
+        if let Some(h) = &self.hasher {
+            if let Ok(mut h) = h.lock() {
+                h.update(&buf[..n]);
+            }
         }
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -43,6 +48,7 @@ pub(crate) struct LineReader {
     path: PathBuf,
     line_no: usize,
     hasher: Option<Arc<Mutex<Sha256>>>,
+    bytes: Arc<AtomicU64>,
 }
 
 impl LineReader {
@@ -59,12 +65,11 @@ impl LineReader {
         hash: bool,
     ) -> Result<Self> {
         let hasher = hash.then(|| Arc::new(Mutex::new(Sha256::new())));
-        let raw: Box<dyn Read + Send> = match &hasher {
-            Some(h) => Box::new(Hashing {
-                inner: reader,
-                hasher: Arc::clone(h),
-            }),
-            None => reader,
+        let bytes = Arc::new(AtomicU64::new(0));
+        let raw = Tap {
+            inner: reader,
+            hasher: hasher.clone(),
+            bytes: Arc::clone(&bytes),
         };
         let mut buffered = BufReader::with_capacity(READ_BUF_BYTES, raw);
         let head = buffered.fill_buf().map_err(|e| DataError::io(&path, e))?;
@@ -81,7 +86,13 @@ impl LineReader {
             path,
             line_no: 0,
             hasher,
+            bytes,
         })
+    }
+
+    /// Raw (possibly compressed) bytes consumed from the source so far, for progress bars.
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// The file named in messages.
