@@ -469,6 +469,8 @@ pub struct RecordingStream {
     class_names: Vec<String>,
     fixed_classes: bool,
     class_index: HashMap<Vec<u8>, i32>,
+    /// The last label field and its class (labels come in long runs).
+    last_label: (Vec<u8>, i32),
     cfg: StreamConfig,
     gap_limit_s: f64,
     clock: Clock,
@@ -536,6 +538,7 @@ impl RecordingStream {
             fixed_classes: spec.classes.is_some(),
             class_names,
             class_index,
+            last_label: (Vec::new(), -1),
             gap_limit_s: cfg.resample.max_gap_s.max(1.5 / rate_hz),
             clock: Clock {
                 has_column: layout_spec.time.is_some(),
@@ -693,7 +696,10 @@ impl RecordingStream {
                     let l = self.fields.get(line, lc);
                     if l.is_empty() || l.eq_ignore_ascii_case(b"nan") {
                         -1
+                    } else if l == self.last_label.0.as_slice() {
+                        self.last_label.1
                     } else if let Some(&i) = self.class_index.get(l) {
+                        self.last_label = (l.to_vec(), i);
                         i
                     } else if self.fixed_classes {
                         return Err(DataError::parse(

@@ -394,6 +394,15 @@ impl Layout {
             .collect()
     }
 
+    /// How messages name channel `k`.
+    fn channel_what(&self, k: usize) -> String {
+        let c = self.chan_cols[k];
+        match self.header.get(c) {
+            Some(h) => format!("column `{h}`"),
+            None => format!("channel {} (column {c})", k + 1),
+        }
+    }
+
     /// Parses one line (already split into `fields`); `values` receives the channels in g or
     /// rad/s. `None` for a blank line.
     pub(crate) fn parse(
@@ -452,11 +461,12 @@ impl Layout {
             }
         };
         for (k, (&c, slot)) in self.chan_cols.iter().zip(values.iter_mut()).enumerate() {
-            let what = match self.header.get(c) {
-                Some(h) => format!("column `{h}`"),
-                None => format!("channel {} (column {c})", k + 1),
+            let f = fields.get(line, c);
+            let v = match text::parse_f64(f) {
+                Some(v) if v.is_finite() => v,
+                // The slow path only builds the message.
+                _ => text::finite_f64(path, line_no, f, &self.channel_what(k))?,
             };
-            let v = text::finite_f64(path, line_no, fields.get(line, c), &what)?;
             *slot = (v * self.factors[k]) as f32;
         }
         Ok(Some(Row { time_s }))
