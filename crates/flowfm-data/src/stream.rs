@@ -342,6 +342,8 @@ struct Windower {
     next: usize,
     seg_t0: f64,
     peak: usize,
+    /// Most windows ever pending in the batch.
+    batch_peak: usize,
 }
 
 impl Windower {
@@ -404,6 +406,7 @@ impl Windower {
                     .end_time_s
                     .push(start + self.len as f64 / self.rate_hz);
                 batch.y.push(y);
+                self.batch_peak = self.batch_peak.max(batch.len());
                 stats.kept += 1;
             }
             self.next += self.hop;
@@ -571,6 +574,7 @@ impl RecordingStream {
                 next: 0,
                 seg_t0: 0.0,
                 peak: 0,
+                batch_peak: 0,
             },
             batch: WindowBatch {
                 channels: nch,
@@ -627,9 +631,9 @@ impl RecordingStream {
     }
 
     /// An upper bound on the samples (per channel) ever held at once: the sum of each buffer's
-    /// peak plus a full batch.
+    /// peak, the pending batch's included.
     pub fn peak_buffered_samples(&self) -> usize {
-        self.resampler.peak + self.windower.peak + self.cfg.batch_windows * self.windower.len
+        self.resampler.peak + self.windower.peak + self.windower.batch_peak * self.windower.len
     }
 
     /// The next batch of up to `batch_windows` windows; `None` once the recording is exhausted.

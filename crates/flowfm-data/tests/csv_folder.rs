@@ -168,6 +168,16 @@ fn tab_no_header_fixed_rate_labels_table_and_gzip() {
     assert!((b.sample_rate_hz - 25.0).abs() < 1e-12 && b.timestamps_s.is_none());
     assert_eq!(skip_count(&ds, "not listed in the labels table"), 1);
     assert_eq!(skip_count(&ds, "extension"), 0, "the table is not data");
+    // The table is part of the inputs' checksums: editing it changes the fingerprint.
+    let sums: Vec<&str> = ds.source_checksums.iter().map(|s| s.0.as_str()).collect();
+    assert!(sums.contains(&"<labels table> labels.csv"), "{sums:?}");
+    write(
+        &tmp.path().join("data/labels.csv"),
+        b"file,label,subject\nrec_a.tsv,run,user3\nnested/rec_b.tsv.gz,,user9\n",
+    );
+    let again = read_csv_folder(&tmp.path().join("data"), &spec).unwrap();
+    assert_ne!(again.source_checksums, ds.source_checksums);
+    assert_eq!(again.class_names, vec!["run"]);
 }
 
 #[test]

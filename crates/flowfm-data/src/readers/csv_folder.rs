@@ -692,8 +692,8 @@ struct TableRow {
 
 /// Reads the labels table: a header with `file` and `label` and/or `subject` columns, separated
 /// by the first of tab, `;` or `,` found in the header.
-fn read_table(path: &Path) -> Result<(Vec<TableRow>, bool, bool)> {
-    let mut lines = LineReader::open(path, false)?;
+fn read_table(path: &Path) -> Result<(Vec<TableRow>, bool, bool, Option<String>)> {
+    let mut lines = LineReader::open(path, true)?;
     let mut buf = Vec::new();
     let Some(hno) = lines.next_line(&mut buf)? else {
         return Err(DataError::format(path, "empty labels table (no header)"));
@@ -768,7 +768,12 @@ fn read_table(path: &Path) -> Result<(Vec<TableRow>, bool, bool)> {
             subject,
         });
     }
-    Ok((rows, label_col.is_some(), subject_col.is_some()))
+    Ok((
+        rows,
+        label_col.is_some(),
+        subject_col.is_some(),
+        lines.sha256_hex(),
+    ))
 }
 
 /// The files to read and what each is labelled with; skipped files are counted in `skipped`.
@@ -777,6 +782,7 @@ fn plan(
     spec: &CsvFolderSpec,
     c: &mut CompiledSpec,
     skipped: &mut Vec<crate::recording::SkipReport>,
+    sums: &mut Vec<(String, String)>,
 ) -> Result<(PathBuf, Vec<Job>)> {
     let (root, mut files) = if path.is_file() {
         let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -850,7 +856,10 @@ fn plan(
         }
     }
     if let Some(tp) = &table_path {
-        let (rows, has_label, has_subject) = read_table(tp)?;
+        let (rows, has_label, has_subject, sha) = read_table(tp)?;
+        if let Some(sha) = sha {
+            sums.push((format!("<labels table> {}", rel_path(&root, tp)), sha));
+        }
         if has_subject && c.subject != SubjectSource::None {
             return Err(cfg_err(
                 "subject",
@@ -1190,12 +1199,14 @@ pub fn subject_ids(names: &BTreeSet<String>) -> BTreeMap<String, i64> {
 /// (other extensions, not matching `file_pattern`, not in the labels table) are counted in
 /// [`RawDataset::skipped`]; a labels table row naming a missing file is an error naming that row.
 /// Class names are `classes` or the sorted distinct labels; subject ids follow [`subject_ids`].
-/// `source_checksums` holds every file's sha256 (by path relative to the folder) and one entry
-/// `<csv spec>` for the spec, so a store's fingerprint changes with either.
+/// `source_checksums` holds every file's sha256 (by path relative to the folder), one entry
+/// `<labels table> NAME` for the labels table and one `<csv spec>` for the spec, so a store's
+/// fingerprint changes with any of them.
 pub fn read_csv_folder(path: &Path, spec: &CsvFolderSpec) -> Result<RawDataset> {
     let mut c = spec.compile()?;
     let mut skipped = Vec::new();
-    let (_root, jobs) = plan(path, spec, &mut c, &mut skipped)?;
+    let mut table_sums = Vec::new();
+    let (_root, jobs) = plan(path, spec, &mut c, &mut skipped, &mut table_sums)?;
     let outs: Vec<FileOut> = jobs
         .par_iter()
         .map(|j| parse_file(j, &c))
@@ -1291,6 +1302,7 @@ pub fn read_csv_folder(path: &Path, spec: &CsvFolderSpec) -> Result<RawDataset> 
             });
         }
     }
+    sums.extend(table_sums);
     sums.push((
         "<csv spec>".to_string(),
         sha256_hex(spec.canonical().as_bytes()),
