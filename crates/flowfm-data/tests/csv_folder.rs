@@ -347,3 +347,21 @@ fn spec_toml_rejects_unknown_keys_and_bad_values() {
     assert_eq!(ok.channels[1], CsvColumn::Name("b".into()));
     assert_eq!(ok.units, vec!["m/s^2"]);
 }
+
+#[test]
+fn a_spec_file_with_an_unknown_key_is_an_error_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("study.toml");
+    write(
+        &p,
+        b"channels = [0, 1, 2]\nrate_hz = 50\nlabel_colum = \"y\"\n",
+    );
+    let err = CsvFolderSpec::from_toml_file(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("study.toml") && err.contains("label_colum"),
+        "{err}"
+    );
+    write(&p, b"channels = [0, 1, 2]\nrate_hz = 50\nheader = false\n");
+    let spec = CsvFolderSpec::from_toml_file(&p).unwrap();
+    assert!(!spec.header && spec.units == vec!["g"]);
+}
