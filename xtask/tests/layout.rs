@@ -196,7 +196,8 @@ fn file_edges(files: &[(String, String)]) -> BTreeMap<String, BTreeSet<String>> 
                         .collect();
                     // `super::` inside a top-level file or `mod.rs` is not a sibling reference.
                     let is_mod = rel.ends_with("mod.rs") || !rel.contains('/');
-                    if !(prefix == "super::" && is_mod) && !name.is_empty() {
+                    let sibling_ref = prefix == "crate::" || !is_mod;
+                    if sibling_ref && !name.is_empty() {
                         let target = if base.is_empty() {
                             format!("{name}.rs")
                         } else {

@@ -9,10 +9,16 @@
 //! - [`rng`] and [`init`]: seeded randomness and seeded weight initialisation (candle's CPU random
 //!   ops cannot be seeded, so nothing in flowfm uses them);
 //! - [`interp`]: the natural cubic spline shared by augmentation and the multi-task transforms;
-//! - [`tolerance`]: the one helper every float comparison goes through.
+//! - [`tolerance`]: the one helper every float comparison goes through;
+//! - [`hash`]: FNV-1a, the stable non-cryptographic hash of seed labels and short fingerprints;
+//! - [`fs`]: the crate's only file-touching code, one helper: atomic replacement of a file
+//!   (temp file beside it, fsync, rename) and clean-up of the temp files a killed process leaves.
+//!   Everything else in core is pure.
 
 pub mod conditioning;
 pub mod error;
+pub mod fs;
+pub mod hash;
 pub mod init;
 pub mod interp;
 pub mod paths;

@@ -36,12 +36,7 @@ fn splitmix64(mut z: u64) -> u64 {
 
 /// FNV-1a over the bytes of a label (stable across platforms and Rust versions).
 fn fnv1a(label: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in label.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    h
+    crate::hash::fnv1a64(label.as_bytes())
 }
 
 fn chacha_from_u64(seed: u64) -> ChaCha8Rng {

@@ -55,7 +55,10 @@ impl Tolerance {
             return false;
         }
         if a.is_infinite() || b.is_infinite() {
-            return a == b;
+            // Infinities are close only to themselves: same sign, exactly.
+            return a.is_infinite()
+                && b.is_infinite()
+                && a.is_sign_positive() == b.is_sign_positive();
         }
         (a - b).abs() <= self.abs + self.rel * a.abs().max(b.abs())
     }

@@ -105,5 +105,14 @@ impl DataError {
     }
 }
 
+impl From<flowfm_core::fs::FsError> for DataError {
+    fn from(e: flowfm_core::fs::FsError) -> Self {
+        DataError::Io {
+            path: e.path,
+            source: std::io::Error::new(e.source.kind(), format!("{}: {}", e.action, e.source)),
+        }
+    }
+}
+
 /// Result alias of the data layer.
 pub type Result<T> = std::result::Result<T, DataError>;

@@ -2,12 +2,14 @@
 //!
 //! Pipeline: a reader ([`readers`]) produces [`Recording`]s in g with per-sample labels; the
 //! preprocessing ([`resample`], [`window`]) resamples them anti-aliased to the target rate and cuts
-//! windows; the [`store`] writes them to HDF5; [`split`] makes subject-disjoint folds; [`augment`]
-//! and [`batch`] feed training.
+//! windows, after [`plausible`] checked their rates and accelerations; the [`store`] writes them
+//! to HDF5 (and checks them for non-finite values when read); [`split`] makes subject-disjoint
+//! folds; [`augment`] and [`batch`] feed training.
 
 pub mod augment;
 pub mod batch;
 pub mod error;
+pub mod plausible;
 pub mod prepare;
 pub mod readers;
 pub mod recording;
@@ -22,10 +24,13 @@ pub mod window;
 pub use augment::{Augmentation, Compose};
 pub use batch::{Batch, BatchConfig, Batcher, WindowSource};
 pub use error::DataError;
-pub use prepare::{prepare, prepare_or_reuse, PrepareConfig, PrepareSummary, Prepared};
+pub use plausible::{AccelLimit, OverRange};
+pub use prepare::{
+    prepare, prepare_or_reuse, prepare_store, PrepareConfig, PrepareSummary, Prepared, Reuse,
+};
 pub use recording::{RawDataset, Recording, SkipReport};
 pub use resample::ResampleConfig;
 pub use split::{Fold, SubjectSet};
-pub use store::{write_store, WindowStore};
+pub use store::{write_store, FiniteCheck, NonFinite, WindowStore};
 pub use stream::{RecordingStream, StreamConfig, StreamStats, WindowBatch};
 pub use window::{ImpurePolicy, WindowConfig, WindowSet};

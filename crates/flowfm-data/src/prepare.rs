@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
+use crate::plausible::{clip_accel, first_over_range, timing_problem, AccelLimit, OverRange};
 use crate::resample::{
     config_err, resample_channels, validate_recording, ResampleConfig, ResampleStats,
 };
@@ -32,6 +33,8 @@ pub struct PrepareConfig {
     /// Channels to keep, by name, in this order; `None` keeps all channels, which must then be the
     /// same (same names, same order) in every recording.
     pub channels: Option<Vec<String>>,
+    /// The plausibility bound on accelerometer channels (error or counted clip).
+    pub accel: AccelLimit,
 }
 
 impl PrepareConfig {
@@ -50,6 +53,9 @@ impl PrepareConfig {
         self.window
             .samples(self.resample.target_rate_hz)
             .map_err(|e| prefix("window", e))?;
+        self.accel
+            .validate()
+            .map_err(|msg| config_err("accel.max_abs_g", msg))?;
         if let Some(ch) = &self.channels {
             if ch.is_empty() {
                 return Err(config_err("channels", "must name at least one channel"));
@@ -69,8 +75,10 @@ impl PrepareConfig {
         self.window.samples(self.resample.target_rate_hz)
     }
 
-    /// A stable, readable rendering of every field (floats in round-trip form), used for the
-    /// fingerprint and stored in the HDF5 file.
+    /// A stable, readable rendering of every field that changes the output (floats in round-trip
+    /// form), used for the fingerprint and stored in the HDF5 file. The acceleration bound appears
+    /// only when it clips (as an error it never changes a written store), and the memory bound of
+    /// the resampler never (it changes nothing written).
     pub fn canonical(&self) -> String {
         let r = &self.resample;
         let w = &self.window;
@@ -95,7 +103,10 @@ impl PrepareConfig {
             w.hop_secs,
             w.label_purity,
             w.keep_unlabelled
-        )
+        ) + &match self.accel.over_range {
+            OverRange::Error => String::new(),
+            OverRange::Clip => format!("accel.clip_at_g={:?}\n", self.accel.max_abs_g),
+        }
     }
 }
 
@@ -139,12 +150,60 @@ pub struct PrepareSummary {
     pub windowing: WindowStats,
     /// What the reader skipped.
     pub reader_skipped: Vec<SkipReport>,
+    /// Accelerometer samples clipped to `±accel.max_abs_g` (only with `over_range = clip`).
+    pub clipped_accel_samples: usize,
 }
 
 impl PrepareSummary {
     /// Total windows kept.
     pub fn windows(&self) -> usize {
         self.windowing.kept
+    }
+
+    /// Subjects that have recordings but no window (all too short, dropped or unlabelled).
+    pub fn empty_subjects(&self) -> Vec<&SubjectSummary> {
+        self.subjects.iter().filter(|s| s.windows == 0).collect()
+    }
+
+    /// Total rows, files and samples the reader skipped, over every reason.
+    pub fn reader_skipped_total(&self) -> usize {
+        self.reader_skipped.iter().map(|s| s.count).sum()
+    }
+
+    /// An error when the dataset or any subject has no window, unless `allow_empty` (the CLI's
+    /// `--allow-empty`): a run that produced nothing for someone must not pass silently. The
+    /// error names the dataset and the subjects.
+    pub fn check_nonempty(&self, allow_empty: bool) -> Result<()> {
+        if allow_empty {
+            return Ok(());
+        }
+        let empty = self.empty_subjects();
+        if self.windows() > 0 && empty.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = empty
+            .iter()
+            .map(|s| format!("{} (id {})", s.subject_name, s.subject_id))
+            .collect();
+        let msg = if self.windows() == 0 {
+            format!(
+                "no windows at all from {} recordings of {} subjects",
+                self.recordings,
+                self.subjects.len()
+            )
+        } else {
+            format!(
+                "{} of {} subjects have no window: {}",
+                empty.len(),
+                self.subjects.len(),
+                names.join(", ")
+            )
+        };
+        Err(DataError::Recording {
+            dataset: self.dataset.clone(),
+            session: "(all)".into(),
+            msg: format!("{msg}; see the summary for what was left out (allow with --allow-empty)"),
+        })
     }
 }
 
@@ -240,6 +299,14 @@ impl fmt::Display for PrepareSummary {
                 "out-of-order samples sorted".into(),
                 rs.out_of_order_samples.to_string(),
             ),
+            (
+                "accelerometer samples clipped".into(),
+                self.clipped_accel_samples.to_string(),
+            ),
+            (
+                "subjects without any window".into(),
+                self.empty_subjects().len().to_string(),
+            ),
         ];
         for (k, v) in rows {
             writeln!(f, "{k:<44} {v:>12}")?;
@@ -259,6 +326,7 @@ struct RecordingOut {
     segments: usize,
     resample: ResampleStats,
     windowing: WindowStats,
+    clipped_accel: usize,
 }
 
 fn channel_indices(raw: &RawDataset, rec: &Recording, cfg: &PrepareConfig) -> Result<Vec<usize>> {
@@ -304,6 +372,42 @@ fn prepare_recording(
 ) -> Result<RecordingOut> {
     validate_recording(rec, &raw.name, Some(raw.class_names.len()))?;
     let ch = channel_indices(raw, rec, cfg)?;
+    let err = |msg: String| DataError::Recording {
+        dataset: raw.name.clone(),
+        session: rec.session.clone(),
+        msg,
+    };
+    // Readers check timing against their dataset's nominal rate, with the unit they read; here
+    // only the plausible range is checked (datasets may mix rates: WISDM has 100 Hz blocks),
+    // which covers recordings from anywhere else.
+    if let Some(msg) = timing_problem(rec, None, f64::INFINITY) {
+        return Err(err(msg));
+    }
+    let limit = &cfg.accel;
+    let mut clipped_rec = None;
+    let mut clipped_accel = 0;
+    if let Some((c, i, v)) = first_over_range(rec, &ch, limit.max_abs_g) {
+        match limit.over_range {
+            OverRange::Error => {
+                let t = match &rec.timestamps_s {
+                    Some(ts) => ts[i],
+                    None => rec.start_time_s + i as f64 / rec.sample_rate_hz,
+                };
+                return Err(err(format!(
+                    "channel {} sample {i} (t = {t} s) is {v:e} g, beyond the plausible \
+                     +/-{} g (m/s^2 or milli-g read as g, or an overflowing value?); raise \
+                     `accel.max_abs_g` or set `accel.over_range = \"clip\"` to clip and count",
+                    rec.channel_names[c], limit.max_abs_g
+                )));
+            }
+            OverRange::Clip => {
+                let mut copy = rec.clone();
+                clipped_accel = clip_accel(&mut copy, &ch, limit.max_abs_g);
+                clipped_rec = Some(copy);
+            }
+        }
+    }
+    let rec = clipped_rec.as_ref().unwrap_or(rec);
     let res = resample_channels(rec, &ch, &cfg.resample).map_err(|e| match e {
         DataError::Recording { session, msg, .. } => DataError::Recording {
             dataset: raw.name.clone(),
@@ -320,6 +424,7 @@ fn prepare_recording(
         segments: res.segments.len(),
         resample: res.stats,
         windowing: WindowStats::default(),
+        clipped_accel,
     };
     for seg in &res.segments {
         let (cuts, stats) = cut_windows(seg, window, hop, &cfg.window);
@@ -378,6 +483,7 @@ pub fn prepare(raw: &RawDataset, cfg: &PrepareConfig) -> Result<(WindowSet, Prep
         resample: ResampleStats::default(),
         windowing: WindowStats::default(),
         reader_skipped: raw.skipped.clone(),
+        clipped_accel_samples: 0,
     };
     let mut subjects: BTreeMap<i64, SubjectSummary> = BTreeMap::new();
     for rec in &raw.recordings {
@@ -394,6 +500,7 @@ pub fn prepare(raw: &RawDataset, cfg: &PrepareConfig) -> Result<(WindowSet, Prep
         summary.segments += o.segments;
         summary.resample.add(&o.resample);
         summary.windowing.add(&o.windowing);
+        summary.clipped_accel_samples += o.clipped_accel;
         let s = subjects
             .get_mut(&rec.subject_id)
             .ok_or_else(|| config_err("subject", "internal: subject missing"))?;
@@ -495,11 +602,24 @@ pub struct Prepared {
     pub replaced_because: Option<String>,
     /// The summary, when the store was (re)built.
     pub summary: Option<PrepareSummary>,
+    /// Temporary files of killed writers removed from the store's directory before writing.
+    pub removed_temp_files: Vec<PathBuf>,
+}
+
+/// Whether [`prepare_store`] may reuse an existing store at the path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reuse {
+    /// Reuse it when its fingerprint matches (the default; [`prepare_or_reuse`]).
+    #[default]
+    IfCurrent,
+    /// Always rebuild (the CLI's `--force`); the old store stays in place, untouched, until the
+    /// new one is complete and renamed over it.
+    Never,
 }
 
 /// Opens the store at `path` when its recorded fingerprint matches `inputs_fingerprint` + `cfg`;
 /// otherwise calls `build` (typically: read the raw dataset and [`prepare`] it), writes the result
-/// atomically to `path` and opens it.
+/// atomically to `path` and opens it. Same as [`prepare_store`] with [`Reuse::IfCurrent`].
 pub fn prepare_or_reuse<F>(
     inputs_fingerprint: &str,
     cfg: &PrepareConfig,
@@ -509,10 +629,32 @@ pub fn prepare_or_reuse<F>(
 where
     F: FnOnce() -> Result<(WindowSet, PrepareSummary)>,
 {
+    prepare_store(inputs_fingerprint, cfg, path, Reuse::IfCurrent, build)
+}
+
+/// Builds the store at `path` unless `reuse` allows a current one to be reused.
+///
+/// The new store is written under a temporary name in the same directory and renamed over `path`
+/// only once complete: when `build` fails (a parse error), the disk fills or the process is
+/// killed, the old store at `path` is still there, unchanged. Before writing, temporary files that
+/// killed writers left in that directory are removed (listed in
+/// [`Prepared::removed_temp_files`]). Never delete the old store before calling this.
+pub fn prepare_store<F>(
+    inputs_fingerprint: &str,
+    cfg: &PrepareConfig,
+    path: &Path,
+    reuse: Reuse,
+    build: F,
+) -> Result<Prepared>
+where
+    F: FnOnce() -> Result<(WindowSet, PrepareSummary)>,
+{
     cfg.validate()?;
     let fingerprint = store_fingerprint(inputs_fingerprint, cfg);
     let mut replaced_because = None;
-    if path.exists() {
+    if reuse == Reuse::Never && path.exists() {
+        replaced_because = Some("a rebuild was forced".to_string());
+    } else if path.exists() {
         match WindowStore::open(path) {
             Ok(store) if store.meta.fingerprint == fingerprint => {
                 return Ok(Prepared {
@@ -520,6 +662,7 @@ where
                     reused: true,
                     replaced_because: None,
                     summary: None,
+                    removed_temp_files: Vec::new(),
                 });
             }
             Ok(store) => {
@@ -545,6 +688,11 @@ where
             ),
         ));
     }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let removed_temp_files = flowfm_core::fs::remove_stale_temp_files(dir)?;
     write_store(
         path,
         &ws,
@@ -557,5 +705,6 @@ where
         reused: false,
         replaced_because,
         summary: Some(summary),
+        removed_temp_files,
     })
 }

@@ -23,6 +23,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::plausible::{MAX_RATE_HZ, MIN_RATE_HZ};
 use crate::{DataError, Recording};
 
 /// Resampling settings.
@@ -39,6 +40,11 @@ pub struct ResampleConfig {
     pub passband_frac: f64,
     /// Stop-band attenuation of the anti-aliasing filter in dB (20..=150).
     pub stopband_db: f64,
+    /// Upper bound on the memory one resampling step may allocate (output, grid and filter
+    /// tables), in MiB. The need is computed before anything is allocated; a step that would need
+    /// more is an error naming the recording (typically timestamps in the wrong unit). It does not
+    /// change the output, so it is not part of a store's fingerprint.
+    pub max_memory_mib: usize,
 }
 
 impl Default for ResampleConfig {
@@ -48,9 +54,14 @@ impl Default for ResampleConfig {
             max_gap_s: 1.0,
             passband_frac: 0.8,
             stopband_db: 60.0,
+            max_memory_mib: DEFAULT_MAX_MEMORY_MIB,
         }
     }
 }
+
+/// Default of [`ResampleConfig::max_memory_mib`]: 4 GiB, about 200 times what one week of 100 Hz
+/// three-axis data needs at 30 Hz.
+pub const DEFAULT_MAX_MEMORY_MIB: usize = 4096;
 
 impl ResampleConfig {
     /// Checks every field; the error names the first bad one.
@@ -60,6 +71,18 @@ impl ResampleConfig {
                 "target_rate_hz",
                 format!("must be a finite rate > 0 Hz, got {}", self.target_rate_hz),
             ));
+        }
+        if !(MIN_RATE_HZ..=MAX_RATE_HZ).contains(&self.target_rate_hz) {
+            return Err(config_err(
+                "target_rate_hz",
+                format!(
+                    "{} Hz is outside the plausible {MIN_RATE_HZ} Hz - {MAX_RATE_HZ} Hz of wearable sensors",
+                    self.target_rate_hz
+                ),
+            ));
+        }
+        if self.max_memory_mib == 0 {
+            return Err(config_err("max_memory_mib", "must be at least 1 MiB"));
         }
         if !(self.max_gap_s.is_finite() && self.max_gap_s > 0.0) {
             return Err(config_err(
@@ -258,7 +281,8 @@ pub fn resample_channels(
             .iter()
             .map(|&c| rec.signals[c].as_slice())
             .collect();
-        let (signals, labels) = convert_rate(&src, &rec.labels, fs_nominal, cfg);
+        let (signals, labels) =
+            convert_rate(&src, &rec.labels, fs_nominal, cfg).map_err(|msg| too_big(rec, msg))?;
         segments.push(Segment {
             start_time_s: rec.start_time_s,
             signals,
@@ -329,9 +353,11 @@ pub fn resample_channels(
             _ => fs_nominal,
         };
         let piece_v: Vec<&[f32]> = values.iter().map(|v| &v[start..end]).collect();
-        let (grid_v, grid_l) = grid_linear(piece_t, &piece_v, &labels[start..end], fs_grid);
+        let (grid_v, grid_l) = grid_linear(piece_t, &piece_v, &labels[start..end], fs_grid, cfg)
+            .map_err(|msg| too_big(rec, msg))?;
         let grid_refs: Vec<&[f32]> = grid_v.iter().map(Vec::as_slice).collect();
-        let (signals, seg_labels) = convert_rate(&grid_refs, &grid_l, fs_grid, cfg);
+        let (signals, seg_labels) =
+            convert_rate(&grid_refs, &grid_l, fs_grid, cfg).map_err(|msg| too_big(rec, msg))?;
         segments.push(Segment {
             start_time_s: piece_t[0],
             signals,
@@ -340,6 +366,28 @@ pub fn resample_channels(
         start = end;
     }
     Ok(Resampled { segments, stats })
+}
+
+/// The error for a resampling step over the memory bound.
+fn too_big(rec: &Recording, msg: String) -> DataError {
+    DataError::Recording {
+        dataset: String::new(),
+        session: rec.session.clone(),
+        msg,
+    }
+}
+
+/// Checks an allocation of `bytes` (computed in f64, so it cannot overflow) against the bound.
+fn check_memory(what: &str, bytes: f64, cfg: &ResampleConfig) -> std::result::Result<(), String> {
+    let limit = cfg.max_memory_mib as f64 * 1024.0 * 1024.0;
+    if bytes.is_finite() && bytes <= limit {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} would need {:.3e} bytes, over the limit of {} MiB (`resample.max_memory_mib`); \
+         are the timestamps in the right unit?",
+        bytes, cfg.max_memory_mib
+    ))
 }
 
 /// The rate implied by the median positive step of sorted times, if any.
@@ -364,8 +412,24 @@ fn grid_len(duration_s: f64, rate: f64) -> usize {
 
 /// Linear interpolation of strictly increasing `t` onto `t[0] + k / rate`; labels of the nearest
 /// sample.
-fn grid_linear(t: &[f64], v: &[&[f32]], labels: &[i32], rate: f64) -> (Vec<Vec<f32>>, Vec<i32>) {
-    let m = grid_len(t[t.len() - 1] - t[0], rate);
+fn grid_linear(
+    t: &[f64],
+    v: &[&[f32]],
+    labels: &[i32],
+    rate: f64,
+    cfg: &ResampleConfig,
+) -> std::result::Result<(Vec<Vec<f32>>, Vec<i32>), String> {
+    let duration_s = t[t.len() - 1] - t[0];
+    let points = duration_s * rate + 1.0;
+    check_memory(
+        &format!(
+            "gridding {duration_s} s at {rate} Hz ({points:.3e} points of {} channels)",
+            v.len()
+        ),
+        points * (4.0 * v.len() as f64 + 4.0),
+        cfg,
+    )?;
+    let m = grid_len(duration_s, rate);
     let mut out_v: Vec<Vec<f32>> = vec![Vec::with_capacity(m); v.len()];
     let mut out_l = Vec::with_capacity(m);
     let mut j = 0;
@@ -391,7 +455,7 @@ fn grid_linear(t: &[f64], v: &[&[f32]], labels: &[i32], rate: f64) -> (Vec<Vec<f
         }
         out_l.push(if w < 0.5 { labels[j] } else { labels[j + 1] });
     }
-    (out_v, out_l)
+    Ok((out_v, out_l))
 }
 
 /// A symmetric Kaiser-windowed sinc low-pass kernel in units of input samples.
@@ -499,10 +563,16 @@ fn bessel_i0(x: f64) -> f64 {
 
 /// Converts a uniformly sampled single channel from `fs_in` to `cfg.target_rate_hz`, anti-aliased.
 /// The output grid starts at the first input sample and covers the input's duration.
-pub fn resample_uniform(x: &[f32], fs_in: f64, cfg: &ResampleConfig) -> Vec<f32> {
+/// The memory it would need beyond [`ResampleConfig::max_memory_mib`] is an error.
+pub fn resample_uniform(x: &[f32], fs_in: f64, cfg: &ResampleConfig) -> Result<Vec<f32>> {
     let labels = vec![-1; x.len()];
-    let (mut v, _) = convert_rate(&[x], &labels, fs_in, cfg);
-    v.pop().unwrap_or_default()
+    let (mut v, _) =
+        convert_rate(&[x], &labels, fs_in, cfg).map_err(|msg| DataError::Recording {
+            dataset: String::new(),
+            session: "resample_uniform".into(),
+            msg,
+        })?;
+    Ok(v.pop().unwrap_or_default())
 }
 
 /// `step` as `p / q` with a small denominator, when it is one (100 -> 30 Hz gives 10 / 3).
@@ -515,20 +585,41 @@ fn rational(step: f64) -> Option<(usize, usize)> {
 }
 
 /// Band-limited conversion of uniform channels from `fs_in` to the target rate.
+/// The memory [`convert_rate`] allocates, in bytes: output channels and labels, plus the filter's
+/// phase weights or lookup table and one row of weights.
+fn conversion_bytes(n_in: usize, channels: usize, fs_in: f64, cfg: &ResampleConfig) -> f64 {
+    let fs_out = cfg.target_rate_hz;
+    let n_out = (n_in.saturating_sub(1)) as f64 / fs_in * fs_out + 1.0;
+    let taps = 2.0 * LowpassKernel::design(fs_in, fs_out, cfg).half_width() + 2.0;
+    let filter = match rational(fs_in / fs_out) {
+        Some((_, q)) => q as f64 * taps,
+        None => taps * 0.5 * LowpassKernel::OVERSAMPLE as f64 + 2.0,
+    };
+    n_out * (4.0 * channels as f64 + 4.0) + 8.0 * (filter + taps)
+}
+
 fn convert_rate(
     src: &[&[f32]],
     labels: &[i32],
     fs_in: f64,
     cfg: &ResampleConfig,
-) -> (Vec<Vec<f32>>, Vec<i32>) {
+) -> std::result::Result<(Vec<Vec<f32>>, Vec<i32>), String> {
     let fs_out = cfg.target_rate_hz;
     let n_in = labels.len();
     if n_in == 0 {
-        return (vec![Vec::new(); src.len()], Vec::new());
+        return Ok((vec![Vec::new(); src.len()], Vec::new()));
     }
     if (fs_in - fs_out).abs() <= 1e-9 * fs_out {
-        return (src.iter().map(|s| s.to_vec()).collect(), labels.to_vec());
+        return Ok((src.iter().map(|s| s.to_vec()).collect(), labels.to_vec()));
     }
+    check_memory(
+        &format!(
+            "converting {n_in} samples of {} channels from {fs_in} Hz to {fs_out} Hz",
+            src.len()
+        ),
+        conversion_bytes(n_in, src.len(), fs_in, cfg),
+        cfg,
+    )?;
     let n_out = grid_len((n_in - 1) as f64 / fs_in, fs_out);
     let step = fs_in / fs_out;
     let phases = rational(step);
@@ -599,5 +690,5 @@ fn convert_rate(
             emit(lo, &weights, u.round() as usize);
         }
     }
-    (out, out_l)
+    Ok((out, out_l))
 }

@@ -76,9 +76,10 @@ fn vlu(path: &Path, s: &str) -> Result<VarLenUnicode> {
     VarLenUnicode::from_str(s).map_err(|e| fmt_err(path, format!("string {s:?}: {e}")))
 }
 
-/// Writes `windows` to `path` atomically: everything goes to a temporary file in the same
-/// directory, which is synced and then renamed over `path`. An interrupted write never leaves a
-/// partial file at `path`.
+/// Writes `windows` to `path` atomically (`flowfm_core::fs::write_atomic_with`): everything goes
+/// to a temporary file in the same directory, which is synced and then renamed over `path`. An
+/// interrupted or failed write never leaves a partial file at `path`, and an existing file there
+/// is replaced only once the new one is complete.
 pub fn write_store(
     path: &Path,
     windows: &WindowSet,
@@ -87,23 +88,8 @@ pub fn write_store(
     config: &str,
 ) -> Result<()> {
     windows.validate()?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| fmt_err(path, "not a file path"))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| DataError::io(&dir, e))?;
-    let tmp_path = tmp.path().to_path_buf();
-    {
-        let file = hdf5::File::create(&tmp_path).map_err(h5err(path))?;
+    flowfm_core::fs::write_atomic_with(path, |tmp| {
+        let file = hdf5::File::create(tmp).map_err(h5err(path))?;
         write_contents(
             &file,
             path,
@@ -112,14 +98,8 @@ pub fn write_store(
             fingerprint,
             config,
         )?;
-        file.close().map_err(h5err(path))?;
-    }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| DataError::io(&tmp_path, e))?;
-    tmp.persist(path)
-        .map_err(|e| DataError::io(path, e.error))?;
-    Ok(())
+        file.close().map_err(h5err(path))
+    })
 }
 
 fn write_contents(
@@ -208,6 +188,30 @@ fn write_contents(
     str_attr("config", config)?;
     Ok(())
 }
+
+/// What a command that reads windows does with windows holding NaN or infinity in `x`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonFinite {
+    /// An error naming the store and the first bad window (the default).
+    #[default]
+    Error,
+    /// Leave them out and count them (the CLI's `--skip-nonfinite`).
+    Skip,
+}
+
+/// The result of [`WindowStore::check_finite`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FiniteCheck {
+    /// Indices of the windows holding NaN or infinity, ascending (empty with
+    /// [`NonFinite::Error`], which fails instead).
+    pub skipped: Vec<usize>,
+    /// Indices of the windows to use, ascending: every window but the skipped ones (pass them to
+    /// [`WindowStore::load_subset`] or [`WindowStore::read_x_subset`]).
+    pub kept: Vec<usize>,
+}
+
+/// Windows scanned per read in [`WindowStore::non_finite_windows`] aim at about this many bytes.
+const SCAN_BYTES: usize = 16 << 20;
 
 /// An opened window store: attributes and the small per-window arrays in memory, `x` read on
 /// demand.
@@ -325,6 +329,79 @@ impl WindowStore {
             y,
             subject,
             start_time_s,
+        })
+    }
+
+    /// Opens a store and checks `x` for non-finite values ([`WindowStore::check_finite`]): the
+    /// one call for commands that read windows.
+    pub fn open_checked(path: impl AsRef<Path>, policy: NonFinite) -> Result<(Self, FiniteCheck)> {
+        let store = Self::open(path)?;
+        let check = store.check_finite(policy)?;
+        Ok((store, check))
+    }
+
+    /// The indices of windows holding NaN or infinity anywhere in `x`, ascending. Reads `x` in
+    /// blocks of about 16 MiB, so memory stays bounded whatever the store's size.
+    pub fn non_finite_windows(&self) -> Result<Vec<usize>> {
+        let n = self.num_windows();
+        let size = self.meta.channels * self.meta.window_len;
+        let per_block = (SCAN_BYTES / (4 * size).max(1)).max(1);
+        let mut bad = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let end = (start + per_block).min(n);
+            let idx: Vec<usize> = (start..end).collect();
+            let x = self.read_x_subset(&idx)?;
+            for (k, w) in x.chunks_exact(size.max(1)).enumerate() {
+                if size > 0 && !w.iter().all(|v| v.is_finite()) {
+                    bad.push(start + k);
+                }
+            }
+            start = end;
+        }
+        Ok(bad)
+    }
+
+    /// Checks every window of `x` for NaN and infinity. With [`NonFinite::Error`] a bad window is
+    /// an error naming the store, the first bad window (index, subject, start time, channel and
+    /// sample, value) and how many there are; with [`NonFinite::Skip`] they are listed in
+    /// [`FiniteCheck::skipped`] and left out of [`FiniteCheck::kept`].
+    pub fn check_finite(&self, policy: NonFinite) -> Result<FiniteCheck> {
+        let bad = self.non_finite_windows()?;
+        if let (Some(&first), NonFinite::Error) = (bad.first(), policy) {
+            let x = self.read_x_subset(&[first])?;
+            let (at, v) = x
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !v.is_finite())
+                .map(|(k, v)| (k, *v))
+                .unwrap_or((0, f32::NAN));
+            let l = self.meta.window_len.max(1);
+            let channel = self
+                .meta
+                .channel_names
+                .get(at / l)
+                .cloned()
+                .unwrap_or_default();
+            return Err(fmt_err(
+                &self.path,
+                format!(
+                    "window {first} (subject {}, start {} s) holds {v} at channel {channel} \
+                     sample {}; {} of {} windows hold NaN or infinity (skip and count them \
+                     with --skip-nonfinite)",
+                    self.subject[first],
+                    self.start_time_s[first],
+                    at % l,
+                    bad.len(),
+                    self.num_windows()
+                ),
+            ));
+        }
+        let mut is_bad = vec![false; self.num_windows()];
+        bad.iter().for_each(|&i| is_bad[i] = true);
+        Ok(FiniteCheck {
+            kept: (0..self.num_windows()).filter(|&i| !is_bad[i]).collect(),
+            skipped: bad,
         })
     }
 

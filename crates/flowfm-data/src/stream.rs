@@ -487,7 +487,14 @@ pub struct RecordingStream {
     values: Vec<f32>,
     done: bool,
     failed: bool,
+    /// The first raw times (up to [`TIMING_PROBE_STEPS`] steps), for the plausibility check of
+    /// the clock; `None` once checked.
+    timing_probe: Option<Vec<f64>>,
+    time_unit: Option<&'static str>,
 }
+
+/// Steps of the time column checked against the nominal rate (as the readers check theirs).
+const TIMING_PROBE_STEPS: usize = 4096;
 
 impl RecordingStream {
     /// Opens `path` (plain or gzip) with the file part of `spec` (delimiter, header, channels,
@@ -590,6 +597,8 @@ impl RecordingStream {
             values: vec![0.0; nch],
             done: false,
             failed: false,
+            timing_probe: layout_spec.time.is_some().then(Vec::new),
+            time_unit: c.time_unit_name(),
         })
     }
 
@@ -680,6 +689,7 @@ impl RecordingStream {
         while !self.done && self.batch.len() < self.cfg.batch_windows {
             let Some(no) = self.lines.next_line(&mut self.line)? else {
                 self.done = true;
+                self.check_timing(self.stats.lines)?;
                 self.end_segment();
                 if self.stats.samples == 0 {
                     return Err(DataError::format(&self.path, "no samples"));
@@ -767,6 +777,13 @@ impl RecordingStream {
                 }
             }
         };
+        if let (Some(t), Some(probe)) = (raw_t, self.timing_probe.as_mut()) {
+            probe.push(t);
+            if probe.len() > TIMING_PROBE_STEPS {
+                self.check_timing(line_no)?;
+            }
+        }
+        let ck = &mut self.clock;
         let explicit = ck.explicit && ck.has_column;
         ck.n += 1;
         self.stats.samples += 1;
@@ -777,6 +794,33 @@ impl RecordingStream {
         }
         self.push_sample(t, label, explicit);
         Ok(())
+    }
+
+    /// Checks the probed start of the time column against the nominal rate (a unit mistake makes
+    /// the implied rate 1000 times off); the error names the file and the current line.
+    fn check_timing(&mut self, line_no: usize) -> Result<()> {
+        let Some(times) = self.timing_probe.take() else {
+            return Ok(());
+        };
+        let probe = crate::Recording {
+            subject_id: 0,
+            subject_name: String::new(),
+            session: crate::readers::file_name(&self.path),
+            sample_rate_hz: self.clock.rate_hz,
+            timestamps_s: Some(times),
+            start_time_s: 0.0,
+            channel_names: Vec::new(),
+            signals: Vec::new(),
+            labels: Vec::new(),
+        };
+        match crate::plausible::timing_problem(
+            &probe,
+            self.time_unit,
+            crate::plausible::MAX_RATE_FACTOR,
+        ) {
+            Some(msg) => Err(DataError::parse(&self.path, line_no, msg)),
+            None => Ok(()),
+        }
     }
 
     /// Grids one sample (time `t`, values in `self.values`) and feeds the resampler.

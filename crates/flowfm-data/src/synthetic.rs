@@ -253,31 +253,30 @@ pub struct SyntheticSummary {
 }
 
 /// Writes the synthetic recording of `spec` as gzip'd CSV to `path`, streaming (memory does not
-/// depend on the duration) and atomically: a temporary file in the same folder is renamed onto
-/// `path` only once complete, so an interrupted run leaves no partial file behind.
+/// depend on the duration) and atomically (`flowfm_core::fs::write_atomic_with`: a temporary file
+/// in the same folder, synced and renamed onto `path` only once complete, so an interrupted run
+/// leaves no partial file behind).
 pub fn write_synthetic_recording(
     path: &Path,
     spec: &SyntheticRecordingSpec,
 ) -> Result<SyntheticSummary> {
     let mut src = SyntheticCsv::new(spec)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| DataError::io(dir, e))?;
-    let io = |e: std::io::Error| DataError::io(path, e);
-    let file = tmp.as_file().try_clone().map_err(io)?;
-    let mut gz = flate2::write::GzEncoder::new(
-        BufWriter::with_capacity(1 << 20, file),
-        flate2::Compression::fast(),
-    );
-    let csv_bytes = std::io::copy(&mut src, &mut gz).map_err(io)?;
-    let mut buffered = gz.finish().map_err(io)?;
-    buffered.flush().map_err(io)?;
-    let file = buffered.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    let file_bytes = file.metadata().map_err(io)?.len();
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    let mut sizes = (0u64, 0u64);
+    flowfm_core::fs::write_atomic_with(path, |tmp: &Path| -> Result<()> {
+        let io = |e: std::io::Error| DataError::io(tmp, e);
+        let file = std::fs::File::create(tmp).map_err(io)?;
+        let mut gz = flate2::write::GzEncoder::new(
+            BufWriter::with_capacity(1 << 20, file),
+            flate2::Compression::fast(),
+        );
+        let csv_bytes = std::io::copy(&mut src, &mut gz).map_err(io)?;
+        let mut buffered = gz.finish().map_err(io)?;
+        buffered.flush().map_err(io)?;
+        let file = buffered.into_inner().map_err(|e| io(e.into_error()))?;
+        sizes = (csv_bytes, file.metadata().map_err(io)?.len());
+        Ok(())
+    })?;
+    let (csv_bytes, file_bytes) = sizes;
     Ok(SyntheticSummary {
         samples: spec.samples(),
         csv_bytes,

@@ -73,7 +73,10 @@ fn semicolon_ms_label_column_and_subject_folders() {
     // p12: gzip'd, with a gap (the time axis becomes explicit).
     write(
         &tmp.path().join("p12/day1.csv.gz"),
-        &gzip(b"t;ax;ay;az;gx;activity\n1000;0;0;0;0;sit\n1010;0;0;0;0;sit\n5000;0;0;0;0;run\n"),
+        &gzip(
+            b"t;ax;ay;az;gx;activity\n1000;0;0;0;0;sit\n1010;0;0;0;0;sit\n1020;0;0;0;0;sit\n\
+              1030;0;0;0;0;sit\n5000;0;0;0;0;run\n5010;0;0;0;0;run\n",
+        ),
     );
     write(&tmp.path().join("README.md"), b"not data");
     let spec = CsvFolderSpec::from_toml_str(SEMICOLON_SPEC).unwrap();
@@ -100,8 +103,8 @@ fn semicolon_ms_label_column_and_subject_folders() {
         .timestamps_s
         .as_ref()
         .expect("the gap makes the axis explicit");
-    Tolerance::F64.assert_close(ts, &[1.0, 1.01, 5.0]);
-    assert_eq!(b.labels, vec![1, 1, 0]);
+    Tolerance::F64.assert_close(ts, &[1.0, 1.01, 1.02, 1.03, 5.0, 5.01]);
+    assert_eq!(b.labels, vec![1, 1, 1, 1, 0, 0]);
     assert_eq!(skip_count(&ds, "repeated time"), 1);
     assert_eq!(skip_count(&ds, "extension"), 1);
     // Checksums: both files by relative path, plus the spec.

@@ -110,7 +110,7 @@ fn output_grid_starts_at_the_recording_start_and_spans_its_duration() {
     assert_eq!(seg.len(), (64.99f64 * 30.0).floor() as usize + 1);
     // Same rate: samples pass through untouched.
     let same = regular(30.0, 10.0, |t| t.sin());
-    let out = resample_uniform(&same.signals[0], 30.0, &cfg());
+    let out = resample_uniform(&same.signals[0], 30.0, &cfg()).unwrap();
     assert_eq!(out, same.signals[0]);
 }
 

@@ -415,3 +415,31 @@ fn a_stream_can_move_to_a_reader_thread() {
     assert_send::<RecordingStream>();
     assert_send::<WindowBatch>();
 }
+
+#[test]
+fn a_time_column_in_the_wrong_unit_is_an_error_naming_the_likely_mistake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("ns.csv");
+    // Nanosecond times declared as milliseconds: 1e6 times the nominal 100 Hz period.
+    write_csv(&p, 6000, 100.0, |i| i as f64 * 1e7);
+    let mut s = RecordingStream::open(&p, &spec(100.0, true), &StreamConfig::default()).unwrap();
+    let err = loop {
+        match s.next_batch() {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the unit mistake went unnoticed"),
+            Err(e) => break e,
+        }
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ns.csv:") && msg.contains("timestamps look like"),
+        "{msg}"
+    );
+    let err = read_csv_folder(&p, &spec(100.0, true))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ns.csv") && err.contains("timestamps look like"),
+        "{err}"
+    );
+}

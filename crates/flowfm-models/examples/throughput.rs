@@ -1,90 +1,287 @@
-//! Rough throughput of the networks on the CPU (not a benchmark: a few timed iterations).
+//! Throughput of the networks on the CPU: full training steps (forward, backward, AdamW) and
+//! graph-free evaluation forwards, a few timed iterations each (not a statistical benchmark; the
+//! `benches/` crate has Criterion benches of the kernels).
 //!
-//! `cargo run --release -p flowfm-models --example throughput [-- quick]` prints parameter
-//! counts, HARNet10 train-step (forward + backward) and eval-forward windows/s at batch 64 for
-//! width 1 and 0.25, and the U-Net forward time per window.
+//! ```sh
+//! cargo run --release -p flowfm-models --example throughput [-- quick] [-- --json]
+//! ```
 //!
-//! mimalloc is the global allocator, as in the `flowfm` binary: with glibc's allocator every
-//! multi-megabyte activation is a fresh `mmap` whose page faults make elementwise ops ~10x slower.
+//! Text output (for people): parameter counts, HARNet10 train-step and eval-forward windows/s at
+//! batch 64 for width 1 and 0.25, the paper-size U-Net's forward time per window and the joint
+//! FlowFM step. With `--json`, one JSON object per line with the records that
+//! `shared/bench/side_by_side.py` compares against PyTorch (`what` one of `encoder_train_step`,
+//! `encoder_forward_eval`, `joint_train_step`, `unet_nfe_forward`; `width`; `windows_per_s` or
+//! `ms_per_nfe_per_window`).
+//!
+//! Every train step is the work PyTorch's peer does: forward in training mode, backward, and an
+//! AdamW update of every trainable parameter ([`flowfm_ops::optim::AdamW`]). The joint step is
+//! the FlowFM pretraining objective as `flowfm pretrain` runs it: HARNet10 encodes the batch in
+//! training mode, flow times are drawn uniformly, and the paper-size U-Net conditioned on the
+//! representation is trained with the flow-matching loss on the linear path (`sigma_min` 0);
+//! gradients reach both networks. (`flowfm pretrain` also clips the gradient norm and updates an
+//! EMA copy of the generator; those are not part of the compared work.)
+//!
+//! The example runs itself again with `MIMALLOC_PURGE_DELAY=-1` unless that variable is set (see
+//! `rerun_with_allocator_options`).
+//!
+//! Threads are set as the `flowfm` binary sets them: `CANDLE_NUM_THREADS=1` and rayon at 2
+//! threads unless the environment says otherwise. mimalloc is the global allocator, as in the
+//! `flowfm` binary: with glibc's allocator every multi-megabyte activation is a fresh `mmap` whose
+//! page faults make elementwise ops ~10x slower.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
 use flowfm_core::init::seeded_var_builder;
+use flowfm_core::paths::LinearPath;
 use flowfm_core::{Conditioning, FlowTimes, ForwardMode, SeededRng};
 use flowfm_models::{count_parameters, EncoderConfig, FlowUNet, HarNet, UNetConfig};
+use flowfm_objectives::flow::{flow_matching_loss, sample_flow_times, TimeSampling};
+use flowfm_ops::norm::is_buffer_name;
+use flowfm_ops::optim::{AdamW, AdamWConfig};
 use std::time::Instant;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn time<F: FnMut() -> candle_core::Result<()>>(iters: usize, mut f: F) -> candle_core::Result<f64> {
-    f()?; // warm-up
+/// Learning rate of the timed AdamW steps (PyTorch's peer uses 1e-4 as well).
+const LR: f64 = 1e-4;
+
+/// CPU seconds (user + system, all threads) this process has used so far, from
+/// `/proc/self/stat` (Linux; clock ticks of 1/100 s, the kernel's USER_HZ on x86). `None`
+/// elsewhere.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Wall and CPU seconds of one timed call.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    wall_s: f64,
+    cpu_s: f64,
+}
+
+/// Mean wall and CPU seconds per call of `f` over `iters` calls after one warm-up call. With
+/// one thread (`RAYON_NUM_THREADS=1`) the CPU time is the work done, whatever else the machine
+/// runs: the figure to compare two builds by on a busy machine.
+fn time<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<Timing> {
+    f()?;
+    let cpu0 = cpu_seconds();
     let start = Instant::now();
     for _ in 0..iters {
         f()?;
     }
-    Ok(start.elapsed().as_secs_f64() / iters as f64)
+    let wall_s = start.elapsed().as_secs_f64() / iters as f64;
+    let cpu_s = match (cpu0, cpu_seconds()) {
+        (Some(a), Some(b)) => (b - a) / iters as f64,
+        _ => f64::NAN,
+    };
+    Ok(Timing { wall_s, cpu_s })
 }
 
-fn main() -> candle_core::Result<()> {
-    let quick = std::env::args().any(|a| a == "quick");
+/// The trainable variables of the given maps, named `{prefix}.{name}` (buffers excluded).
+fn named_trainable(maps: &[(&str, &VarMap)]) -> Result<Vec<(String, Var)>> {
+    let mut out = Vec::new();
+    for (prefix, vm) in maps {
+        let data = vm
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
+        out.extend(
+            data.iter()
+                .filter(|(n, _)| !is_buffer_name(n))
+                .map(|(n, v)| (format!("{prefix}.{n}"), v.clone())),
+        );
+    }
+    Ok(out)
+}
+
+/// mimalloc reads its options once, when the process starts. By default it returns freed memory
+/// to the OS after a second (`purge_delay` 1000 ms), so with training steps of a second or more
+/// every multi-megabyte activation of the next step lands on fresh pages that the kernel must
+/// fault in and clear (measured with `perf`: 26-40 % of the CPU time in `clear_page_erms`, 726 K
+/// page faults against 1.5 K with purging off). Unless the caller chose a value, the example runs
+/// itself again with `MIMALLOC_PURGE_DELAY=-1` (never purge: freed memory is reused by the next
+/// step) and exits with that run's status. Returns `None` in the process that should do the work.
+fn rerun_with_allocator_options() -> Option<i32> {
+    const VAR: &str = "MIMALLOC_PURGE_DELAY";
+    if std::env::var_os(VAR).is_some() {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let status = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(VAR, "-1")
+        .status()
+        .ok()?;
+    Some(status.code().unwrap_or(1))
+}
+
+/// Sets the thread counts as the `flowfm` binary does, unless the environment already does.
+fn set_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    let rayon_threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(2);
+    // An error only means a pool already exists, which then keeps its own size.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon_threads)
+        .build_global();
+}
+
+fn main() -> Result<()> {
+    if let Some(code) = rerun_with_allocator_options() {
+        std::process::exit(code);
+    }
+    set_threads();
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let json = args.iter().any(|a| a == "--json");
     let iters = if quick { 1 } else { 3 };
     let dev = Device::Cpu;
     let mut rng = SeededRng::new(0);
     let batch = 64;
+    let x = rng.normal_tensor((batch, 3, 300), DType::F32, &dev)?;
 
     for width in [1.0, 0.25] {
         let vm = VarMap::new();
         let cfg = EncoderConfig::harnet10().with_width(width);
         let net = HarNet::new(cfg, seeded_var_builder(&vm, 0, DType::F32, &dev))?;
         let pc = count_parameters(&vm)?;
-        let x = rng.normal_tensor((batch, 3, 300), DType::F32, &dev)?;
+        let mut opt = AdamW::new(
+            named_trainable(&[("encoder", &vm)])?,
+            AdamWConfig::default(),
+        )?;
         let train = time(iters, || {
             let z = net.forward(&x, ForwardMode::Train)?;
-            let loss = z.sqr()?.mean_all()?;
-            let _grads = loss.backward()?;
-            Ok(())
+            let grads = z.sqr()?.mean_all()?.backward()?;
+            opt.step(&grads, LR)
         })?;
-        let eval = time(iters, || {
-            let _z = net.encode_detached(&x)?;
-            Ok(())
-        })?;
-        println!(
-            "HARNet10 width {width}: {} parameters ({} buffer values); train step {:.1} windows/s, eval forward {:.1} windows/s (batch {batch})",
-            pc.trainable,
-            pc.buffers,
-            batch as f64 / train,
-            batch as f64 / eval
-        );
+        let eval = time(iters, || net.encode_detached(&x).map(|_| ()))?;
+        if json {
+            println!(
+                "{{\"what\": \"encoder_train_step\", \"params\": {}, \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
+                pc.trainable,
+                train.wall_s,
+                train.cpu_s,
+                batch as f64 / train.wall_s
+            );
+            println!(
+                "{{\"what\": \"encoder_forward_eval\", \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
+                eval.wall_s,
+                eval.cpu_s,
+                batch as f64 / eval.wall_s
+            );
+        } else {
+            println!(
+                "HARNet10 width {width}: {} parameters ({} buffer values); train step {:.1} windows/s, eval forward {:.1} windows/s (batch {batch}, AdamW included)",
+                pc.trainable,
+                pc.buffers,
+                batch as f64 / train.wall_s,
+                batch as f64 / eval.wall_s
+            );
+        }
     }
 
-    for (name, cfg) in [
-        ("UNetConfig::default()", UNetConfig::default()),
-        ("UNetConfig::small()", UNetConfig::small()),
-    ] {
+    // The joint FlowFM step: HARNet10 (width 1) + the paper-size U-Net.
+    {
+        let enc_vm = VarMap::new();
+        let gen_vm = VarMap::new();
+        let encoder = HarNet::new(
+            EncoderConfig::harnet10(),
+            seeded_var_builder(&enc_vm, 1, DType::F32, &dev),
+        )?;
+        let field = FlowUNet::new(
+            UNetConfig::default(),
+            seeded_var_builder(&gen_vm, 2, DType::F32, &dev),
+        )?;
+        let unet_params = count_parameters(&gen_vm)?.trainable;
+        let mut opt = AdamW::new(
+            named_trainable(&[("encoder", &enc_vm), ("generator", &gen_vm)])?,
+            AdamWConfig::default(),
+        )?;
+        let path = LinearPath::new(0.0)?;
+        let mut step_rng = SeededRng::new(3);
+        let joint = time(iters, || {
+            let z = encoder.forward(&x, ForwardMode::Train)?;
+            let x_0 = step_rng.normal_tensor(x.shape(), DType::F32, &dev)?;
+            let t = sample_flow_times(
+                &mut step_rng,
+                batch,
+                TimeSampling::Uniform,
+                DType::F32,
+                &dev,
+            )?;
+            let loss = flow_matching_loss(
+                &field,
+                &x,
+                &x_0,
+                &t,
+                &Conditioning::Representation(z),
+                &path,
+            )?;
+            let grads = loss.backward()?;
+            opt.step(&grads, LR)
+        })?;
+        let z = encoder.encode_detached(&x)?;
+        let cond = Conditioning::Representation(z);
+        let t = FlowTimes::from_tensor(Tensor::full(0.5f32, batch, &dev)?)?;
+        let nfe = time(iters, || field.velocity_detached(&x, &t, &cond).map(|_| ()))?;
+        if json {
+            println!(
+                "{{\"what\": \"joint_train_step\", \"width\": 1.0, \"unet_params\": {unet_params}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
+                joint.wall_s,
+                joint.cpu_s,
+                batch as f64 / joint.wall_s
+            );
+            println!(
+                "{{\"what\": \"unet_nfe_forward\", \"width\": 1.0, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"ms_per_nfe_per_window\": {:.3}}}",
+                nfe.wall_s,
+                nfe.cpu_s,
+                nfe.wall_s * 1e3 / batch as f64
+            );
+        } else {
+            println!(
+                "UNetConfig::default(): {unet_params} parameters; forward {:.3} ms per window per evaluation (batch {batch}); joint FlowFM step with HARNet10 {:.1} windows/s (AdamW included)",
+                nfe.wall_s * 1e3 / batch as f64,
+                batch as f64 / joint.wall_s
+            );
+        }
+    }
+
+    if !json {
+        let cfg = UNetConfig::small();
         let vm = VarMap::new();
         let cond_dim = cfg.cond_dim;
         let net = FlowUNet::new(cfg, seeded_var_builder(&vm, 0, DType::F32, &dev))?;
         let pc = count_parameters(&vm)?;
-        let b = 64;
-        let x = rng.normal_tensor((b, 3, 300), DType::F32, &dev)?;
-        let z = rng.normal_tensor((b, cond_dim), DType::F32, &dev)?;
-        let t = FlowTimes::from_tensor(Tensor::full(0.5f32, b, &dev)?)?;
+        let z = rng.normal_tensor((batch, cond_dim), DType::F32, &dev)?;
+        let t = FlowTimes::from_tensor(Tensor::full(0.5f32, batch, &dev)?)?;
         let cond = Conditioning::Representation(z);
-        let fwd = time(iters, || {
-            let _v = net.velocity_detached(&x, &t, &cond)?;
-            Ok(())
-        })?;
+        let mut opt = AdamW::new(
+            named_trainable(&[("generator", &vm)])?,
+            AdamWConfig::default(),
+        )?;
+        let fwd = time(iters, || net.velocity_detached(&x, &t, &cond).map(|_| ()))?;
         let train = time(iters, || {
             let v = net.forward(&x, &t, &cond)?;
-            let _g = v.sqr()?.mean_all()?.backward()?;
-            Ok(())
+            let grads = v.sqr()?.mean_all()?.backward()?;
+            opt.step(&grads, LR)
         })?;
         println!(
-            "{name}: {} parameters; forward {:.2} ms per window per evaluation, train step {:.1} windows/s (batch {b})",
+            "UNetConfig::small(): {} parameters; forward {:.3} ms per window per evaluation, train step {:.1} windows/s (batch {batch}, AdamW included)",
             pc.trainable,
-            fwd * 1e3 / b as f64,
-            b as f64 / train
+            fwd.wall_s * 1e3 / batch as f64,
+            batch as f64 / train.wall_s
         );
     }
     Ok(())

@@ -1,7 +1,8 @@
 //! Safetensors checkpoints of a `VarMap`: tensor names equal parameter paths, the model config
 //! (JSON) and this crate's version live in the file's `__metadata__`, files are written
-//! atomically (temp file in the same directory, then rename), and loading checks every name and
-//! shape before touching a variable.
+//! atomically (through `flowfm_core::fs`) with a canonical header (sorted keys, so equal models
+//! give byte-identical files), and loading checks every name and shape before touching a
+//! variable.
 
 use crate::error::ModelError;
 use candle_core::safetensors::Load;
@@ -10,7 +11,6 @@ use candle_nn::VarMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 /// Metadata key holding the config as JSON.
@@ -100,43 +100,82 @@ pub fn save_checkpoint_with_metadata<C: Serialize>(
     let bytes =
         safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
             .map_err(|e| ModelError::checkpoint(path, format!("serialisation failed: {e}")))?;
+    let bytes = canonicalise_header(bytes)
+        .map_err(|e| ModelError::checkpoint(path, format!("serialisation failed: {e}")))?;
     write_atomically(path, &bytes)
 }
 
-/// Writes `bytes` to a temp file beside `path`, syncs it and renames it over `path`.
+/// Writes `bytes` through the workspace's one atomic-write helper (temp file beside `path`, fsync,
+/// rename; the temp file is removed on every error path).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let io = |source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| ModelError::checkpoint(path, "the path has no file name"))?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{nanos}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        // Best effort: never leave a half-written temp file behind.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
+    flowfm_core::fs::write_atomic(path, bytes).map_err(|e| ModelError::Io {
+        path: e.path,
+        source: std::io::Error::new(e.source.kind(), format!("{}: {}", e.action, e.source)),
+    })
+}
+
+/// `value` as JSON with the keys of every object in sorted order (a canonical form: equal values
+/// give equal bytes, whatever order a `HashMap` produced them in).
+fn canonical_json(value: &serde_json::Value, out: &mut String) -> Result<(), serde_json::Error> {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(k)?);
+                out.push(':');
+                canonical_json(&map[k], out)?;
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(v, out)?;
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&serde_json::to_string(scalar)?),
     }
     Ok(())
+}
+
+/// Rewrites the JSON header of a serialised safetensors buffer in canonical form (sorted keys,
+/// including those of `__metadata__`, which safetensors writes in `HashMap` order), so two
+/// checkpoints of equal tensors and metadata are equal byte for byte. The tensor data and its
+/// offsets (relative to the end of the header) are unchanged.
+fn canonicalise_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    const N_LEN: usize = 8;
+    let n = bytes
+        .get(..N_LEN)
+        .and_then(|b| <[u8; N_LEN]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .ok_or("buffer shorter than the header length")?;
+    let end = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_add(N_LEN))
+        .filter(|&e| e <= bytes.len())
+        .ok_or("header length runs past the buffer")?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[N_LEN..end])
+        .map_err(|e| format!("header is not JSON: {e}"))?;
+    let mut text = String::new();
+    canonical_json(&header, &mut text).map_err(|e| format!("header does not serialise: {e}"))?;
+    let mut header_bytes = text.into_bytes();
+    // safetensors pads the header with spaces to a multiple of 8 bytes (data alignment).
+    header_bytes.resize(header_bytes.len().next_multiple_of(N_LEN), b' ');
+    let mut out = Vec::with_capacity(N_LEN + header_bytes.len() + bytes.len() - end);
+    out.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header_bytes);
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
 }
 
 fn parse_metadata(
@@ -325,5 +364,110 @@ fn first_difference(
             .find_map(|(i, (a, b))| first_difference(&format!("{at}[{i}]"), a, b)),
         (a, b) if a == b => None,
         (a, b) => Some(format!("{at}: expected {a}, found {b}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::DType;
+
+    fn varmap() -> VarMap {
+        let vm = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        vb.get_with_hints((3, 4), "b.weight", candle_nn::Init::Const(0.5))
+            .unwrap();
+        vb.get_with_hints(5, "a.bias", candle_nn::Init::Const(-1.25))
+            .unwrap();
+        vm
+    }
+
+    /// Enough metadata entries that two `HashMap`s almost surely iterate them differently.
+    fn extra() -> BTreeMap<String, String> {
+        (0..32)
+            .map(|i| (format!("key{i:02}"), format!("value {i}")))
+            .collect()
+    }
+
+    #[test]
+    fn identical_saves_give_byte_identical_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let vm = varmap();
+        let cfg = serde_json::json!({"width": 3, "name": "x", "blocks": [1, 2]});
+        // Whole files compared byte for byte (stronger than comparing their sha256).
+        let mut files = Vec::new();
+        for i in 0..4 {
+            let p = dir.path().join(format!("c{i}.safetensors"));
+            save_checkpoint_with_metadata(&vm, &cfg, &extra(), &p).unwrap();
+            files.push(std::fs::read(&p).unwrap());
+        }
+        for (i, f) in files.iter().enumerate() {
+            assert!(f == &files[0], "save {i} differs from save 0");
+        }
+    }
+
+    #[test]
+    fn metadata_keys_are_written_in_sorted_order_and_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.safetensors");
+        let vm = varmap();
+        save_checkpoint_with_metadata(&vm, &serde_json::json!({"w": 1}), &extra(), &p).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0, "header must stay 8-byte aligned");
+        let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+        let mut keys: Vec<String> = extra().into_keys().collect();
+        keys.extend([CONFIG_KEY, FORMAT_KEY, VERSION_KEY].map(String::from));
+        let positions: Vec<usize> = keys
+            .iter()
+            .map(|k| header.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        let mut by_position = keys.clone();
+        by_position.sort_by_key(|k| positions[keys.iter().position(|x| x == k).unwrap()]);
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(by_position, sorted, "{header}");
+
+        // The rewritten header still loads: same tensors, same metadata.
+        let fresh = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&fresh, DType::F32, &Device::Cpu);
+        vb.get_with_hints((3, 4), "b.weight", candle_nn::Init::Const(0.0))
+            .unwrap();
+        vb.get_with_hints(5, "a.bias", candle_nn::Init::Const(0.0))
+            .unwrap();
+        let md = load_checkpoint(&fresh, &p).unwrap();
+        assert_eq!(md.extra, extra());
+        let data = fresh.data().lock().unwrap();
+        let w: Vec<f32> = data["b.weight"]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = data["a.bias"].as_tensor().to_vec1().unwrap();
+        assert_eq!(w, vec![0.5; 12]);
+        assert_eq!(b, vec![-1.25; 5]);
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_temporary_file_and_keeps_the_old_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.safetensors");
+        std::fs::write(&p, b"old").unwrap();
+        let bad = BTreeMap::from([("flowfm.x".to_string(), "reserved".to_string())]);
+        assert!(save_checkpoint_with_metadata(&varmap(), &1, &bad, &p).is_err());
+        // A target that is a directory: the rename fails after the temp file was written.
+        let as_dir = dir.path().join("d.safetensors");
+        std::fs::create_dir(&as_dir).unwrap();
+        std::fs::write(as_dir.join("inside"), b"x").unwrap();
+        let e = save_checkpoint(&varmap(), &1, &as_dir).unwrap_err();
+        assert!(e.to_string().contains("d.safetensors"), "{e}");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["c.safetensors", "d.safetensors"]);
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
     }
 }

@@ -12,7 +12,7 @@ use crate::layers::{detached_var_builder, Norm, NormKind};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use flowfm_core::{Encoder, ForwardMode};
-use flowfm_ops::activation::relu;
+use flowfm_ops::fused_norm::Activation;
 use flowfm_ops::{BlurDownsample, Conv1d, Conv1dConfig, Conv1dSpec, PaddingMode};
 use serde::{Deserialize, Serialize};
 
@@ -274,8 +274,12 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, mode: ForwardMode) -> Result<Tensor> {
-        let h = self.conv1.forward(&relu(&self.bn1.forward(x, mode)?)?)?;
-        let h = self.conv2.forward(&relu(&self.bn2.forward(&h, mode)?)?)?;
+        let h = self
+            .conv1
+            .forward(&self.bn1.forward_act(x, mode, Activation::Relu)?)?;
+        let h = self
+            .conv2
+            .forward(&self.bn2.forward_act(&h, mode, Activation::Relu)?)?;
         x + h
     }
 }
@@ -295,7 +299,7 @@ impl Stage {
         for block in &self.blocks {
             h = block.forward(&h, mode)?;
         }
-        let h = relu(&self.bn.forward(&h, mode)?)?;
+        let h = self.bn.forward_act(&h, mode, Activation::Relu)?;
         self.down.forward(&h)
     }
 }

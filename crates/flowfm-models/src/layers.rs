@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 use flowfm_core::ForwardMode;
+use flowfm_ops::fused_norm::Activation;
 use flowfm_ops::norm::is_buffer_name;
 use flowfm_ops::{BatchNorm1d, BatchNormConfig, GroupNorm};
 use serde::{Deserialize, Serialize};
@@ -54,12 +55,19 @@ impl Norm {
         })
     }
 
+    /// The norm followed by `activation` (one fused op on the CPU).
+    ///
     /// # Shapes
     /// - `x`: `(batch, channels, samples)`; returns the same shape
-    pub(crate) fn forward(&self, x: &Tensor, mode: ForwardMode) -> Result<Tensor> {
+    pub(crate) fn forward_act(
+        &self,
+        x: &Tensor,
+        mode: ForwardMode,
+        activation: Activation,
+    ) -> Result<Tensor> {
         match self {
-            Norm::Batch(bn) => bn.forward(x, mode),
-            Norm::Group(gn) => gn.forward(x),
+            Norm::Batch(bn) => bn.forward_act(x, mode, activation),
+            Norm::Group(gn) => gn.forward_act(x, activation),
         }
     }
 }

@@ -20,6 +20,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use flowfm_core::{Conditioning, Denoiser, DiffusionSteps, FlowTimes, VelocityField};
 use flowfm_ops::activation::silu;
+use flowfm_ops::fused_norm::Activation;
 use flowfm_ops::resample::upsample_nearest1d;
 use flowfm_ops::{BlurDownsample, Conv1d, Conv1dConfig, Conv1dSpec, GroupNorm, Linear};
 use serde::{Deserialize, Serialize};
@@ -292,7 +293,9 @@ impl ResBlock {
     fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
         let b = x.dim(0)?;
         let c = self.c_out;
-        let h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
+        let h = self
+            .conv1
+            .forward(&self.norm1.forward_act(x, Activation::Silu)?)?;
         let ss = self.film.forward(emb)?;
         let scale = (ss.narrow(1, 0, c)?.reshape((b, c, 1))? + 1.0)?;
         let shift = ss.narrow(1, c, c)?.reshape((b, c, 1))?;
@@ -533,7 +536,9 @@ impl UNet1d {
                 h = up.forward(&upsample_nearest1d(&h, 2)?)?;
             }
         }
-        let out = self.conv_out.forward(&silu(&self.out_norm.forward(&h)?)?)?;
+        let out = self
+            .conv_out
+            .forward(&self.out_norm.forward_act(&h, Activation::Silu)?)?;
         if padded == l {
             Ok(out)
         } else {

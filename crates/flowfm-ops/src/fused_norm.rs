@@ -10,7 +10,9 @@
 
 use crate::contiguous_slice;
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{
+    CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType,
+};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +37,46 @@ pub enum Statistics {
         /// Variance per channel.
         var: Arc<Vec<f64>>,
     },
+}
+
+/// The activation applied to the normalised, affine-transformed values inside the op.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activation {
+    /// None.
+    #[default]
+    Identity,
+    /// `max(a, 0)`.
+    Relu,
+    /// `a * sigmoid(a)`.
+    Silu,
+}
+
+impl Activation {
+    fn apply(self, a: f64) -> f64 {
+        match self {
+            Activation::Identity => a,
+            Activation::Relu => a.max(0.0),
+            Activation::Silu => a / (1.0 + (-a).exp()),
+        }
+    }
+
+    /// The derivative at the pre-activation `a`.
+    fn derivative(self, a: f64) -> f64 {
+        match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => {
+                if a > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::Silu => {
+                let s = 1.0 / (1.0 + (-a).exp());
+                s * (1.0 + a * (1.0 - s))
+            }
+        }
+    }
 }
 
 /// Batch statistics computed by a forward pass: `(mean, biased variance)` per statistic group.
@@ -117,6 +159,7 @@ struct FusedNorm {
     geo: Geometry,
     stats: Statistics,
     eps: f64,
+    activation: Activation,
     slot: Option<StatsSlot>,
 }
 
@@ -150,18 +193,55 @@ impl FusedNorm {
             let c = r % geo.c;
             let scale = inv[s] * gamma[c].to_f64();
             let shift = beta[c].to_f64() - mean[s] * scale;
-            for (o, v) in dst.iter_mut().zip(&x[r * geo.l..(r + 1) * geo.l]) {
-                *o = T::from_f64(v.to_f64() * scale + shift);
+            let src = &x[r * geo.l..(r + 1) * geo.l];
+            match self.activation {
+                Activation::Identity => {
+                    for (o, v) in dst.iter_mut().zip(src) {
+                        *o = T::from_f64(v.to_f64() * scale + shift);
+                    }
+                }
+                act => {
+                    for (o, v) in dst.iter_mut().zip(src) {
+                        *o = T::from_f64(act.apply(v.to_f64() * scale + shift));
+                    }
+                }
             }
         });
         y
     }
 
     /// `(dx, dgamma, dbeta)`.
-    fn backward<T: WithDType>(&self, x: &[T], gamma: &[T], g: &[T]) -> (Vec<T>, Vec<T>, Vec<T>) {
+    fn backward<T: WithDType>(
+        &self,
+        x: &[T],
+        gamma: &[T],
+        beta: &[T],
+        g: &[T],
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
         let geo = &self.geo;
         let (mean, inv, _) = self.moments(x);
         let l = geo.l;
+        // Through the activation: the gradient with respect to its input `a = gamma x_hat + beta`.
+        let gated: Vec<T>;
+        let g = match self.activation {
+            Activation::Identity => g,
+            act => {
+                let mut out = vec![T::zero(); g.len()];
+                out.par_chunks_mut(l).enumerate().for_each(|(r, dst)| {
+                    let s = geo.group_of(r);
+                    let c = r % geo.c;
+                    let scale = inv[s] * gamma[c].to_f64();
+                    let shift = beta[c].to_f64() - mean[s] * scale;
+                    let src = r * l..(r + 1) * l;
+                    for ((o, gv), xv) in dst.iter_mut().zip(&g[src.clone()]).zip(&x[src]) {
+                        let a = xv.to_f64() * scale + shift;
+                        *o = T::from_f64(gv.to_f64() * act.derivative(a));
+                    }
+                });
+                gated = out;
+                &gated
+            }
+        };
         // Per channel: dbeta = sum g, dgamma = sum g * x_hat.
         let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = (0..geo.c)
             .into_par_iter()
@@ -226,12 +306,17 @@ impl FusedNorm {
         &self,
         x: &Tensor,
         gamma: &Tensor,
+        beta: &Tensor,
         grad: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let xv: Vec<T> = x.flatten_all()?.to_vec1()?;
-        let gv: Vec<T> = gamma.flatten_all()?.to_vec1()?;
-        let dv: Vec<T> = grad.contiguous()?.flatten_all()?.to_vec1()?;
-        let (dx, dg, db) = self.backward(&xv, &gv, &dv);
+        let grad = grad.contiguous()?;
+        let (dx, dg, db) = with_slice::<T, _>(x, |xv| {
+            with_slice::<T, _>(gamma, |gv| {
+                with_slice::<T, _>(beta, |bv| {
+                    with_slice::<T, _>(&grad, |dv| Ok(self.backward(xv, gv, bv, dv)))
+                })
+            })
+        })?;
         let dev = x.device();
         Ok((
             Tensor::from_vec(dx, x.shape(), dev)?,
@@ -239,6 +324,20 @@ impl FusedNorm {
             Tensor::from_vec(db, gamma.shape(), dev)?,
         ))
     }
+}
+
+/// Runs `f` on the contiguous CPU data of `t` without copying it (a contiguous copy is made
+/// first if `t` is strided).
+pub(crate) fn with_slice<T: WithDType, R>(
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> Result<R>,
+) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("with_slice: the tensor is not on the CPU");
+    };
+    f(contiguous_slice::<T>("with_slice", cpu, layout)?)
 }
 
 impl CustomOp3 for FusedNorm {
@@ -276,13 +375,13 @@ impl CustomOp3 for FusedNorm {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
+        beta: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dg, db) = match x.dtype() {
-            DType::F32 => self.backward_tensors::<f32>(x, gamma, grad)?,
-            DType::F64 => self.backward_tensors::<f64>(x, gamma, grad)?,
+            DType::F32 => self.backward_tensors::<f32>(x, gamma, beta, grad)?,
+            DType::F64 => self.backward_tensors::<f64>(x, gamma, beta, grad)?,
             dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
         };
         Ok((Some(dx), Some(dg), Some(db)))
@@ -304,6 +403,25 @@ pub fn fused_norm(
     grouping: Grouping,
     stats: Statistics,
     eps: f64,
+) -> Result<(Tensor, Option<(Vec<f64>, Vec<f64>)>)> {
+    fused_norm_act(x, gamma, beta, grouping, stats, eps, Activation::Identity)
+}
+
+/// [`fused_norm`] followed by `activation`, in the same op: `act(gamma * x_hat + beta)`, with the
+/// activation's backward folded into the norm's (no separate activation node, no intermediate
+/// tensor).
+///
+/// # Shapes
+/// - `x`: `(batch, channels, samples)`; `gamma`, `beta`: `(channels,)`
+/// - returns the shape of `x`
+pub fn fused_norm_act(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    grouping: Grouping,
+    stats: Statistics,
+    eps: f64,
+    activation: Activation,
 ) -> Result<(Tensor, Option<(Vec<f64>, Vec<f64>)>)> {
     let (b, c, l) = x.dims3()?;
     if gamma.dims() != [c] || beta.dims() != [c] {
@@ -330,6 +448,7 @@ pub fn fused_norm(
         geo: Geometry { b, c, l, grouping },
         stats,
         eps,
+        activation,
         slot: Some(slot.clone()),
     };
     let gamma = gamma.to_dtype(x.dtype())?.contiguous()?;

@@ -2,7 +2,7 @@
 //! `(batch, channels, samples)` tensors, composed from candle primitives whose gradients are
 //! verified in `tests/`.
 
-use crate::fused_norm::{fused_norm, Grouping, Statistics};
+use crate::fused_norm::{fused_norm_act, Activation, Grouping, Statistics};
 use candle_core::{Result, Tensor, Var, D};
 use candle_nn::VarBuilder;
 use flowfm_core::ForwardMode;
@@ -32,6 +32,15 @@ pub fn group_norm(
         .broadcast_div(&(var + eps)?.sqrt()?)?
         .reshape((b, c, l))?;
     affine(&normed, gamma, beta)
+}
+
+/// `activation(x)` composed from candle ops (the path off the CPU).
+fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
+    match activation {
+        Activation::Identity => Ok(x.clone()),
+        Activation::Relu => x.relu(),
+        Activation::Silu => x.silu(),
+    }
 }
 
 fn affine(x: &Tensor, gamma: Option<&Tensor>, beta: Option<&Tensor>) -> Result<Tensor> {
@@ -74,24 +83,34 @@ impl GroupNorm {
     /// # Shapes
     /// - `x`: `(batch, channels, samples)`; returns the same shape
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, Activation::Identity)
+    }
+
+    /// The norm followed by `activation`, fused into one op on the CPU.
+    ///
+    /// # Shapes
+    /// - `x`: `(batch, channels, samples)`; returns the same shape
+    pub fn forward_act(&self, x: &Tensor, activation: Activation) -> Result<Tensor> {
         if crate::uses_own_kernels(x.device()) {
-            let (y, _) = fused_norm(
+            let (y, _) = fused_norm_act(
                 x,
                 &self.weight,
                 &self.bias,
                 Grouping::Groups(self.groups),
                 Statistics::FromInput,
                 self.eps,
+                activation,
             )?;
             return Ok(y);
         }
-        group_norm(
+        let y = group_norm(
             x,
             self.groups,
             Some(&self.weight),
             Some(&self.bias),
             self.eps,
-        )
+        )?;
+        activate(&y, activation)
     }
 }
 
@@ -173,6 +192,19 @@ impl BatchNorm1d {
     /// # Shapes
     /// - `x`: `(batch, channels, samples)`; returns the same shape
     pub fn forward(&self, x: &Tensor, mode: ForwardMode) -> Result<Tensor> {
+        self.forward_act(x, mode, Activation::Identity)
+    }
+
+    /// The norm followed by `activation`, fused into one op on the CPU.
+    ///
+    /// # Shapes
+    /// - `x`: `(batch, channels, samples)`; returns the same shape
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        mode: ForwardMode,
+        activation: Activation,
+    ) -> Result<Tensor> {
         let (b, _, l) = x.dims3()?;
         if mode == ForwardMode::Train && b * l < 2 {
             candle_core::bail!(
@@ -180,17 +212,18 @@ impl BatchNorm1d {
             );
         }
         if !crate::uses_own_kernels(x.device()) {
-            return self.forward_composed(x, mode);
+            return activate(&self.forward_composed(x, mode)?, activation);
         }
         match mode {
             ForwardMode::Train => {
-                let (y, stats) = fused_norm(
+                let (y, stats) = fused_norm_act(
                     x,
                     &self.weight,
                     &self.bias,
                     Grouping::PerChannel,
                     Statistics::FromInput,
                     self.cfg.eps,
+                    activation,
                 )?;
                 let Some((mean, var)) = stats else {
                     candle_core::bail!("BatchNorm1d: the fused op returned no batch statistics");
@@ -211,7 +244,7 @@ impl BatchNorm1d {
                     .as_tensor()
                     .to_dtype(candle_core::DType::F64)?
                     .to_vec1()?;
-                let (y, _) = fused_norm(
+                let (y, _) = fused_norm_act(
                     x,
                     &self.weight,
                     &self.bias,
@@ -221,6 +254,7 @@ impl BatchNorm1d {
                         var: Arc::new(var),
                     },
                     self.cfg.eps,
+                    activation,
                 )?;
                 Ok(y)
             }

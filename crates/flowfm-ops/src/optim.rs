@@ -4,9 +4,12 @@
 //! candle-nn's `AdamW` cannot export its moments nor exclude parameters from weight decay, both of
 //! which exact resumption and the usual recipe (no decay on norms and biases) need.
 
+use candle_core::backend::BackendStorage;
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var, WithDType};
+use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// Hyper-parameters of AdamW.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,15 +35,84 @@ impl Default for AdamWConfig {
     }
 }
 
+/// The moments of one parameter.
+enum Moments {
+    /// CPU parameters of `f32`: flat host vectors, updated in place by one fused pass.
+    Host32 { m: Vec<f32>, v: Vec<f32> },
+    /// CPU parameters of `f64`, likewise.
+    Host64 { m: Vec<f64>, v: Vec<f64> },
+    /// Other devices and dtypes: tensors, updated by composed candle ops.
+    Tensors { m: Tensor, v: Tensor },
+}
+
+impl Moments {
+    fn zeros(var: &Var) -> Result<Self> {
+        let n = var.elem_count();
+        Ok(match (var.device().is_cpu(), var.dtype()) {
+            (true, DType::F32) => Moments::Host32 {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            },
+            (true, DType::F64) => Moments::Host64 {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            },
+            _ => Moments::Tensors {
+                m: var.zeros_like()?,
+                v: var.zeros_like()?,
+            },
+        })
+    }
+
+    /// `(m, v)` as tensors of the parameter's shape, dtype and device (copies).
+    fn tensors(&self, var: &Var) -> Result<(Tensor, Tensor)> {
+        let (shape, dev) = (var.shape(), var.device());
+        Ok(match self {
+            Moments::Host32 { m, v } => (
+                Tensor::from_slice(m, shape, dev)?,
+                Tensor::from_slice(v, shape, dev)?,
+            ),
+            Moments::Host64 { m, v } => (
+                Tensor::from_slice(m, shape, dev)?,
+                Tensor::from_slice(v, shape, dev)?,
+            ),
+            Moments::Tensors { m, v } => (m.copy()?, v.copy()?),
+        })
+    }
+
+    /// Replaces the moments with copies of `m` and `v` (already checked to have the shape).
+    fn set(&mut self, m_new: &Tensor, v_new: &Tensor) -> Result<()> {
+        match self {
+            Moments::Host32 { m, v } => {
+                *m = m_new.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                *v = v_new.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            }
+            Moments::Host64 { m, v } => {
+                *m = m_new.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+                *v = v_new.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+            }
+            Moments::Tensors { m, v } => {
+                *m = m_new.to_dtype(m.dtype())?.to_device(m.device())?.copy()?;
+                *v = v_new.to_dtype(v.dtype())?.to_device(v.device())?.copy()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Slot {
     name: String,
     var: Var,
     decay: bool,
-    m: Tensor,
-    v: Tensor,
+    moments: Moments,
 }
 
 /// AdamW over named variables.
+///
+/// On the CPU each parameter is updated by one fused pass over `(p, g, m, v)` (in place, in
+/// parallel over chunks, no temporary tensors); the arithmetic is the composed candle-op update of
+/// [`adamw_step_composed`] operation for operation, so both give bit-identical parameters (tested),
+/// and the result does not depend on the number of threads (the update is elementwise).
 pub struct AdamW {
     slots: Vec<Slot>,
     cfg: AdamWConfig,
@@ -53,6 +125,178 @@ pub fn decays(var: &Var) -> bool {
     var.rank() >= 2
 }
 
+/// The scalar coefficients of one AdamW update, in f64 (each is rounded to the parameter's dtype
+/// exactly where candle's scalar ops round it).
+#[derive(Clone, Copy, Debug)]
+struct Coefficients {
+    beta1: f64,
+    one_minus_beta1: f64,
+    beta2: f64,
+    one_minus_beta2: f64,
+    inv_bias1: f64,
+    inv_bias2: f64,
+    eps: f64,
+    /// `1 - lr * weight_decay` when the parameter decays.
+    decay: Option<f64>,
+    lr: f64,
+}
+
+impl Coefficients {
+    fn new(cfg: &AdamWConfig, step: u64, lr: f64, decays: bool) -> Self {
+        let t = step as i32;
+        Self {
+            beta1: cfg.beta1,
+            one_minus_beta1: 1.0 - cfg.beta1,
+            beta2: cfg.beta2,
+            one_minus_beta2: 1.0 - cfg.beta2,
+            inv_bias1: 1.0 / (1.0 - cfg.beta1.powi(t)),
+            inv_bias2: 1.0 / (1.0 - cfg.beta2.powi(t)),
+            eps: cfg.eps,
+            decay: (decays && cfg.weight_decay > 0.0).then(|| 1.0 - lr * cfg.weight_decay),
+            lr,
+        }
+    }
+}
+
+/// Floating-point element types the fused update runs on.
+trait Real: WithDType {
+    fn sqrt(self) -> Self;
+}
+
+impl Real for f32 {
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+}
+
+impl Real for f64 {
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+}
+
+/// Elements per parallel chunk of the fused update.
+const CHUNK: usize = 16 * 1024;
+
+/// The fused update of one parameter. Every operation mirrors one candle op of
+/// [`adamw_step_composed`] (`affine` is `x * mul + add`), so the results are bit-identical.
+fn fused_update<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], k: &Coefficients) {
+    let c = |x: f64| T::from_f64(x);
+    let (b1, c1, b2, c2) = (
+        c(k.beta1),
+        c(k.one_minus_beta1),
+        c(k.beta2),
+        c(k.one_minus_beta2),
+    );
+    let (ih1, ih2, eps, lr, one, zero) = (
+        c(k.inv_bias1),
+        c(k.inv_bias2),
+        c(k.eps),
+        c(k.lr),
+        T::one(),
+        T::zero(),
+    );
+    let decay = k.decay.map(c);
+    let run = |p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]| {
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m = (*m * b1 + zero) + (g * c1 + zero);
+            *v = (*v * b2 + zero) + ((g * g) * c2 + zero);
+            let m_hat = *m * ih1 + zero;
+            let v_hat = *v * ih2 + zero;
+            let update = m_hat / (v_hat.sqrt() * one + eps);
+            let base = match decay {
+                Some(d) => *p * d + zero,
+                None => *p,
+            };
+            *p = base - (update * lr + zero);
+        }
+    };
+    if p.len() < 2 * CHUNK {
+        run(p, g, m, v);
+    } else {
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| run(p, g, m, v));
+    }
+}
+
+/// The in-place op: the parameter's storage is the destination, the gradient the source, the
+/// moments are borrowed from the optimiser.
+struct FusedAdamW<'a> {
+    moments: Mutex<&'a mut Moments>,
+    coefficients: Coefficients,
+}
+
+impl InplaceOp2 for FusedAdamW<'_> {
+    fn name(&self) -> &'static str {
+        "flowfm-fused-adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("{}: parameter and gradient must be contiguous", self.name());
+        };
+        let mut moments = self
+            .moments
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("fused AdamW: poisoned lock".into()))?;
+        let k = &self.coefficients;
+        match (s1, s2, &mut **moments) {
+            (CpuStorage::F32(p), CpuStorage::F32(g), Moments::Host32 { m, v }) => {
+                fused_update(&mut p[p0..p1], &g[g0..g1], m, v, k)
+            }
+            (CpuStorage::F64(p), CpuStorage::F64(g), Moments::Host64 { m, v }) => {
+                fused_update(&mut p[p0..p1], &g[g0..g1], m, v, k)
+            }
+            (p, g, _) => candle_core::bail!(
+                "{}: parameter {:?}, gradient {:?} and moments do not match",
+                self.name(),
+                p.dtype(),
+                g.dtype()
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// One AdamW update of `var` from its gradient `g` with candle ops (the reference the fused
+/// update is tested against, and the path on devices other than the CPU). Returns the new `(m, v)`.
+///
+/// # Shapes
+/// - `var`, `g`, `m`, `v`: the parameter's shape
+pub fn adamw_step_composed(
+    var: &Var,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    cfg: &AdamWConfig,
+    step: u64,
+    lr: f64,
+) -> Result<(Tensor, Tensor)> {
+    let k = Coefficients::new(cfg, step, lr, decays(var));
+    let g = g.detach();
+    let m = ((m * k.beta1)? + (&g * k.one_minus_beta1)?)?;
+    let v = ((v * k.beta2)? + (g.sqr()? * k.one_minus_beta2)?)?;
+    let m_hat = m.affine(k.inv_bias1, 0.0)?;
+    let v_hat = v.affine(k.inv_bias2, 0.0)?;
+    let update = (m_hat / (v_hat.sqrt()? + k.eps)?)?;
+    let mut p = var.as_tensor().detach();
+    if let Some(d) = k.decay {
+        p = (&p * d)?;
+    }
+    var.set(&(p - (update * lr)?)?)?;
+    Ok((m, v))
+}
+
 impl AdamW {
     /// An optimiser over `params` (name, variable), sorted by name for a stable state layout.
     pub fn new(mut params: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
@@ -62,8 +306,7 @@ impl AdamW {
             .map(|(name, var)| {
                 Ok(Slot {
                     decay: decays(&var),
-                    m: var.zeros_like()?,
-                    v: var.zeros_like()?,
+                    moments: Moments::zeros(&var)?,
                     name,
                     var,
                 })
@@ -85,35 +328,51 @@ impl AdamW {
     /// untouched (their moments too).
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.step += 1;
-        let t = self.step as i32;
-        let c = self.cfg;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2 = 1.0 - c.beta2.powi(t);
+        let step = self.step;
+        let cfg = self.cfg;
         for s in &mut self.slots {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 continue;
             };
-            let g = g.detach();
-            s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-            s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-            let m_hat = (&s.m / bc1)?;
-            let v_hat = (&s.v / bc2)?;
-            let update = (m_hat / (v_hat.sqrt()? + c.eps)?)?;
-            let mut p = s.var.as_tensor().detach();
-            if s.decay && c.weight_decay > 0.0 {
-                p = (&p * (1.0 - lr * c.weight_decay))?;
+            if g.shape() != s.var.shape() {
+                candle_core::bail!(
+                    "AdamW: gradient of `{}` has shape {:?}, the parameter {:?}",
+                    s.name,
+                    g.dims(),
+                    s.var.dims()
+                );
             }
-            s.var.set(&(p - (update * lr)?)?)?;
+            match &mut s.moments {
+                Moments::Tensors { m, v } => {
+                    let (m_new, v_new) = adamw_step_composed(&s.var, g, m, v, &cfg, step, lr)?;
+                    *m = m_new;
+                    *v = v_new;
+                }
+                moments => {
+                    let op = FusedAdamW {
+                        coefficients: Coefficients::new(&cfg, step, lr, s.decay),
+                        moments: Mutex::new(moments),
+                    };
+                    let g = g.detach().to_dtype(s.var.dtype())?.contiguous()?;
+                    s.var.as_tensor().inplace_op2(&g, &op)?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// The moments as named tensors (`adam_m.<name>`, `adam_v.<name>`) for checkpoints.
+    /// The moments as named tensors (`adam_m.<name>`, `adam_v.<name>`) for checkpoints (copies:
+    /// later steps do not change them).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::with_capacity(2 * self.slots.len());
         for s in &self.slots {
-            out.push((format!("adam_m.{}", s.name), s.m.clone()));
-            out.push((format!("adam_v.{}", s.name), s.v.clone()));
+            // Building a tensor from a host vector of the parameter's own shape cannot fail on
+            // the CPU; on other devices a failed copy leaves the moment out, which `load_state`
+            // then reports by name.
+            if let Ok((m, v)) = s.moments.tensors(&s.var) {
+                out.push((format!("adam_m.{}", s.name), m));
+                out.push((format!("adam_v.{}", s.name), v));
+            }
         }
         out
     }
@@ -121,20 +380,22 @@ impl AdamW {
     /// Restores moments and the step count saved by [`AdamW::state_tensors`].
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: u64) -> Result<()> {
         for s in &mut self.slots {
-            for (prefix, slot) in [("adam_m", &mut s.m), ("adam_v", &mut s.v)] {
+            let mut pair = Vec::with_capacity(2);
+            for prefix in ["adam_m", "adam_v"] {
                 let key = format!("{prefix}.{}", s.name);
                 let Some(t) = tensors.get(&key) else {
                     candle_core::bail!("optimizer state `{key}` is missing from the checkpoint");
                 };
-                if t.shape() != slot.shape() {
+                if t.shape() != s.var.shape() {
                     candle_core::bail!(
                         "optimizer state `{key}` has shape {:?}, the parameter has {:?}",
                         t.dims(),
-                        slot.dims()
+                        s.var.dims()
                     );
                 }
-                *slot = t.to_dtype(slot.dtype())?.to_device(slot.device())?;
+                pair.push(t);
             }
+            s.moments.set(pair[0], pair[1])?;
         }
         self.step = step;
         Ok(())
@@ -303,6 +564,98 @@ mod tests {
         let expected_b = [0.25 - lr, -0.5 + lr];
         Tolerance::new(1e-9, 1e-9)
             .assert_close(&b.as_tensor().to_vec1::<f64>().unwrap(), &expected_b);
+    }
+
+    /// Runs `steps` AdamW steps on a 2-D f32 parameter (decayed) and a 1-D one (not decayed)
+    /// large enough for the parallel path, with gradients `sin(k * p)`; returns the parameters.
+    fn run_fused(steps: usize) -> Vec<Vec<f32>> {
+        let mut rng = flowfm_core::SeededRng::new(7);
+        let dev = Device::Cpu;
+        let w =
+            Var::from_tensor(&rng.normal_tensor((300, 250), DType::F32, &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&rng.normal_tensor(40_000, DType::F32, &dev).unwrap()).unwrap();
+        let mut opt = AdamW::new(
+            vec![("w".into(), w.clone()), ("b".into(), b.clone())],
+            AdamWConfig::default(),
+        )
+        .unwrap();
+        for k in 0..steps {
+            let loss = ((w.as_tensor() * (k as f64 + 1.0))
+                .unwrap()
+                .cos()
+                .unwrap()
+                .sum_all())
+            .unwrap()
+            .add(&b.as_tensor().sqr().unwrap().sum_all().unwrap())
+            .unwrap();
+            opt.step(&loss.backward().unwrap(), 1e-2).unwrap();
+        }
+        [w, b]
+            .iter()
+            .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn fused_update_is_bit_identical_to_the_composed_candle_ops() {
+        let mut rng = flowfm_core::SeededRng::new(3);
+        let dev = Device::Cpu;
+        let cfg = AdamWConfig::default();
+        for (shape, lr) in [(vec![64usize, 33], 1e-3), (vec![40_000], 3e-2)] {
+            let init = rng
+                .normal_tensor(shape.as_slice(), DType::F32, &dev)
+                .unwrap();
+            let fused = Var::from_tensor(&init.copy().unwrap()).unwrap();
+            let composed = Var::from_tensor(&init.copy().unwrap()).unwrap();
+            let mut opt = AdamW::new(vec![("p".into(), fused.clone())], cfg).unwrap();
+            let (mut m, mut v) = (init.zeros_like().unwrap(), init.zeros_like().unwrap());
+            for step in 1..=4u64 {
+                let g = rng
+                    .normal_tensor(shape.as_slice(), DType::F32, &dev)
+                    .unwrap();
+                let loss = fused.as_tensor().mul(&g).unwrap().sum_all().unwrap();
+                opt.step(&loss.backward().unwrap(), lr).unwrap();
+                (m, v) = adamw_step_composed(&composed, &g, &m, &v, &cfg, step, lr).unwrap();
+                let a: Vec<f32> = fused.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+                let b: Vec<f32> = composed
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let differ = a
+                    .iter()
+                    .zip(&b)
+                    .filter(|(x, y)| x.to_bits() != y.to_bits())
+                    .count();
+                assert_eq!(
+                    differ, 0,
+                    "step {step}, shape {shape:?}: {differ} elements differ"
+                );
+            }
+            let state: HashMap<String, Tensor> = opt.state_tensors().into_iter().collect();
+            let got_m: Vec<f32> = state["adam_m.p"].flatten_all().unwrap().to_vec1().unwrap();
+            let want_m: Vec<f32> = m.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(got_m, want_m);
+        }
+    }
+
+    #[test]
+    fn fused_steps_do_not_depend_on_the_thread_count() {
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let three = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let a = one.install(|| run_fused(3));
+        let b = three.install(|| run_fused(3));
+        assert_eq!(a, b);
+        // The parameters did move.
+        let c = run_fused(0);
+        assert_ne!(a, c);
     }
 
     #[test]

@@ -410,3 +410,79 @@ fn fused_layers_equal_the_composed_reference() {
         &composed.forward_composed(&x, ForwardMode::Eval).unwrap(),
     );
 }
+
+#[test]
+fn fused_norm_with_activation_gradients_match() {
+    use flowfm_ops::fused_norm::{fused_norm_act, Activation, Grouping, Statistics};
+    use std::sync::Arc;
+    let mut rng = SeededRng::new(16);
+    for activation in [Activation::Relu, Activation::Silu] {
+        for (shape, grouping) in [
+            ([2, 3, 5], Grouping::PerChannel),
+            ([3, 2, 4], Grouping::PerChannel),
+            ([2, 4, 7], Grouping::Groups(2)),
+            ([1, 6, 5], Grouping::Groups(3)),
+        ] {
+            let x = randn(&mut rng, &shape);
+            let g = randn(&mut rng, &[shape[1]]);
+            let b = randn(&mut rng, &[shape[1]]);
+            let run = |stats: Statistics| {
+                move |xs: &[Tensor]| {
+                    Ok(fused_norm_act(
+                        &xs[0],
+                        &xs[1],
+                        &xs[2],
+                        grouping,
+                        stats.clone(),
+                        1e-5,
+                        activation,
+                    )?
+                    .0)
+                }
+            };
+            check_gradients(
+                run(Statistics::FromInput),
+                &[x.clone(), g.clone(), b.clone()],
+            )
+            .unwrap()
+            .assert_ok(&format!(
+                "fused norm + {activation:?} {grouping:?} {shape:?}"
+            ));
+            if grouping == Grouping::PerChannel {
+                let mean = Arc::new(rng.normal_vec(shape[1]));
+                let var = Arc::new(rng.uniform_vec(shape[1], 0.5, 2.0));
+                check_gradients(run(Statistics::Fixed { mean, var }), &[x, g, b])
+                    .unwrap()
+                    .assert_ok(&format!(
+                        "fused norm (fixed statistics) + {activation:?} {shape:?}"
+                    ));
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_norm_with_activation_equals_norm_then_activation() {
+    use flowfm_ops::fused_norm::Activation;
+    let mut rng = SeededRng::new(17);
+    let tol = flowfm_core::Tolerance::new(1e-12, 1e-12);
+    let x = randn(&mut rng, &[3, 8, 11]);
+    let vm = candle_nn::VarMap::new();
+    let vb = flowfm_core::init::seeded_var_builder(&vm, 1, DType::F64, &Device::Cpu);
+    let gn = GroupNorm::new(4, 8, 1e-5, vb.pp("gn")).unwrap();
+    let bn = BatchNorm1d::new(8, BatchNormConfig::default(), vb.pp("bn")).unwrap();
+    tol.assert_tensors_close(
+        &gn.forward_act(&x, Activation::Silu).unwrap(),
+        &gn.forward(&x).unwrap().silu().unwrap(),
+    );
+    tol.assert_tensors_close(
+        &gn.forward_act(&x, Activation::Relu).unwrap(),
+        &gn.forward(&x).unwrap().relu().unwrap(),
+    );
+    for mode in [ForwardMode::Train, ForwardMode::Eval] {
+        tol.assert_tensors_close(
+            &bn.forward_act(&x, mode, Activation::Relu).unwrap(),
+            &bn.forward(&x, mode).unwrap().relu().unwrap(),
+        );
+    }
+}

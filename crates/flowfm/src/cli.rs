@@ -33,13 +33,13 @@ pub(crate) enum Command {
         #[arg(long)]
         output: PathBuf,
         /// Target sample rate in Hz.
-        #[arg(long, default_value_t = 30.0)]
+        #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
         rate_hz: f64,
         /// Window length in seconds.
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
         window_secs: f64,
         /// Hop between windows in seconds (default: the window length).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         hop_secs: Option<f64>,
         /// Keep only these classes (comma-separated).
         #[arg(long, value_delimiter = ',')]
@@ -47,6 +47,9 @@ pub(crate) enum Command {
         /// Rebuild even if a matching store exists.
         #[arg(long)]
         force: bool,
+        /// Succeed even when a subject or the whole dataset produced no window (reported either way).
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Pretrain an encoder (and generator) from a TOML experiment on window stores.
     Pretrain {
@@ -62,6 +65,9 @@ pub(crate) enum Command {
         /// Continue from the run directory's last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
+        #[arg(long)]
+        skip_nonfinite: bool,
     },
     /// Generate windows from a pretrained run: reconstruct given windows from their
     /// representations, or sample new ones conditioned on a Gaussian fitted to representations.
@@ -102,6 +108,9 @@ pub(crate) enum Command {
         /// Seed of the noise (and of the drawn representations).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
+        #[arg(long)]
+        skip_nonfinite: bool,
     },
     /// Encode a window store with a pretrained encoder; write `(N, d)` representations to HDF5.
     Embed {
@@ -117,6 +126,9 @@ pub(crate) enum Command {
         /// Windows per forward pass.
         #[arg(long, default_value_t = 256)]
         batch: usize,
+        /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
+        #[arg(long)]
+        skip_nonfinite: bool,
     },
     /// Fine-tune a pretrained encoder (or one from scratch) with a classifier head on a labelled
     /// store, by subject-disjoint folds; prints and writes the fold metrics.
@@ -129,6 +141,30 @@ pub(crate) enum Command {
         /// Fine-tune with random rotation and axis permutation.
         #[arg(long)]
         augment: bool,
+        /// Instead of evaluating by folds, fine-tune on every labelled window (a subject-wise
+        /// validation split for early stopping) and save the classifier to this new folder
+        /// (`encoder.safetensors`, `head.safetensors`, `model.json`) for `flowfm predict`.
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// Predict activities with a classifier saved by `finetune --save`: one row per window with
+    /// start and end time, the predicted class and every class probability.
+    Predict {
+        /// Model folder written by `flowfm finetune --save`.
+        #[arg(long)]
+        model: PathBuf,
+        /// A prepared window store to predict.
+        #[arg(long)]
+        store: PathBuf,
+        /// The timeline (CSV) to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Windows per batch.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
+        #[arg(long)]
+        skip_nonfinite: bool,
     },
     /// Linear probe (or kNN) on a frozen pretrained encoder, by subject-disjoint folds.
     Probe {
@@ -203,4 +239,7 @@ pub(crate) struct DownstreamArgs {
     /// Write the full result (every fold) as JSON here.
     #[arg(long)]
     pub(crate) output: Option<PathBuf>,
+    /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
+    #[arg(long)]
+    pub(crate) skip_nonfinite: bool,
 }

@@ -2,16 +2,18 @@
 //! and raw datasets found under a data directory, turned into HDF5 window stores that are reused
 //! when their recorded inputs match.
 
-use anyhow::{Context, Result};
+use crate::lock::Lock;
+use anyhow::{bail, Context, Result};
 use flowfm_data::prepare::{
-    checksums_fingerprint, content_fingerprint, prepare, prepare_or_reuse, PrepareConfig,
-    PrepareSummary,
+    checksums_fingerprint, content_fingerprint, prepare, prepare_store, PrepareConfig,
+    PrepareSummary, Reuse,
 };
 use flowfm_data::readers::{
     read_dataset, restrict_classes, DatasetKind, SSL_WEARABLES_ADL_CLASSES,
 };
 use flowfm_data::registry::{load_default, DefaultDataset};
-use flowfm_data::store::WindowStore;
+use flowfm_data::store::{NonFinite, WindowStore};
+use flowfm_data::window::WindowSet;
 use flowfm_data::RawDataset;
 use std::path::{Path, PathBuf};
 
@@ -129,6 +131,8 @@ pub struct PreparedStore {
     pub reused: bool,
     /// Summary of the preparation (absent when reused).
     pub summary: Option<PrepareSummary>,
+    /// Temporary files of killed writers removed from the store's folder.
+    pub removed_temp_files: Vec<PathBuf>,
 }
 
 /// Reads (when needed) and prepares `spec` into `out_dir/<name>.h5`, accelerometer channels only,
@@ -142,9 +146,12 @@ pub fn prepare_spec(
 ) -> Result<PreparedStore> {
     let path = out_dir.join(format!("{}.h5", spec.name));
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    if force && path.exists() {
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-    }
+    // One writer per store; with --force the old store stays in place until the new one is
+    // complete (prepare_store writes under a temporary name and renames).
+    let _lock = Lock::acquire(
+        &out_dir.join(format!(".{}.h5.lock", spec.name)),
+        &format!("store {}", path.display()),
+    )?;
     let raw = read(spec, allow_download)?;
     let mut cfg = cfg.clone();
     if cfg.channels.is_none() {
@@ -156,12 +163,71 @@ pub fn prepare_spec(
     } else {
         checksums_fingerprint(&raw.name, &raw.class_names, &raw.source_checksums)
     };
-    let prepared = prepare_or_reuse(&fingerprint, &cfg, &path, || prepare(&raw, &cfg))
+    let reuse = if force {
+        Reuse::Never
+    } else {
+        Reuse::IfCurrent
+    };
+    let prepared = prepare_store(&fingerprint, &cfg, &path, reuse, || prepare(&raw, &cfg))
         .with_context(|| format!("preparing {} into {}", spec.name, path.display()))?;
     Ok(PreparedStore {
         store: prepared.store,
         path,
         reused: prepared.reused,
         summary: prepared.summary,
+        removed_temp_files: prepared.removed_temp_files,
     })
+}
+
+/// Concatenates the windows of several stores into one set (subject ids offset per store so they
+/// stay unique; labels dropped because class vocabularies differ).
+///
+/// Every store is checked for NaN and infinity first: with [`NonFinite::Error`] a bad window is an
+/// error naming the store and the window; with [`NonFinite::Skip`] such windows are left out and
+/// counted (the second value).
+pub fn load_pool(paths: &[PathBuf], policy: NonFinite) -> Result<(WindowSet, usize)> {
+    let mut sets = Vec::new();
+    let mut skipped = 0;
+    for p in paths {
+        let (store, check) = WindowStore::open_checked(p, policy)
+            .with_context(|| format!("opening {}", p.display()))?;
+        skipped += check.skipped.len();
+        sets.push(if check.skipped.is_empty() {
+            store.load()?
+        } else {
+            store.load_subset(&check.kept)?
+        });
+    }
+    Ok((combine_unlabelled(&sets)?, skipped))
+}
+
+/// Concatenates window sets of the same layout as one unlabelled pool.
+pub fn combine_unlabelled(sets: &[WindowSet]) -> Result<WindowSet> {
+    let Some(first) = sets.first() else {
+        bail!("no window sets to combine")
+    };
+    let mut out = WindowSet::empty(
+        "pool",
+        first.sample_rate_hz,
+        first.channel_names.clone(),
+        first.window_len,
+        vec![],
+    );
+    for (i, s) in sets.iter().enumerate() {
+        if s.channels != first.channels
+            || s.window_len != first.window_len
+            || (s.sample_rate_hz - first.sample_rate_hz).abs() > 1e-9 * first.sample_rate_hz.abs()
+        {
+            bail!(
+                "dataset `{}` has windows of {} channels x {} samples at {} Hz; `{}` has {} x {} at {} Hz",
+                s.dataset, s.channels, s.window_len, s.sample_rate_hz, first.dataset, first.channels, first.window_len, first.sample_rate_hz
+            );
+        }
+        out.x.extend_from_slice(&s.x);
+        out.y.extend(std::iter::repeat_n(-1, s.y.len()));
+        out.subject
+            .extend(s.subject.iter().map(|&sub| (i as i64) * 1_000_000 + sub));
+        out.start_time_s.extend_from_slice(&s.start_time_s);
+    }
+    Ok(out)
 }

@@ -91,59 +91,56 @@ pub fn windows_tensor(ws: &WindowSet, device: &Device) -> Result<Tensor> {
     )?)
 }
 
-/// Encodes every window of `store` in batches (evaluation mode, no autograd graph).
+/// Encodes the windows `indices` of `store` in batches (evaluation mode, no autograd graph).
 ///
-/// Returns the `(N, d)` representations row-major.
+/// Returns the `(indices.len(), d)` representations row-major.
 pub fn embed_store(
     enc: &HarNet,
     store: &WindowStore,
+    indices: &[usize],
     batch: usize,
     device: &Device,
 ) -> Result<Vec<f32>> {
-    let all: Vec<usize> = (0..store.num_windows()).collect();
-    encode_windows(enc, store, &all, batch, device)
+    encode_windows(enc, store, indices, batch, device)
         .with_context(|| format!("encoding {}", store.path().display()))
 }
 
-/// Writes embeddings atomically: datasets `z` `(N, d)` f32, `y` and `subject` `(N)` i64, and the
-/// source store and encoder as attributes.
+/// Writes the embeddings of the windows `indices` of `store` atomically: datasets `z` `(N, d)`
+/// f32, `y`, `subject` and `window_index` (the row of each window in the store) `(N)` i64, and
+/// the source store and encoder as attributes.
 pub fn write_embeddings(
     path: &Path,
     z: &[f32],
     d: usize,
     store: &WindowStore,
+    indices: &[usize],
     encoder_path: &Path,
 ) -> Result<()> {
-    let n = store.num_windows();
+    let n = indices.len();
     if z.len() != n * d {
         bail!("{} embeddings of dimension {d} for {n} windows", z.len());
     }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|f| f.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    {
-        let f = hdf5::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let pick = |v: &[i64]| -> Vec<i64> { indices.iter().map(|&i| v[i]).collect() };
+    let rows: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    flowfm_core::fs::write_atomic_with(path, |tmp: &Path| -> Result<()> {
+        let f = hdf5::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.new_dataset::<f32>()
             .shape((n, d))
             .create("z")?
             .write_raw(z)?;
-        f.new_dataset::<i64>()
-            .shape(n)
-            .create("y")?
-            .write_raw(&store.y)?;
-        f.new_dataset::<i64>()
-            .shape(n)
-            .create("subject")?
-            .write_raw(&store.subject)?;
+        for (name, values) in [
+            ("y", pick(&store.y)),
+            ("subject", pick(&store.subject)),
+            ("window_index", rows.clone()),
+        ] {
+            f.new_dataset::<i64>()
+                .shape(n)
+                .create(name)?
+                .write_raw(&values)?;
+        }
         let attr = |name: &str, value: &str| -> Result<()> {
             let v: hdf5::types::VarLenUnicode = value
                 .parse()
@@ -169,8 +166,6 @@ pub fn write_embeddings(
             .shape(classes.len())
             .create("class_names")?
             .write_raw(&classes)?;
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+        Ok(())
+    })
 }

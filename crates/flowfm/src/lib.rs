@@ -1,7 +1,8 @@
 //! flowfm: the jobs behind the `flowfm` binary, in four layers that only call downwards:
 //!
-//! - [`datasets`], [`encode`]: obtaining and preparing datasets; encoding windows with a trained
-//!   encoder (shared by every job);
+//! - [`datasets`], [`encode`], [`lock`], [`output`]: obtaining and preparing datasets; encoding
+//!   windows with a trained encoder; advisory locks on run directories and stores; atomic output
+//!   files (shared by every job);
 //! - [`train`]: experiment configs, run directories, the three pretraining loops, run histories;
 //! - [`downstream`]: downstream protocols (fine-tune, linear probe, kNN, random forest) on
 //!   subject-disjoint folds, and `flowfm eval`;
@@ -16,5 +17,7 @@ pub mod datasets;
 pub mod downstream;
 pub mod encode;
 pub mod generation;
+pub mod lock;
+pub mod output;
 pub mod study;
 pub mod train;

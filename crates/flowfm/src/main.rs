@@ -7,20 +7,72 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cli::{Cli, Command, DownstreamArgs};
 use flowfm::datasets::{self, DatasetSpec, Source};
+use flowfm::downstream::deploy::{self, SavedClassifier, TrainingData};
 use flowfm::downstream::{
     run_protocol, DatasetInfo, DownstreamConfig, EncoderSource, Mode, Protocol, ProtocolOptions,
     ProtocolResult,
 };
+use flowfm::train::resources::{available_memory_bytes, ResourceEstimate};
 use flowfm::train::{pretrain, Experiment, PretrainOptions};
 use flowfm_data::prepare::PrepareConfig;
 use flowfm_data::readers::DatasetKind;
 use flowfm_data::registry::DefaultDataset;
+use flowfm_data::store::{NonFinite, WindowStore};
 use mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
+
+/// Prints a line on stdout. A closed stdout (`flowfm ... | head -1`) is not an error: the command
+/// finishes its work quietly and exits with its own status; other write errors go to stderr.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        say_line(format_args!($($arg)*))
+    };
+}
+
+fn say_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{args}") {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("flowfm: writing to stdout: {e}");
+        }
+    }
+}
+
+/// An error unless `path` can be an output file: an existing directory is refused (instead of
+/// writing `<dir>.h5` beside it).
+fn check_output_file(path: &std::path::Path, flag: &str) -> Result<()> {
+    if path.is_dir() {
+        bail!(
+            "{flag} {}: is a directory; give a file path such as {}",
+            path.display(),
+            path.join("out.h5").display()
+        );
+    }
+    if path.file_name().is_none() {
+        bail!("{flag} {}: needs a file name", path.display());
+    }
+    Ok(())
+}
+
+/// The non-finite policy of `--skip-nonfinite`.
+fn policy(skip_nonfinite: bool) -> NonFinite {
+    if skip_nonfinite {
+        NonFinite::Skip
+    } else {
+        NonFinite::Error
+    }
+}
+
+/// Says how many windows `--skip-nonfinite` left out.
+fn report_skipped(skipped: usize) {
+    if skipped > 0 {
+        eprintln!("flowfm: left out {skipped} windows holding NaN or infinity (--skip-nonfinite)");
+    }
+}
 
 fn parse_protocol(s: &str) -> Result<Protocol> {
     if s == "loso" {
@@ -32,13 +84,13 @@ fn parse_protocol(s: &str) -> Result<Protocol> {
     }
 }
 
-fn run_downstream(
-    args: DownstreamArgs,
+/// The downstream config and encoder source of `finetune` / `probe` from their options.
+fn downstream_setup(
+    args: &DownstreamArgs,
     mode: Mode,
     scratch: bool,
     augment: bool,
-    quiet: bool,
-) -> Result<()> {
+) -> Result<(DownstreamConfig, EncoderSource)> {
     let mut cfg = DownstreamConfig {
         mode,
         protocol: parse_protocol(&args.protocol)?,
@@ -52,6 +104,7 @@ fn run_downstream(
     if let Some(lr) = args.lr {
         cfg.lr = lr;
     }
+    cfg.validate()?;
     let pretrained = EncoderSource::Pretrained(args.encoder.clone());
     let encoder = if scratch {
         match pretrained.config()? {
@@ -61,16 +114,64 @@ fn run_downstream(
     } else {
         pretrained
     };
-    let store = Arc::new(flowfm_data::store::WindowStore::open(&args.store)?);
-    let mut opts = ProtocolOptions::new(DatasetInfo::of_store(&store), encoder.label());
-    opts.verbose = !quiet;
-    let r = run_protocol(store, &encoder, &cfg, &opts)?;
-    println!("{}", ProtocolResult::markdown_header().trim_end());
-    println!("{}", r.markdown_row()?.trim_end());
+    Ok((cfg, encoder))
+}
+
+fn run_downstream(
+    args: DownstreamArgs,
+    mode: Mode,
+    scratch: bool,
+    augment: bool,
+    quiet: bool,
+) -> Result<()> {
+    let (cfg, encoder) = downstream_setup(&args, mode, scratch, augment)?;
+    let (store, check) = WindowStore::open_checked(&args.store, policy(args.skip_nonfinite))?;
+    report_skipped(check.skipped.len());
+    let r = if check.skipped.is_empty() {
+        let store = Arc::new(store);
+        let mut opts = ProtocolOptions::new(DatasetInfo::of_store(&store), encoder.label());
+        opts.verbose = !quiet;
+        run_protocol(store, &encoder, &cfg, &opts)?
+    } else {
+        let ws = Arc::new(store.load_subset(&check.kept)?);
+        let mut opts = ProtocolOptions::new(DatasetInfo::of_window_set(&ws), encoder.label());
+        opts.verbose = !quiet;
+        run_protocol(ws, &encoder, &cfg, &opts)?
+    };
+    say!("{}", ProtocolResult::markdown_header().trim_end());
+    say!("{}", r.markdown_row()?.trim_end());
     if let Some(out) = args.output {
         r.write_json(&out)?;
-        println!("wrote {}", out.display());
+        say!("wrote {}", out.display());
     }
+    Ok(())
+}
+
+/// `flowfm finetune --save`: fine-tune on every labelled window and save the classifier.
+fn save_classifier(
+    args: DownstreamArgs,
+    scratch: bool,
+    augment: bool,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let (cfg, encoder) = downstream_setup(&args, Mode::FineTune, scratch, augment)?;
+    let (store, check) = WindowStore::open_checked(&args.store, policy(args.skip_nonfinite))?;
+    report_skipped(check.skipped.len());
+    let data = TrainingData {
+        class_names: store.meta.class_names.clone(),
+        sample_rate_hz: store.meta.sample_rate_hz,
+        channels: store.meta.channel_names.clone(),
+        fingerprint: store.meta.fingerprint.clone(),
+        store: args.store.display().to_string(),
+    };
+    let ws = Arc::new(store.load_subset(&check.kept)?);
+    let card = deploy::train_and_save(&ws, &data, &encoder, &cfg, dir)?;
+    say!(
+        "saved the classifier to {} (validation macro F1 {:.3} on subjects {:?})",
+        dir.display(),
+        card.validation_macro_f1,
+        card.validation_subjects
+    );
     Ok(())
 }
 
@@ -143,7 +244,9 @@ fn run(cli: Cli) -> Result<()> {
             hop_secs,
             classes,
             force,
+            allow_empty,
         } => {
+            check_output_file(&output, "--output")?;
             let spec = spec_for(&dataset, input, classes)?;
             let mut cfg = PrepareConfig::default();
             cfg.resample.target_rate_hz = rate_hz;
@@ -160,15 +263,24 @@ fn run(cli: Cli) -> Result<()> {
                 .context("--output needs a file name")?;
             let spec = DatasetSpec { name, ..spec };
             let prepared = datasets::prepare_spec(&spec, &cfg, &dir, true, force)?;
+            for f in &prepared.removed_temp_files {
+                eprintln!("flowfm: removed {} (left by a killed writer)", f.display());
+            }
             match &prepared.summary {
-                Some(s) => println!("{s}"),
-                None => println!(
+                Some(s) => {
+                    say!("{s}");
+                    say!("wrote {}", prepared.path.display());
+                    // The store is written either way; an empty subject or dataset still fails
+                    // the command unless the user said it may happen.
+                    s.check_nonempty(allow_empty)
+                        .context("rerun with --allow-empty to accept it")?;
+                }
+                None => say!(
                     "{}: reused (its recorded inputs and config match); {} windows",
                     prepared.path.display(),
                     prepared.store.num_windows()
                 ),
             }
-            println!("wrote {}", prepared.path.display());
             Ok(())
         }
         Command::Pretrain {
@@ -176,16 +288,25 @@ fn run(cli: Cli) -> Result<()> {
             store,
             out,
             resume,
+            skip_nonfinite,
         } => {
             let exp = Experiment::load(&config)?;
-            let pool = flowfm::study::load_pool(&store)?;
+            let (pool, skipped) = datasets::load_pool(&store, policy(skip_nonfinite))?;
+            report_skipped(skipped);
             let n = pool.num_windows();
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&exp.file.run.name));
             let mut opts = PretrainOptions::new(&out);
             opts.resume = resume;
+            opts.data_fingerprint = Some(
+                store
+                    .iter()
+                    .map(|p| flowfm_data::store::read_fingerprint(p))
+                    .collect::<std::result::Result<Vec<_>, _>>()?
+                    .join("+"),
+            );
             opts.quiet = cli.quiet;
             let outcome = pretrain(&exp, Arc::new(pool), (0..n).collect(), &opts)?;
-            println!(
+            say!(
                 "pretrained {} for {} steps ({:.1} windows/s); run directory {}",
                 exp.method.name(),
                 outcome.steps,
@@ -207,17 +328,20 @@ fn run(cli: Cli) -> Result<()> {
             limit,
             batch,
             seed,
+            skip_nonfinite,
         } => {
             use flowfm::generation::{
                 run_generation, CovarianceKind, GenerateJob, GenerateMode, SamplerSpec,
                 TrainedModels,
             };
+            check_output_file(&output, "--output")?;
             let device = candle_core::Device::Cpu;
             let models = TrainedModels::from_run_dir(&run, &device)?;
             let spec = SamplerSpec::from_parts(&sampler, steps, eta, rtol, atol)?;
-            let st = flowfm_data::store::WindowStore::open(&store)?;
-            let n = limit.unwrap_or(usize::MAX).min(st.num_windows());
-            let windows = st.load_subset(&(0..n).collect::<Vec<_>>())?;
+            let (st, check) = WindowStore::open_checked(&store, policy(skip_nonfinite))?;
+            report_skipped(check.skipped.len());
+            let n = limit.unwrap_or(usize::MAX).min(check.kept.len());
+            let windows = st.load_subset(&check.kept[..n])?;
             let mode = match sample {
                 Some(count) => GenerateMode::Sample {
                     count,
@@ -236,7 +360,7 @@ fn run(cli: Cli) -> Result<()> {
                     output: output.clone(),
                 },
             )?;
-            println!(
+            say!(
                 "wrote {} windows to {} ({} by {}, {} NFE per window, {:.2} ms per window)",
                 summary.windows,
                 output.display(),
@@ -252,15 +376,19 @@ fn run(cli: Cli) -> Result<()> {
             store,
             output,
             batch,
+            skip_nonfinite,
         } => {
+            check_output_file(&output, "--output")?;
             let device = candle_core::Device::Cpu;
             let enc = flowfm::encode::load_encoder(&encoder, &device)?;
-            let st = flowfm_data::store::WindowStore::open(&store)?;
-            let z = flowfm::encode::embed_store(&enc, &st, batch, &device)?;
-            flowfm::encode::write_embeddings(&output, &z, enc.config().repr_dim(), &st, &encoder)?;
-            println!(
+            let (st, check) = WindowStore::open_checked(&store, policy(skip_nonfinite))?;
+            report_skipped(check.skipped.len());
+            let z = flowfm::encode::embed_store(&enc, &st, &check.kept, batch, &device)?;
+            let d = enc.config().repr_dim();
+            flowfm::encode::write_embeddings(&output, &z, d, &st, &check.kept, &encoder)?;
+            say!(
                 "wrote {} representations of dimension {} to {}",
-                st.num_windows(),
+                check.kept.len(),
                 enc.config().repr_dim(),
                 output.display()
             );
@@ -270,7 +398,40 @@ fn run(cli: Cli) -> Result<()> {
             args,
             scratch,
             augment,
+            save: Some(dir),
+        } => save_classifier(args, scratch, augment, &dir),
+        Command::Finetune {
+            args,
+            scratch,
+            augment,
+            save: None,
         } => run_downstream(args, Mode::FineTune, scratch, augment, cli.quiet),
+        Command::Predict {
+            model,
+            store,
+            output,
+            batch,
+            skip_nonfinite,
+        } => {
+            check_output_file(&output, "--output")?;
+            let clf = SavedClassifier::load(&model)?;
+            let (st, check) = WindowStore::open_checked(&store, policy(skip_nonfinite))?;
+            report_skipped(check.skipped.len());
+            clf.check_input(
+                &store.display().to_string(),
+                st.meta.window_len,
+                st.meta.sample_rate_hz,
+                st.meta.channels,
+            )?;
+            let rows = clf.predict_source(&st, &check.kept, &st.start_time_s, batch)?;
+            flowfm::output::write_file(&output, clf.timeline_csv(&rows).as_bytes())?;
+            say!(
+                "wrote {} predicted windows to {}",
+                rows.len(),
+                output.display()
+            );
+            Ok(())
+        }
         Command::Probe { args, knn } => {
             let mode = if knn { Mode::Knn } else { Mode::LinearProbe };
             run_downstream(args, mode, false, false, cli.quiet)
@@ -278,7 +439,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval { config } => {
             let f = flowfm::downstream::eval::EvalFile::load(&config)?;
             let results = flowfm::downstream::eval::run_eval(&f, !cli.quiet)?;
-            println!(
+            say!(
                 "{} protocol results written to {}",
                 results.len(),
                 f.output_dir.display()
@@ -288,12 +449,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::CheckConfig { configs } => {
             for c in configs {
                 let exp = Experiment::load(&c)?;
-                println!(
-                    "{}: ok ({}, fingerprint {})",
+                let estimate = ResourceEstimate::of(&exp)?;
+                say!(
+                    "{}: ok ({}, fingerprint {}); {estimate}",
                     c.display(),
                     exp.method.name(),
                     exp.fingerprint()
                 );
+                estimate
+                    .check_fits(available_memory_bytes())
+                    .with_context(|| c.display().to_string())?;
             }
             Ok(())
         }
@@ -319,7 +484,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::CheckReport { dir } => {
             let problems = flowfm::study::check_report(&dir)?;
             if problems.is_empty() {
-                println!("{}: complete", dir.display());
+                say!("{}: complete", dir.display());
                 Ok(())
             } else {
                 anyhow::bail!(

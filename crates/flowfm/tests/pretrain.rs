@@ -21,7 +21,7 @@ fn synthetic_pool(n: usize) -> WindowSet {
     );
     for i in 0..n {
         let f = [0.5, 1.5, 3.0][i % 3];
-        let phase = rng.uniform_range(0.0, 6.28);
+        let phase = rng.uniform_range(0.0, std::f64::consts::TAU);
         for c in 0..3 {
             for s in 0..300 {
                 let t = s as f64 / 30.0;

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::checksum::{self, ChecksumPolicy, Manifest};
 use super::text::{self, Lines};
-use super::{file_name, list_files};
+use super::{file_name, is_data_dir, list_files};
 use crate::error::{DataError, Result};
 use crate::recording::{RawDataset, Recording};
 
@@ -63,11 +63,19 @@ pub fn read_adl(dir: &Path, opts: &AdlOptions) -> Result<RawDataset> {
         dir.to_path_buf()
     };
     let mut jobs: Vec<(PathBuf, usize)> = Vec::new();
+    let mut listing_skips = Vec::new();
     let entries = std::fs::read_dir(&root).map_err(|e| DataError::io(&root, e))?;
-    let mut folders: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut folders: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| DataError::io(&root, e))?.path();
+        if path.is_dir() {
+            folders.push(path);
+        } else if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            // A symlink that does not lead to a folder (plain files beside the folders, such as
+            // the dataset's README, are not data and are not counted).
+            is_data_dir(&path, &mut listing_skips);
+        }
+    }
     folders.sort();
     for folder in folders {
         let name = file_name(&folder).to_ascii_lowercase();
@@ -84,9 +92,11 @@ pub fn read_adl(dir: &Path, opts: &AdlOptions) -> Result<RawDataset> {
                 format!("`{name}` is not one of the 14 ADL activities"),
             ));
         };
-        for f in list_files(&folder, |n| {
-            n.starts_with("Accelerometer-") && n.ends_with(".txt")
-        })? {
+        for f in list_files(
+            &folder,
+            |n| n.starts_with("Accelerometer-") && n.ends_with(".txt"),
+            &mut listing_skips,
+        )? {
             jobs.push((f, class));
         }
     }
@@ -116,7 +126,7 @@ pub fn read_adl(dir: &Path, opts: &AdlOptions) -> Result<RawDataset> {
         class_names: ADL_CLASSES.iter().map(|s| s.to_string()).collect(),
         recordings,
         source_checksums: sums.into_iter().flatten().collect(),
-        skipped: Vec::new(),
+        skipped: listing_skips,
     })
 }
 

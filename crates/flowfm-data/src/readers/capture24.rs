@@ -11,6 +11,7 @@ use super::checksum::{self, ChecksumPolicy, Manifest};
 use super::text::{self, Lines};
 use super::{add_skip, file_name, list_files, merge_skips, stem, TimeAxis, TimeStep};
 use crate::error::{DataError, Result};
+use crate::plausible;
 use crate::recording::{RawDataset, Recording, SkipReport};
 
 const CAPTURE24_RATE_HZ: f64 = 100.0;
@@ -41,9 +42,12 @@ impl Default for Capture24Options {
 /// unlabelled. Class names are sorted (raw annotations, or the chosen scheme's labels); an
 /// annotation missing from the dictionary is an error naming file and line.
 pub fn read_capture24(dir: &Path, opts: &Capture24Options) -> Result<RawDataset> {
-    let files = list_files(dir, |n| {
-        n.starts_with('P') && (n.ends_with(".csv") || n.ends_with(".csv.gz"))
-    })?;
+    let mut listing_skips = Vec::new();
+    let files = list_files(
+        dir,
+        |n| n.starts_with('P') && (n.ends_with(".csv") || n.ends_with(".csv.gz")),
+        &mut listing_skips,
+    )?;
     if files.is_empty() {
         return Err(DataError::format(dir, "no P<NNN>.csv[.gz] files"));
     }
@@ -79,7 +83,7 @@ pub fn read_capture24(dir: &Path, opts: &Capture24Options) -> Result<RawDataset>
     let class_names: Vec<String> = all.into_iter().collect();
     let mut recordings = Vec::new();
     let mut sums = Vec::new();
-    let mut skips = Vec::new();
+    let mut skips = vec![listing_skips];
     for (mut rec, local, sum, k) in per_file {
         let remap: Vec<i32> = local
             .iter()
@@ -256,21 +260,19 @@ fn parse_file(
         "Capture-24 row with a repeated timestamp",
         repeated,
     );
-    Ok((
-        Recording {
-            subject_id,
-            subject_name,
-            session: name,
-            sample_rate_hz: CAPTURE24_RATE_HZ,
-            timestamps_s,
-            start_time_s,
-            channel_names: vec!["acc_x".into(), "acc_y".into(), "acc_z".into()],
-            signals,
-            labels,
-        },
-        local_names,
-        skips,
-    ))
+    let rec = Recording {
+        subject_id,
+        subject_name,
+        session: name,
+        sample_rate_hz: CAPTURE24_RATE_HZ,
+        timestamps_s,
+        start_time_s,
+        channel_names: vec!["acc_x".into(), "acc_y".into(), "acc_z".into()],
+        signals,
+        labels,
+    };
+    plausible::check_timing(&rec, path, Some("s"))?;
+    Ok((rec, local_names, skips))
 }
 
 /// `(time, x, y, z)` of a row.

@@ -9,6 +9,7 @@ use super::checksum::{self, ChecksumPolicy, Manifest};
 use super::text::{self, Lines};
 use super::{add_skip, file_name, TimeAxis, TimeStep, STANDARD_GRAVITY};
 use crate::error::{DataError, Result};
+use crate::plausible;
 use crate::recording::{RawDataset, Recording};
 
 /// A column, by 0-based index or by header name.
@@ -355,20 +356,31 @@ pub fn read_csv(path: &Path, spec: &CsvSpec) -> Result<RawDataset> {
     };
     let mut skipped = Vec::new();
     add_skip(&mut skipped, "CSV row with a repeated time", repeated);
+    let rec = Recording {
+        subject_id: spec.subject_id,
+        subject_name: spec.subject_name.clone(),
+        session: file_name(path),
+        sample_rate_hz: rate,
+        timestamps_s,
+        start_time_s,
+        channel_names,
+        signals,
+        labels,
+    };
+    let unit = match &spec.time {
+        TimeSpec::Column { unit, .. } => match unit {
+            TimeUnit::Seconds | TimeUnit::DateTime => Some("s"),
+            TimeUnit::Milliseconds => Some("ms"),
+            TimeUnit::Microseconds => Some("us"),
+            TimeUnit::Nanoseconds => Some("ns"),
+        },
+        _ => None,
+    };
+    plausible::check_timing(&rec, path, unit)?;
     Ok(RawDataset {
         name: spec.dataset_name.clone(),
         class_names,
-        recordings: vec![Recording {
-            subject_id: spec.subject_id,
-            subject_name: spec.subject_name.clone(),
-            session: file_name(path),
-            sample_rate_hz: rate,
-            timestamps_s,
-            start_time_s,
-            channel_names,
-            signals,
-            labels,
-        }],
+        recordings: vec![rec],
         source_checksums: sum.into_iter().collect(),
         skipped,
     })

@@ -351,10 +351,16 @@ impl CsvFolderSpec {
                 ));
             }
         }
-        if !(self.rate_hz.is_finite() && self.rate_hz > 0.0) {
+        if !(crate::plausible::MIN_RATE_HZ..=crate::plausible::MAX_RATE_HZ).contains(&self.rate_hz)
+        {
             return Err(cfg_err(
                 "rate_hz",
-                format!("must be a finite rate > 0 Hz, got {}", self.rate_hz),
+                format!(
+                    "{} Hz is outside the plausible {} Hz - {} Hz of wearable sensors",
+                    self.rate_hz,
+                    crate::plausible::MIN_RATE_HZ,
+                    crate::plausible::MAX_RATE_HZ
+                ),
             ));
         }
         let time_unit = parse_time_unit(&self.time_unit)?;
@@ -481,6 +487,16 @@ impl CsvFolderSpec {
 }
 
 impl CompiledSpec {
+    /// The time column's unit as the plausibility checks name it (`None` without a column).
+    pub(crate) fn time_unit_name(&self) -> Option<&'static str> {
+        self.layout.time.as_ref().map(|(_, u)| match u {
+            TimeUnit::Seconds | TimeUnit::DateTime => "s",
+            TimeUnit::Milliseconds => "ms",
+            TimeUnit::Microseconds => "us",
+            TimeUnit::Nanoseconds => "ns",
+        })
+    }
+
     /// Channel names when the spec decides them (else they come from the header).
     pub(crate) fn channel_names(&self, layout: &Layout) -> Vec<String> {
         self.channel_names
@@ -1300,6 +1316,9 @@ pub fn read_csv_folder(path: &Path, spec: &CsvFolderSpec) -> Result<RawDataset> 
                 signals: p.signals,
                 labels,
             });
+            if let Some(rec) = recordings.last() {
+                crate::plausible::check_timing(rec, &j.path, c.time_unit_name())?;
+            }
         }
     }
     sums.extend(table_sums);

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::checksum::{self, ChecksumPolicy, Manifest};
 use super::text::{self, Lines};
-use super::{file_name, list_files, stem};
+use super::{add_skip, file_name, list_files, stem};
 use crate::error::{DataError, Result};
 use crate::recording::{RawDataset, Recording};
 
@@ -89,9 +89,12 @@ pub fn read_hapt(dir: &Path, opts: &HaptOptions) -> Result<RawDataset> {
             check_activity_labels(&names)?;
         }
     }
-    let acc_files = list_files(&raw_dir, |n| {
-        n.starts_with("acc_exp") && (n.ends_with(".txt") || n.ends_with(".txt.gz"))
-    })?;
+    let mut skipped = Vec::new();
+    let acc_files = list_files(
+        &raw_dir,
+        |n| n.starts_with("acc_exp") && (n.ends_with(".txt") || n.ends_with(".txt.gz")),
+        &mut skipped,
+    )?;
     if acc_files.is_empty() {
         return Err(DataError::format(
             &raw_dir,
@@ -107,12 +110,27 @@ pub fn read_hapt(dir: &Path, opts: &HaptOptions) -> Result<RawDataset> {
         recordings.push(r);
         sums.extend(s);
     }
+    // Segments of experiments without an accelerometer file label nothing: count them.
+    let read: std::collections::BTreeSet<(i64, i64)> = acc_files
+        .iter()
+        .map(|p| exp_user(p))
+        .collect::<Result<_>>()?;
+    let orphans: usize = segments
+        .iter()
+        .filter(|(k, _)| !read.contains(k))
+        .map(|(_, v)| v.len())
+        .sum();
+    add_skip(
+        &mut skipped,
+        "labels.txt segment of an experiment without an acc_exp file",
+        orphans,
+    );
     Ok(RawDataset {
         name: "uci_hapt".into(),
         class_names: HAPT_CLASSES.iter().map(|s| s.to_string()).collect(),
         recordings,
         source_checksums: sums,
-        skipped: Vec::new(),
+        skipped,
     })
 }
 
@@ -247,6 +265,16 @@ fn parse_labels(path: &Path, data: &[u8]) -> Result<BTreeMap<(i64, i64), Vec<Seg
             .iter()
             .map(|f| text::int_field(path, line_no, f, "label field"))
             .collect::<Result<_>>()?;
+        if v[0] < 1 || v[1] < 1 {
+            return Err(DataError::parse(
+                path,
+                line_no,
+                format!(
+                    "experiment {} / user {}: ids are positive (1-based)",
+                    v[0], v[1]
+                ),
+            ));
+        }
         if !(1..=12).contains(&v[2]) {
             return Err(DataError::parse(
                 path,

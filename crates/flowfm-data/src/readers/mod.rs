@@ -244,24 +244,87 @@ pub(crate) fn merge_skips(all: impl IntoIterator<Item = Vec<SkipReport>>) -> Vec
     out
 }
 
-/// Files directly in `dir` accepted by `keep` (sorted by name).
-pub(crate) fn list_files(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
+/// Files directly in `dir` whose name `keep` accepts (sorted by name). Symlinks are followed. An
+/// entry with an accepted name that is not a readable regular file (a dangling symlink, a symlink
+/// loop, a directory, a fifo) is not read but counted in `skipped`, naming it, so nothing named
+/// like data disappears silently.
+pub(crate) fn list_files(
+    dir: &Path,
+    keep: impl Fn(&str) -> bool,
+    skipped: &mut Vec<SkipReport>,
+) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;
         let path = entry.path();
-        if !path.is_file() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !keep(&name) {
             continue;
         }
-        if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-            if keep(name) {
-                out.push(path);
+        // `metadata` follows symlinks: a symlink to a regular file is read like one.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => out.push(path),
+            Ok(m) if m.is_dir() => add_skip(
+                skipped,
+                &format!("directory named like a data file: {}", path.display()),
+                1,
+            ),
+            Ok(_) => add_skip(
+                skipped,
+                &format!(
+                    "not a regular file (fifo, socket or device) named like a data file: {}",
+                    path.display()
+                ),
+                1,
+            ),
+            Err(e) => {
+                let is_link = std::fs::symlink_metadata(&path)
+                    .map(|m| m.file_type().is_symlink())
+                    .unwrap_or(false);
+                let what = if is_link {
+                    "symlink that cannot be followed (dangling or a loop)"
+                } else {
+                    "unreadable entry"
+                };
+                add_skip(
+                    skipped,
+                    &format!("{what} named like a data file: {} ({e})", path.display()),
+                    1,
+                );
             }
         }
     }
     out.sort();
     Ok(out)
+}
+
+/// Counts `path` in `skipped` when it is named like a data folder but is not one (a dangling
+/// symlink, a loop, a file); returns whether it is a readable folder (symlinks are followed).
+pub(crate) fn is_data_dir(path: &Path, skipped: &mut Vec<SkipReport>) -> bool {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => true,
+        Ok(_) => {
+            add_skip(
+                skipped,
+                &format!("file named like a data folder: {}", path.display()),
+                1,
+            );
+            false
+        }
+        Err(e) => {
+            add_skip(
+                skipped,
+                &format!(
+                    "entry named like a data folder that cannot be read (dangling symlink or \
+                     loop?): {} ({e})",
+                    path.display()
+                ),
+                1,
+            );
+            false
+        }
+    }
 }
 
 /// The file name of `path` as a string (for sessions and messages).

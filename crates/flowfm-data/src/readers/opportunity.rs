@@ -9,6 +9,7 @@ use super::checksum::{self, ChecksumPolicy, Manifest};
 use super::text::{self, Lines};
 use super::{add_skip, file_name, list_files, merge_skips, stem, FileOut, TimeAxis, TimeStep};
 use crate::error::{DataError, Result};
+use crate::plausible;
 use crate::recording::{RawDataset, Recording, SkipReport};
 
 /// Locomotion classes `(label id, name)`; label 0 (null) is unlabelled (-1).
@@ -155,12 +156,17 @@ pub fn read_opportunity(dir: &Path, opts: &OpportunityOptions) -> Result<RawData
     .into_iter()
     .find(|p| p.is_dir())
     .ok_or_else(|| DataError::format(dir, "Opportunity folder not found"))?;
-    let files = list_files(&folder, |n| {
-        let s = stem(n);
-        n.starts_with('S')
-            && (n.ends_with(".dat") || n.ends_with(".dat.gz"))
-            && (opts.include_drill || !s.ends_with("Drill"))
-    })?;
+    let mut listing_skips = Vec::new();
+    let files = list_files(
+        &folder,
+        |n| {
+            let s = stem(n);
+            n.starts_with('S')
+                && (n.ends_with(".dat") || n.ends_with(".dat.gz"))
+                && (opts.include_drill || !s.ends_with("Drill"))
+        },
+        &mut listing_skips,
+    )?;
     if files.is_empty() {
         return Err(DataError::format(&folder, "no S<N>-<session>.dat files"));
     }
@@ -181,7 +187,7 @@ pub fn read_opportunity(dir: &Path, opts: &OpportunityOptions) -> Result<RawData
         .collect::<Result<_>>()?;
     let mut recordings = Vec::new();
     let mut sums = Vec::new();
-    let mut skips = Vec::new();
+    let mut skips = vec![listing_skips];
     for (r, s, k) in per_file {
         recordings.push(r);
         sums.extend(s);
@@ -268,18 +274,17 @@ fn parse_file(path: &Path, data: &[u8]) -> Result<(Recording, Vec<SkipReport>)> 
         "Opportunity row with NaN on the RWR accelerometer",
         nan_rows,
     );
-    Ok((
-        Recording {
-            subject_id,
-            subject_name: format!("S{subject_id}"),
-            session,
-            sample_rate_hz: OPP_RATE_HZ,
-            timestamps_s,
-            start_time_s,
-            channel_names: vec!["acc_x".into(), "acc_y".into(), "acc_z".into()],
-            signals,
-            labels,
-        },
-        skips,
-    ))
+    let rec = Recording {
+        subject_id,
+        subject_name: format!("S{subject_id}"),
+        session,
+        sample_rate_hz: OPP_RATE_HZ,
+        timestamps_s,
+        start_time_s,
+        channel_names: vec!["acc_x".into(), "acc_y".into(), "acc_z".into()],
+        signals,
+        labels,
+    };
+    plausible::check_timing(&rec, path, Some("ms"))?;
+    Ok((rec, skips))
 }

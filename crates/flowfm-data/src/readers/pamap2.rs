@@ -12,6 +12,7 @@ use super::{
     STANDARD_GRAVITY,
 };
 use crate::error::{DataError, Result};
+use crate::plausible;
 use crate::recording::{RawDataset, Recording, SkipReport};
 
 /// `(activity id, name)` of the PAMAP2 protocol and optional activities; class index = position.
@@ -140,14 +141,15 @@ pub fn read_pamap2(dir: &Path, opts: &Pamap2Options) -> Result<RawDataset> {
         |n: &str| n.starts_with("subject") && (n.ends_with(".dat") || n.ends_with(".dat.gz"));
     let mut files: Vec<PathBuf> = Vec::new();
     let protocol = base.join("Protocol");
+    let mut listing_skips = Vec::new();
     if protocol.is_dir() {
-        files.extend(list_files(&protocol, is_dat)?);
+        files.extend(list_files(&protocol, is_dat, &mut listing_skips)?);
         let optional = base.join("Optional");
         if opts.include_optional && optional.is_dir() {
-            files.extend(list_files(&optional, is_dat)?);
+            files.extend(list_files(&optional, is_dat, &mut listing_skips)?);
         }
     } else if base.is_dir() {
-        files.extend(list_files(&base, is_dat)?);
+        files.extend(list_files(&base, is_dat, &mut listing_skips)?);
     }
     if files.is_empty() {
         return Err(DataError::format(
@@ -172,7 +174,7 @@ pub fn read_pamap2(dir: &Path, opts: &Pamap2Options) -> Result<RawDataset> {
         .collect::<Result<_>>()?;
     let mut recordings = Vec::new();
     let mut sums = Vec::new();
-    let mut skips = Vec::new();
+    let mut skips = vec![listing_skips];
     for (r, s, k) in per_file {
         recordings.push(r);
         sums.extend(s);
@@ -278,18 +280,17 @@ fn parse_file(path: &Path, data: &[u8], gyro: bool) -> Result<(Recording, Vec<Sk
     }
     let mut skips = Vec::new();
     add_skip(&mut skips, "PAMAP2 row with NaN in the hand IMU", nan_rows);
-    Ok((
-        Recording {
-            subject_id,
-            subject_name,
-            session: name,
-            sample_rate_hz: PAMAP2_RATE_HZ,
-            timestamps_s,
-            start_time_s,
-            channel_names,
-            signals,
-            labels,
-        },
-        skips,
-    ))
+    let rec = Recording {
+        subject_id,
+        subject_name,
+        session: name,
+        sample_rate_hz: PAMAP2_RATE_HZ,
+        timestamps_s,
+        start_time_s,
+        channel_names,
+        signals,
+        labels,
+    };
+    plausible::check_timing(&rec, path, Some("s"))?;
+    Ok((rec, skips))
 }

@@ -354,9 +354,11 @@ pub fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader, String> {
         .ok_or("unsupported descr (structured dtype?)")?
         .to_string();
     let fortran_order = field("fortran_order")?.starts_with("True");
-    let shape_txt = field("shape")?;
+    let shape_txt = field("shape")?
+        .strip_prefix('(')
+        .ok_or("bad shape (no opening parenthesis)")?;
     let close = shape_txt.find(')').ok_or("bad shape")?;
-    let shape = shape_txt[1..close]
+    let shape = shape_txt[..close]
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -382,6 +384,29 @@ mod tests {
         // 2x3 matrix [[1,2,3],[4,5,6]] stored column-major: 1,4,2,5,3,6.
         let c = fortran_to_c(&[1.0, 4.0, 2.0, 5.0, 3.0, 6.0], &[2, 3]);
         assert_eq!(c, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    }
+
+    /// A `.npy` version-1 file whose header is `header` (padded like numpy's).
+    fn npy_with_header(header: &str) -> Vec<u8> {
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        b
+    }
+
+    #[test]
+    fn malformed_npy_shapes_are_errors_not_panics() {
+        // Found by reading the slicing code: `shape_txt[1..close]` panicked when `)` came first
+        // or the first character was wider than one byte.
+        for shape in [")", "\u{e9})", "", "(", "(1, x)"] {
+            let h = format!("{{'descr': '|O', 'fortran_order': False, 'shape': {shape}, }}");
+            assert!(parse_npy_header(&npy_with_header(&h)).is_err(), "{h}");
+        }
+        let h = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }";
+        assert_eq!(
+            parse_npy_header(&npy_with_header(h)).unwrap().shape,
+            vec![2, 3]
+        );
     }
 
     #[test]

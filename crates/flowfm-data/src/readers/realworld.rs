@@ -10,9 +10,11 @@ use rayon::prelude::*;
 use super::checksum::{self, ChecksumPolicy, Manifest};
 use super::text::{self, Lines};
 use super::{
-    add_skip, file_name, list_files, merge_skips, FileOut, TimeAxis, TimeStep, STANDARD_GRAVITY,
+    add_skip, file_name, is_data_dir, list_files, merge_skips, FileOut, TimeAxis, TimeStep,
+    STANDARD_GRAVITY,
 };
 use crate::error::{DataError, Result};
+use crate::plausible;
 use crate::recording::{RawDataset, Recording};
 
 /// The 8 RealWorld activities (class index order).
@@ -68,6 +70,7 @@ pub fn read_realworld(dir: &Path, opts: &RealWorldOptions) -> Result<RawDataset>
         });
     }
     let mut probands: Vec<(i64, PathBuf)> = Vec::new();
+    let mut listing_skips = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let path = entry.map_err(|e| DataError::io(dir, e))?.path();
         let name = file_name(&path);
@@ -75,7 +78,7 @@ pub fn read_realworld(dir: &Path, opts: &RealWorldOptions) -> Result<RawDataset>
             .strip_prefix("proband")
             .and_then(|s| s.parse::<i64>().ok())
         {
-            if path.is_dir() {
+            if is_data_dir(&path, &mut listing_skips) {
                 probands.push((n, path));
             }
         }
@@ -85,9 +88,11 @@ pub fn read_realworld(dir: &Path, opts: &RealWorldOptions) -> Result<RawDataset>
     for (n, p) in &probands {
         let data = p.join("data");
         let folder = if data.is_dir() { data } else { p.clone() };
-        for z in list_files(&folder, |f| {
-            f.starts_with("acc_") && f.ends_with("_csv.zip")
-        })? {
+        for z in list_files(
+            &folder,
+            |f| f.starts_with("acc_") && f.ends_with("_csv.zip"),
+            &mut listing_skips,
+        )? {
             let name = file_name(&z);
             let act = name
                 .strip_prefix("acc_")
@@ -141,7 +146,7 @@ pub fn read_realworld(dir: &Path, opts: &RealWorldOptions) -> Result<RawDataset>
         .collect::<Result<_>>()?;
     let mut recordings = Vec::new();
     let mut sums = Vec::new();
-    let mut skips = Vec::new();
+    let mut skips = vec![listing_skips];
     for (r, s, k) in per_zip {
         recordings.extend(r);
         sums.extend(s);
@@ -275,18 +280,17 @@ fn parse_csv(
         return Err(DataError::format(path, "no samples"));
     }
     let (start_time_s, timestamps_s) = axis.finish();
-    Ok((
-        Recording {
-            subject_id: subject,
-            subject_name: format!("proband{subject}"),
-            session: format!("proband{subject}/{entry}"),
-            sample_rate_hz: REALWORLD_RATE_HZ,
-            timestamps_s,
-            start_time_s,
-            channel_names: vec!["acc_x".into(), "acc_y".into(), "acc_z".into()],
-            signals,
-            labels: vec![class; n],
-        },
-        repeated,
-    ))
+    let rec = Recording {
+        subject_id: subject,
+        subject_name: format!("proband{subject}"),
+        session: format!("proband{subject}/{entry}"),
+        sample_rate_hz: REALWORLD_RATE_HZ,
+        timestamps_s,
+        start_time_s,
+        channel_names: vec!["acc_x".into(), "acc_y".into(), "acc_z".into()],
+        signals,
+        labels: vec![class; n],
+    };
+    plausible::check_timing(&rec, path, Some("ms"))?;
+    Ok((rec, repeated))
 }

@@ -9,6 +9,7 @@ use super::checksum::{self, ChecksumPolicy, Manifest};
 use super::text::{self, Lines};
 use super::{add_skip, file_name, stem};
 use crate::error::{DataError, Result};
+use crate::plausible;
 use crate::recording::{RawDataset, Recording};
 
 /// Options of [`read_uea_ts`].
@@ -219,7 +220,7 @@ pub fn read_uea_ts(path: &Path, opts: &UeaOptions) -> Result<RawDataset> {
                 }
             }
         }
-        recordings.push(Recording {
+        let rec = Recording {
             subject_id: case,
             subject_name: format!("case{case}"),
             session: format!("{fname}:{line_no}"),
@@ -229,7 +230,9 @@ pub fn read_uea_ts(path: &Path, opts: &UeaOptions) -> Result<RawDataset> {
             channel_names: (0..signals.len()).map(|d| format!("dim_{d}")).collect(),
             signals,
             labels: vec![label; n],
-        });
+        };
+        plausible::check_timing(&rec, path, None)?;
+        recordings.push(rec);
     }
     if !in_data {
         return Err(DataError::format(

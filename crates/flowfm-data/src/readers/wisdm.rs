@@ -10,6 +10,7 @@ use super::checksum::{self, ChecksumPolicy, Manifest};
 use super::text::{self, Lines};
 use super::{add_skip, file_name, list_files, merge_skips, stem, FileOut, STANDARD_GRAVITY};
 use crate::error::{DataError, Result};
+use crate::plausible;
 use crate::recording::{RawDataset, Recording, SkipReport};
 
 /// Activity names in code order `A`..`S` (without `N`), as in `activity_key.txt`.
@@ -39,6 +40,11 @@ const CODES: &[u8; 18] = b"ABCDEFGHIJKLMOPQRS";
 
 /// Nominal sample rate of WISDM 2019 (the streams are irregular; see `timestamps_s`).
 const WISDM_RATE_HZ: f64 = 20.0;
+
+/// How far a block's rate may be from the nominal 20 Hz. 7 of the 824 watch-accelerometer blocks
+/// of the published files run at about 100 Hz (median step, measured on every block), so the
+/// reader accepts up to 6x; unit mistakes (1000x and more) remain errors.
+const WISDM_MAX_RATE_FACTOR: f64 = 6.0;
 
 /// Which device's files to read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,9 +103,14 @@ pub fn read_wisdm(dir: &Path, opts: &WisdmOptions) -> Result<RawDataset> {
     let (dev, sen) = (opts.device_name(), opts.sensor_name());
     let folder = locate(dir, dev, sen)?;
     let suffix = format!("_{sen}_{dev}.txt");
-    let files = list_files(&folder, |n| {
-        n.starts_with("data_") && (n.ends_with(&suffix) || n.ends_with(&format!("{suffix}.gz")))
-    })?;
+    let mut listing_skips = Vec::new();
+    let files = list_files(
+        &folder,
+        |n| {
+            n.starts_with("data_") && (n.ends_with(&suffix) || n.ends_with(&format!("{suffix}.gz")))
+        },
+        &mut listing_skips,
+    )?;
     if files.is_empty() {
         return Err(DataError::format(
             &folder,
@@ -131,7 +142,7 @@ pub fn read_wisdm(dir: &Path, opts: &WisdmOptions) -> Result<RawDataset> {
         .collect::<Result<_>>()?;
     let mut recordings = Vec::new();
     let mut sums = Vec::new();
-    let mut skips = Vec::new();
+    let mut skips = vec![listing_skips];
     for (r, s, k) in per_file {
         recordings.extend(r);
         sums.extend(s);
@@ -292,7 +303,7 @@ fn parse_file(
             format!("{session_base}:{}#{k}", char::from(b.code))
         };
         let n = b.t.len();
-        recordings.push(Recording {
+        let rec = Recording {
             subject_id: subject,
             subject_name: subject.to_string(),
             session,
@@ -305,7 +316,9 @@ fn parse_file(
                 .collect(),
             signals: vec![b.x, b.y, b.z],
             labels: vec![class; n],
-        });
+        };
+        plausible::check_timing_within(&rec, path, Some("ns"), WISDM_MAX_RATE_FACTOR)?;
+        recordings.push(rec);
     }
     let mut skips = Vec::new();
     add_skip(

@@ -20,7 +20,7 @@
 
 use super::config::{DownstreamConfig, EncoderSource, Mode};
 use super::protocol::{run_protocol, DatasetInfo, ProtocolOptions, ProtocolResult};
-use crate::train::run::atomic_write;
+use crate::output::write_file;
 use anyhow::{bail, Context, Result};
 use flowfm_data::store::WindowStore;
 use serde::Deserialize;
@@ -166,7 +166,7 @@ pub fn run_eval(f: &EvalFile, verbose: bool) -> Result<Vec<ProtocolResult>> {
         .iter()
         .map(serde_json::to_value)
         .collect::<std::result::Result<_, _>>()?;
-    atomic_write(
+    write_file(
         &f.output_dir.join("results.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
@@ -181,6 +181,6 @@ pub fn run_eval(f: &EvalFile, verbose: bool) -> Result<Vec<ProtocolResult>> {
             md.push('\n');
         }
     }
-    atomic_write(&f.output_dir.join("results.md"), md.as_bytes())?;
+    write_file(&f.output_dir.join("results.md"), md.as_bytes())?;
     Ok(results)
 }

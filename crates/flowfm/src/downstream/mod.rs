@@ -8,7 +8,9 @@
 //! **Invariant:** folds depend only on the labelled subjects and the seed, so every comparator
 //! with the same seed is tested on the same folds.
 
+pub mod compare;
 pub mod config;
+pub mod deploy;
 pub mod eval;
 pub mod finetune;
 pub mod probe;

@@ -16,8 +16,9 @@
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! use flowfm::finetune::{DownstreamConfig, EncoderSource, Mode};
-//! use flowfm::downstream::{run_protocol, DatasetInfo, Protocol, ProtocolOptions};
+//! use flowfm::downstream::{
+//!     run_protocol, DatasetInfo, DownstreamConfig, EncoderSource, Mode, Protocol, ProtocolOptions,
+//! };
 //! let store = std::sync::Arc::new(flowfm_data::WindowStore::open("adl.h5")?);
 //! let cfg = DownstreamConfig { mode: Mode::LinearProbe, protocol: Protocol::Loso, ..Default::default() };
 //! let opts = ProtocolOptions::new(DatasetInfo::of_store(&store), "FlowFM (linear probe)");
@@ -232,7 +233,7 @@ impl ProtocolResult {
 
     /// Writes [`ProtocolResult::to_json`] to `path` atomically.
     pub fn write_json(&self, path: &Path) -> Result<()> {
-        crate::train::run::atomic_write(path, self.to_json()?.as_bytes())
+        crate::output::write_file(path, self.to_json()?.as_bytes())
     }
 
     /// The Markdown table header matching [`ProtocolResult::markdown_row`].

@@ -2,7 +2,6 @@
 //! ones from a fitted [`RepresentationGaussian`], records NFE and wall time per window, and writes
 //! an HDF5 window store atomically.
 
-use super::gaussian::{CovarianceKind, RepresentationGaussian};
 use super::models::TrainedModels;
 use super::sampler::SamplerSpec;
 use crate::encode::encode_windows;
@@ -11,6 +10,7 @@ use candle_core::{DType, Tensor};
 use flowfm_core::SeededRng;
 use flowfm_data::store::write_store;
 use flowfm_data::window::WindowSet;
+use flowfm_eval::generative::gaussian::{CovarianceKind, RepresentationGaussian};
 use flowfm_eval::{reconstruction_error, Windows};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -91,15 +91,6 @@ pub struct GenerateSummary {
     pub reconstruction: Option<ReconstructionSummary>,
     /// The store written.
     pub output: String,
-}
-
-fn fnv1a(s: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    format!("{h:016x}")
 }
 
 /// Encodes every window of `ws` in batches of `batch_size` (without copying the whole set into
@@ -204,7 +195,7 @@ pub fn run_generation(
         &job.output,
         &out,
         GENERATED_STORE_VERSION,
-        &fnv1a(&json),
+        &flowfm_core::hash::fnv1a64_hex(json.as_bytes()),
         &json,
     )
     .with_context(|| format!("writing generated windows to {}", job.output.display()))?;

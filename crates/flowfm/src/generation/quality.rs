@@ -4,7 +4,6 @@
 //! spectral distance, reconstruction error), and the speed-up of the fastest flow setting that
 //! is at least as good as DDPM-T on every distance ([`matched_speedup`]).
 
-use super::gaussian::{CovarianceKind, RepresentationGaussian};
 use super::models::TrainedModels;
 use super::sampler::{GeneratorKind, SamplerSpec};
 use crate::encode::{encode_tensor, load_encoder, windows_tensor};
@@ -14,6 +13,7 @@ use candle_nn::VarMap;
 use flowfm_core::init::seeded_var_builder;
 use flowfm_core::SeededRng;
 use flowfm_data::window::WindowSet;
+use flowfm_eval::generative::gaussian::{CovarianceKind, RepresentationGaussian};
 use flowfm_eval::{
     discriminative_score, frechet_distance_from_stats, mmd2_rbf, reconstruction_error,
     spectral_distance, DiscriminativeConfig, Embeddings, FeatureConfig, FeatureExtractor,

@@ -4,7 +4,7 @@
 //! changed config, dataset or checkpoint reruns the stage. Values are stored as pickle, which
 //! keeps NaN metrics (JSON would turn them into `null`); files are written atomically.
 
-use crate::train::run::atomic_write;
+use crate::output::write_file;
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -152,7 +152,7 @@ pub fn store<T: Serialize>(path: &Path, key: &str, value: &T) -> Result<()> {
         serde_pickle::SerOptions::new(),
     )
     .with_context(|| format!("encoding {}", path.display()))?;
-    atomic_write(path, &bytes)
+    write_file(path, &bytes)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub mod report;
 pub mod rows;
 pub mod stages;
 
-pub use plan::{combine_unlabelled, load_pool, plan_subjects, SubjectPlan};
+pub use plan::{plan_subjects, SubjectPlan};
 pub use profile::{Profile, METHODS};
 pub use report::{check_report, Report, Section};
 
@@ -76,7 +76,6 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     let started = Instant::now();
     let (profile, seed) = (opts.profile, opts.seed);
     let work = work_dir(&opts.report_dir);
-    let runs_dir = work.join("runs");
     // Every config is read and validated before anything runs.
     let experiments = (METHODS.iter())
         .map(|m| {
@@ -99,15 +98,14 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     let pool = stages::plan_pool(&data, seed)?;
     report.add(Section::subjects(&pool.plans, pool.windows.num_windows()));
 
-    let pre = stages::pretrain_methods(
-        &experiments,
-        &data,
-        &pool,
+    let settings = stages::Settings {
         profile,
-        &runs_dir,
-        opts.force,
-        opts.quiet,
-    )?;
+        seed,
+        work: &work,
+        force: opts.force,
+        quiet: opts.quiet,
+    };
+    let pre = stages::pretrain_methods(&experiments, &data, &pool, &settings)?;
     for method in &pre.reused {
         report.note_reused(format!(
             "pretraining of {method} (finished run in work/runs/{method} of the report folder)"
@@ -123,16 +121,7 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     report.plot_validation(&opts.report_dir, &pre.rows, pre.time_to_target.as_ref())?;
 
     let enc_cfg = experiments[0].1.encoder.clone();
-    let down = stages::downstream(
-        profile,
-        &data,
-        &pool.plans,
-        &runs_dir,
-        &enc_cfg,
-        seed,
-        &work,
-        opts.force,
-    )?;
+    let down = stages::downstream(&data, &pool.plans, &enc_cfg, &settings)?;
     if down.reused > 0 {
         report.note_reused(format!(
             "{} of {} downstream protocol runs",
@@ -141,9 +130,10 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
         ));
     }
     report.add(Section::downstream(&down.results)?);
+    report.add_at_top(Section::verdicts(&stages::verdicts(&down.results, seed)?));
     report.plot_f1(&opts.report_dir, &down.results)?;
 
-    let gen = stages::generation(profile, &data, &pool, &runs_dir, seed, &work, opts.force)?;
+    let gen = stages::generation(&data, &pool, &settings)?;
     if gen.reused {
         report.note_reused("the generation study".into());
     }

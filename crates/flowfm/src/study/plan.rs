@@ -6,58 +6,14 @@
 //! **Invariant:** pretraining never sees a downstream subject.
 
 use super::profile::Profile;
-use crate::datasets::{DatasetSpec, PreparedStore};
+use crate::datasets::{combine_unlabelled, DatasetSpec, PreparedStore};
 use crate::train::pretrain::ValidationProbe;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use candle_core::Tensor;
 use flowfm_core::SeededRng;
-use flowfm_data::store::WindowStore;
 use flowfm_data::window::WindowSet;
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-
-/// Concatenates the windows of several stores into one set (subject ids offset per store so they
-/// stay unique; labels dropped because class vocabularies differ).
-pub fn load_pool(paths: &[PathBuf]) -> Result<WindowSet> {
-    let mut sets = Vec::new();
-    for p in paths {
-        let store = WindowStore::open(p).with_context(|| format!("opening {}", p.display()))?;
-        sets.push(store.load()?);
-    }
-    combine_unlabelled(&sets)
-}
-
-/// Concatenates window sets of the same layout as one unlabelled pool.
-pub fn combine_unlabelled(sets: &[WindowSet]) -> Result<WindowSet> {
-    let Some(first) = sets.first() else {
-        bail!("no window sets to combine")
-    };
-    let mut out = WindowSet::empty(
-        "pool",
-        first.sample_rate_hz,
-        first.channel_names.clone(),
-        first.window_len,
-        vec![],
-    );
-    for (i, s) in sets.iter().enumerate() {
-        if s.channels != first.channels
-            || s.window_len != first.window_len
-            || s.sample_rate_hz != first.sample_rate_hz
-        {
-            bail!(
-                "dataset `{}` has windows of {} channels x {} samples at {} Hz; `{}` has {} x {} at {} Hz",
-                s.dataset, s.channels, s.window_len, s.sample_rate_hz, first.dataset, first.channels, first.window_len, first.sample_rate_hz
-            );
-        }
-        out.x.extend_from_slice(&s.x);
-        out.y.extend(std::iter::repeat_n(-1, s.y.len()));
-        out.subject
-            .extend(s.subject.iter().map(|&sub| (i as i64) * 1_000_000 + sub));
-        out.start_time_s.extend_from_slice(&s.start_time_s);
-    }
-    Ok(out)
-}
 
 /// The subjects of a dataset split into a pretraining part and a downstream part.
 #[derive(Clone, Debug, Serialize)]

@@ -154,8 +154,7 @@ impl Profile {
             );
         }
         file.run.seed = seed;
-        Ok(file
-            .validate()
-            .with_context(|| format!("validating {}", path.display()))?)
+        file.validate()
+            .with_context(|| format!("validating {}", path.display()))
     }
 }

@@ -4,12 +4,11 @@
 //! measure nothing themselves; `study::run` turns their outputs into the report.
 
 use super::cache::{self, KeyBuilder, Lookup};
-use super::plan::{
-    combine_unlabelled, held_out_windows, plan_subjects, validation_probe, SubjectPlan,
-};
+use super::plan::{held_out_windows, plan_subjects, validation_probe, SubjectPlan};
 use super::profile::{Profile, METHODS};
 use super::rows::{pretrain_row, DatasetRow, PretrainRow};
-use crate::datasets::{self, DatasetSpec, PreparedStore};
+use crate::datasets::{self, combine_unlabelled, DatasetSpec, PreparedStore};
+use crate::downstream::compare::{compare_folds, FoldComparison};
 use crate::downstream::{
     run_protocol, DatasetInfo, EncoderSource, Mode, ProtocolOptions, ProtocolResult,
 };
@@ -18,8 +17,10 @@ use crate::train::config::Experiment;
 use crate::train::history::{time_to_target, RunHistory, TimeToTargetSummary};
 use crate::train::pretrain::{pretrain, schedule_steps, PretrainOptions};
 use anyhow::{bail, Context, Result};
+use flowfm_core::SeededRng;
 use flowfm_data::prepare::PrepareConfig;
 use flowfm_data::window::WindowSet;
+use flowfm_eval::stats::BootstrapConfig;
 use flowfm_models::EncoderConfig;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,28 @@ pub const GENERATION_STAGE_VERSION: u32 = 5;
 
 /// Fraction of the weaker method's best validation score that defines the target.
 pub const TARGET_FRACTION: f64 = 0.95;
+
+/// What every stage after the data needs to know about the run.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings<'a> {
+    /// Scale.
+    pub profile: Profile,
+    /// Seed of the study.
+    pub seed: u64,
+    /// The report's working folder (stores, runs, cached stage results).
+    pub work: &'a Path,
+    /// Rerun stages whose outputs exist.
+    pub force: bool,
+    /// No progress bars.
+    pub quiet: bool,
+}
+
+impl Settings<'_> {
+    /// Where the pretraining runs live (`work/runs/<method>`).
+    pub fn runs_dir(&self) -> PathBuf {
+        self.work.join("runs")
+    }
+}
 
 /// Stage 1's output: the prepared datasets and their table rows.
 pub struct Data {
@@ -165,11 +188,10 @@ pub fn pretrain_methods(
     experiments: &[(String, Experiment)],
     data: &Data,
     pool: &Pool,
-    profile: Profile,
-    runs_dir: &Path,
-    force: bool,
-    quiet: bool,
+    settings: &Settings<'_>,
 ) -> Result<Pretrained> {
+    let (profile, force, quiet) = (settings.profile, settings.force, settings.quiet);
+    let runs_dir = &settings.runs_dir();
     let Some((_, first)) = experiments.first() else {
         bail!("no pretraining experiments")
     };
@@ -299,15 +321,18 @@ fn downstream_key(
 /// Stage 4: every comparator of [`downstream_grid`] under the profile's protocol on the labelled
 /// windows of each dataset's downstream subjects (results cached under `work/downstream`).
 pub fn downstream(
-    profile: Profile,
     data: &Data,
     plans: &[SubjectPlan],
-    runs_dir: &Path,
     enc_cfg: &EncoderConfig,
-    seed: u64,
-    work: &Path,
-    force: bool,
+    settings: &Settings<'_>,
 ) -> Result<Downstream> {
+    let (profile, seed, work, force) = (
+        settings.profile,
+        settings.seed,
+        settings.work,
+        settings.force,
+    );
+    let runs_dir = &settings.runs_dir();
     eprintln!("[4/6] downstream protocols");
     let mut out = Downstream {
         results: Vec::new(),
@@ -402,15 +427,14 @@ pub struct Generation {
 
 /// Stage 5: the generation study of the flow and diffusion runs in `runs_dir` on held-out
 /// windows of the downstream subjects (cached as `work/generation.pkl`).
-pub fn generation(
-    profile: Profile,
-    data: &Data,
-    pool: &Pool,
-    runs_dir: &Path,
-    seed: u64,
-    work: &Path,
-    force: bool,
-) -> Result<Generation> {
+pub fn generation(data: &Data, pool: &Pool, settings: &Settings<'_>) -> Result<Generation> {
+    let (profile, seed, work, force) = (
+        settings.profile,
+        settings.seed,
+        settings.work,
+        settings.force,
+    );
+    let runs_dir = &settings.runs_dir();
     eprintln!("[5/6] generation: flow vs diffusion");
     let device = candle_core::Device::Cpu;
     let flow = TrainedModels::from_run_dir(&runs_dir.join("flowfm"), &device)?;
@@ -459,4 +483,36 @@ pub fn generation(
             })
         }
     }
+}
+
+/// The comparators FlowFM is judged against, with the mode of theirs each FlowFM mode meets:
+/// the other pretrained encoders in the same mode, the supervised encoder (fine-tuned) and the
+/// random forest.
+fn opponents<'a>(flow: &ProtocolResult, all: &'a [ProtocolResult]) -> Vec<&'a ProtocolResult> {
+    all.iter()
+        .filter(|r| r.dataset == flow.dataset && r.method != "flowfm")
+        .filter(|r| match r.method.as_str() {
+            "diffusion" | "ssl_multitask" => r.config.mode == flow.config.mode,
+            _ => true,
+        })
+        .collect()
+}
+
+/// Stage 4b: FlowFM against every comparator on the same folds (paired Wilcoxon and bootstrap
+/// interval per pair, computed by `downstream::compare`), seeded from `seed`.
+pub fn verdicts(results: &[ProtocolResult], seed: u64) -> Result<Vec<FoldComparison>> {
+    let rng = SeededRng::new(seed).derive("verdicts");
+    let mut out = Vec::new();
+    for (i, flow) in results.iter().filter(|r| r.method == "flowfm").enumerate() {
+        for (j, other) in opponents(flow, results).into_iter().enumerate() {
+            let mut r = rng.derive_indexed("pair", (i * 1000 + j) as u64);
+            out.push(compare_folds(
+                flow,
+                other,
+                &BootstrapConfig::default(),
+                &mut r,
+            )?);
+        }
+    }
+    Ok(out)
 }

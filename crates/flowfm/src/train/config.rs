@@ -1,9 +1,8 @@
 //! Experiment configs: TOML files with unknown keys rejected, validated into [`Experiment`], the
 //! only thing training accepts. Every error names the field and why it is wrong.
 
-use flowfm_core::schedule::{BetaSchedule, NoiseScheduleConfig};
+use flowfm_core::schedule::NoiseScheduleConfig;
 use flowfm_models::encoder::EncoderConfig;
-use flowfm_models::layers::NormKind;
 use flowfm_models::unet::UNetConfig;
 use flowfm_objectives::flow::TimeSampling;
 use serde::{Deserialize, Serialize};
@@ -36,13 +35,6 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
-}
-
-fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
 }
 
 /// The pretraining method.
@@ -388,232 +380,6 @@ impl ExperimentFile {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
     }
-
-    /// Validates every field into an [`Experiment`].
-    pub fn validate(self) -> Result<Experiment, ConfigError> {
-        let e = &self.encoder;
-        let base = match e.preset.as_str() {
-            "harnet10" => EncoderConfig::harnet10(),
-            "harnet10_30s" => EncoderConfig::harnet10_30s(),
-            "harnet5s" => EncoderConfig::harnet5s(),
-            other => {
-                return Err(invalid(
-                    "encoder.preset",
-                    format!("unknown preset `{other}` (harnet10 | harnet10_30s | harnet5s)"),
-                ))
-            }
-        };
-        if !(e.width.is_finite() && e.width > 0.0 && e.width <= 4.0) {
-            return Err(invalid(
-                "encoder.width",
-                format!("must be in (0, 4], got {}", e.width),
-            ));
-        }
-        let norm = match e.norm.as_str() {
-            "batch" => NormKind::Batch,
-            "group" => NormKind::Group { groups: 8 },
-            other => {
-                return Err(invalid(
-                    "encoder.norm",
-                    format!("unknown norm `{other}` (batch | group)"),
-                ))
-            }
-        };
-        let encoder = base.with_width(e.width).with_norm(norm);
-        encoder
-            .validate()
-            .map_err(|err| invalid("encoder", err.to_string()))?;
-
-        let g = &self.generator;
-        let mut generator = match g.preset.as_str() {
-            "paper" => UNetConfig::default(),
-            "small" => UNetConfig::small(),
-            other => {
-                return Err(invalid(
-                    "generator.preset",
-                    format!("unknown preset `{other}` (paper | small)"),
-                ))
-            }
-        };
-        if let Some(c) = g.base_channels {
-            generator.base_channels = c;
-        }
-        if let Some(m) = &g.channel_mults {
-            generator.channel_mults = m.clone();
-        }
-        if let Some(r) = g.res_blocks {
-            generator.res_blocks = r;
-        }
-        generator.in_channels = encoder.in_channels;
-        generator = generator.with_cond_dim(encoder.repr_dim());
-        generator
-            .validate()
-            .map_err(|err| invalid("generator", err.to_string()))?;
-        generator.padded_len(encoder.window_len).map_err(|err| {
-            invalid(
-                "generator",
-                format!("cannot run on {}-sample windows: {err}", encoder.window_len),
-            )
-        })?;
-
-        let f = &self.flow;
-        if !(f.sigma_min.is_finite() && (0.0..1.0).contains(&f.sigma_min)) {
-            return Err(invalid(
-                "flow.sigma_min",
-                format!("must be in [0, 1), got {}", f.sigma_min),
-            ));
-        }
-        let time_sampling = match f.time_sampling.as_str() {
-            "uniform" => TimeSampling::Uniform,
-            "logit_normal" => {
-                if !(f.logit_std.is_finite() && f.logit_std > 0.0) {
-                    return Err(invalid(
-                        "flow.logit_std",
-                        format!("must be > 0, got {}", f.logit_std),
-                    ));
-                }
-                if !f.logit_mean.is_finite() {
-                    return Err(invalid("flow.logit_mean", "must be finite"));
-                }
-                TimeSampling::LogitNormal {
-                    mean: f.logit_mean,
-                    std: f.logit_std,
-                }
-            }
-            other => {
-                return Err(invalid(
-                    "flow.time_sampling",
-                    format!("unknown `{other}` (uniform | logit_normal)"),
-                ))
-            }
-        };
-
-        let d = &self.diffusion;
-        let betas = match d.schedule.as_str() {
-            "linear" => BetaSchedule::Linear {
-                beta_start: d.beta_start,
-                beta_end: d.beta_end,
-            },
-            "scaled_linear" => BetaSchedule::ScaledLinear {
-                beta_start: d.beta_start,
-                beta_end: d.beta_end,
-            },
-            "cosine" => BetaSchedule::Cosine {
-                s: 0.008,
-                max_beta: 0.999,
-            },
-            other => {
-                return Err(invalid(
-                    "diffusion.schedule",
-                    format!("unknown `{other}` (linear | scaled_linear | cosine)"),
-                ))
-            }
-        };
-        let noise_schedule = NoiseScheduleConfig {
-            num_steps: d.num_steps,
-            betas,
-        };
-        flowfm_core::schedule::NoiseSchedule::new(&noise_schedule)
-            .map_err(|err| invalid("diffusion", err.to_string()))?;
-
-        let j = &self.joint;
-        if !(j.echo_weight.is_finite() && j.echo_weight >= 0.0) {
-            return Err(invalid(
-                "joint.echo_weight",
-                format!("must be >= 0, got {}", j.echo_weight),
-            ));
-        }
-        if j.echo_weight > 0.0 && self.run.method != Method::Flowfm {
-            return Err(invalid(
-                "joint.echo_weight",
-                "echo contrast needs the flow generator (method = \"flowfm\")",
-            ));
-        }
-        if !(j.echo_temperature.is_finite() && j.echo_temperature > 0.0) {
-            return Err(invalid(
-                "joint.echo_temperature",
-                format!("must be > 0, got {}", j.echo_temperature),
-            ));
-        }
-        if j.echo_steps == 0 {
-            return Err(invalid("joint.echo_steps", "must be >= 1"));
-        }
-        if !(j.echo_ema_decay.is_finite() && (0.0..1.0).contains(&j.echo_ema_decay)) {
-            return Err(invalid(
-                "joint.echo_ema_decay",
-                format!("must be in [0, 1), got {}", j.echo_ema_decay),
-            ));
-        }
-        if j.encoder_augment && self.run.method == Method::SslMultitask {
-            return Err(invalid(
-                "joint.encoder_augment",
-                "applies to joint training (flowfm, diffusion) only",
-            ));
-        }
-
-        let t = &self.train;
-        if t.batch_size < 2 {
-            return Err(invalid(
-                "train.batch_size",
-                format!("must be >= 2 (batch norm needs it), got {}", t.batch_size),
-            ));
-        }
-        let duration = match (t.steps, t.epochs) {
-            (Some(s), None) if s > 0 => Duration::Steps(s),
-            (None, Some(e)) if e > 0 => Duration::Epochs(e),
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "train.steps",
-                    "give either `steps` or `epochs`, not both",
-                ))
-            }
-            (None, None) => return Err(invalid("train.steps", "give `steps` or `epochs`")),
-            _ => return Err(invalid("train.steps", "must be > 0")),
-        };
-        if !(t.lr.is_finite() && t.lr > 0.0) {
-            return Err(invalid("train.lr", format!("must be > 0, got {}", t.lr)));
-        }
-        if !(t.min_lr.is_finite() && t.min_lr >= 0.0 && t.min_lr <= t.lr) {
-            return Err(invalid(
-                "train.min_lr",
-                format!("must be in [0, lr], got {}", t.min_lr),
-            ));
-        }
-        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
-            return Err(invalid(
-                "train.weight_decay",
-                format!("must be >= 0, got {}", t.weight_decay),
-            ));
-        }
-        if let Some(c) = t.grad_clip {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(invalid("train.grad_clip", format!("must be > 0, got {c}")));
-            }
-        }
-        if !(t.ema_decay.is_finite() && (0.0..1.0).contains(&t.ema_decay)) {
-            return Err(invalid(
-                "train.ema_decay",
-                format!("must be in [0, 1), got {}", t.ema_decay),
-            ));
-        }
-        if t.checkpoint_every == 0 {
-            return Err(invalid("train.checkpoint_every", "must be > 0"));
-        }
-        if t.log_every == 0 {
-            return Err(invalid("train.log_every", "must be > 0"));
-        }
-        Ok(Experiment {
-            method: self.run.method,
-            seed: self.run.seed,
-            encoder,
-            generator,
-            sigma_min: f.sigma_min,
-            time_sampling,
-            noise_schedule,
-            duration,
-            file: self,
-        })
-    }
 }
 
 impl Experiment {
@@ -624,12 +390,7 @@ impl Experiment {
 
     /// A short stable fingerprint of the resolved config (FNV-1a of its TOML).
     pub fn fingerprint(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.file.to_toml().bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01B3);
-        }
-        format!("{h:016x}")
+        flowfm_core::hash::fnv1a64_hex(self.file.to_toml().as_bytes())
     }
 }
 
@@ -676,6 +437,67 @@ steps = 10
             err.contains("exp.toml") && err.contains("learning_rate"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn run_names_that_would_escape_the_runs_folder_are_refused() {
+        for bad in [
+            "../escape_dir",
+            "/abs/path",
+            "",
+            "a/b",
+            ".hidden",
+            "x\\y",
+            "na me",
+        ] {
+            let text = MINIMAL.replace("name = \"t\"", &format!("name = {bad:?}"));
+            let err = ExperimentFile::parse(&text, "exp.toml")
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("run.name"), "{bad:?}: {err}");
+        }
+        let ok = MINIMAL.replace("name = \"t\"", "name = \"flowfm-default_2.b\"");
+        assert!(ExperimentFile::parse(&ok, "exp.toml")
+            .unwrap()
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn sizes_beyond_their_bounds_are_refused_before_anything_is_allocated() {
+        let cases = [
+            (
+                "steps = 10",
+                "steps = 10\n[diffusion]\nnum_steps = 1000000000000",
+                "diffusion.num_steps",
+            ),
+            (
+                "preset = \"small\"",
+                "preset = \"small\"\nbase_channels = 100000",
+                "generator.base_channels",
+            ),
+            (
+                "preset = \"small\"",
+                "preset = \"small\"\nchannel_mults = [1, 1000]",
+                "generator.channel_mults",
+            ),
+            (
+                "steps = 10",
+                "steps = 10\nbatch_size = 100000000",
+                "train.batch_size",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let text = MINIMAL.replace(from, to);
+            let err = ExperimentFile::parse(&text, "exp.toml")
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct RunHistory {
 impl RunHistory {
     /// Reads `run_dir/metrics.jsonl`.
     pub fn read(run_dir: &Path) -> Result<Self> {
-        let run = RunDir::create(run_dir)?;
+        let run = RunDir::open_read(run_dir)?;
         let records = run
             .read_metrics()
             .with_context(|| format!("reading the metrics of {}", run_dir.display()))?;

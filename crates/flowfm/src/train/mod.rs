@@ -12,7 +12,9 @@
 pub mod config;
 pub mod history;
 pub mod pretrain;
+pub mod resources;
 pub mod run;
+pub mod validate;
 
 pub use config::{Experiment, ExperimentFile, Method};
 pub use pretrain::{pretrain, PretrainOptions, PretrainOutcome, ValidationProbe};

@@ -6,6 +6,7 @@
 //! seed, and batch `s` is batch `s % n` of epoch `s / n` of a seeded shuffle, so a run resumed
 //! from a checkpoint continues exactly as an uninterrupted run would.
 
+use super::resources::{available_memory_bytes, ResourceEstimate};
 use crate::encode::encode_tensor;
 use crate::train::config::{Duration, Experiment, Method};
 use crate::train::run::{load_checkpoint, save_checkpoint, CheckpointMeta, MetricsRecord, RunDir};
@@ -49,6 +50,9 @@ pub struct PretrainOptions {
     pub inject_nan_at: Option<u64>,
     /// A labelled validation probe scored every `probe.every` steps (for time to target).
     pub validation: Option<Arc<ValidationProbe>>,
+    /// Fingerprint of the training data (e.g. the stores' fingerprints), recorded in every
+    /// checkpoint; `--resume` on data with another fingerprint is refused.
+    pub data_fingerprint: Option<String>,
 }
 
 /// A labelled set, split by subject, on which the encoder's representations are scored with a
@@ -111,6 +115,7 @@ impl PretrainOptions {
             stop_after: None,
             inject_nan_at: None,
             validation: None,
+            data_fingerprint: None,
         }
     }
 }
@@ -492,6 +497,8 @@ pub fn pretrain<S: WindowSource + 'static>(
     opts: &PretrainOptions,
 ) -> Result<PretrainOutcome> {
     let train = &exp.file.train;
+    // Refuse, before anything is allocated, an experiment that cannot fit in memory.
+    ResourceEstimate::of(exp)?.check_fits(available_memory_bytes())?;
     let run = RunDir::create(&opts.run_dir)?;
     let (total_steps, per_epoch) = schedule_steps(exp, indices.len())?;
     let nets = Networks::build(exp, &opts.device)?;
@@ -562,6 +569,14 @@ pub fn pretrain<S: WindowSource + 'static>(
                 meta.config_fingerprint,
                 exp.fingerprint()
             );
+        }
+        if let (Some(was), Some(now)) = (&meta.data_fingerprint, &opts.data_fingerprint) {
+            if was != now {
+                bail!(
+                    "{}: written while training on data {was}, these stores are {now}; refusing to resume on other data (use the run's stores, or start a new run)",
+                    run.last_checkpoint().display()
+                );
+            }
         }
         restore(&nets, &tensors)?;
         opt.load_state(&tensors, meta.step)?;
@@ -717,6 +732,7 @@ pub fn pretrain<S: WindowSource + 'static>(
                 config_fingerprint: exp.fingerprint(),
                 flowfm_version: env!("CARGO_PKG_VERSION").into(),
                 loss: loss_value,
+                data_fingerprint: opts.data_fingerprint.clone(),
             };
             save_checkpoint(
                 &run.last_checkpoint(),

@@ -1,38 +1,16 @@
 //! Run directories: the resolved config, the seed, `metrics.jsonl` and atomically written
 //! training checkpoints (safetensors: parameters, optimizer moments, EMA, plus JSON metadata).
 
+use crate::lock::Lock;
+use crate::output::write_file;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use flowfm_core::rng::RngState;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-    }
-    fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
-}
 
 /// What a training checkpoint records beside its tensors.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -49,6 +27,10 @@ pub struct CheckpointMeta {
     pub flowfm_version: String,
     /// Last training loss.
     pub loss: f64,
+    /// Fingerprint of the training data (the stores' fingerprints), when the caller gave one;
+    /// resuming on other data is refused. Absent in checkpoints of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_fingerprint: Option<String>,
 }
 
 impl CheckpointMeta {
@@ -82,7 +64,7 @@ pub fn save_checkpoint(
     let bytes =
         safetensors::tensor::serialize(cpu.iter().map(|(n, t)| (n.as_str(), t)), Some(info))
             .map_err(|e| anyhow::anyhow!("serialising checkpoint {}: {e}", path.display()))?;
-    atomic_write(path, &bytes)
+    write_file(path, &bytes)
 }
 
 /// Loads a checkpoint written by [`save_checkpoint`].
@@ -132,18 +114,43 @@ pub struct MetricsRecord {
     pub extra: HashMap<String, f64>,
 }
 
-/// A run directory.
+/// A run directory. One opened for writing ([`RunDir::create`]) holds its lock (`.lock`) until
+/// dropped, so two training processes never interleave their checkpoints and metrics.
 pub struct RunDir {
     root: PathBuf,
+    _lock: Option<Lock>,
 }
 
 impl RunDir {
-    /// Creates (or reopens) a run directory.
+    /// Creates (or reopens) a run directory for writing, taking its lock: a second writer gets
+    /// an error naming the process that holds it.
     pub fn create(root: &Path) -> Result<Self> {
         fs::create_dir_all(root.join("checkpoints"))
             .with_context(|| format!("creating run directory {}", root.display()))?;
+        let lock = Lock::acquire(
+            &root.join(".lock"),
+            &format!("run directory {}", root.display()),
+        )?;
+        // Temporary files of writers that were killed (ours, by prefix and dead PID) go now.
+        for dir in [root.to_path_buf(), root.join("checkpoints")] {
+            for f in flowfm_core::fs::remove_stale_temp_files(&dir)? {
+                eprintln!("flowfm: removed {} (left by a killed writer)", f.display());
+            }
+        }
         Ok(Self {
             root: root.to_path_buf(),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing run directory to read it (no lock taken, nothing written).
+    pub fn open_read(root: &Path) -> Result<Self> {
+        if !root.is_dir() {
+            anyhow::bail!("{}: no such run directory", root.display());
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            _lock: None,
         })
     }
 
@@ -164,8 +171,8 @@ impl RunDir {
 
     /// Writes the resolved config and the seed.
     pub fn write_config(&self, resolved_toml: &str, seed: u64) -> Result<()> {
-        atomic_write(&self.root.join("config.toml"), resolved_toml.as_bytes())?;
-        atomic_write(&self.root.join("seed"), format!("{seed}\n").as_bytes())
+        write_file(&self.root.join("config.toml"), resolved_toml.as_bytes())?;
+        write_file(&self.root.join("seed"), format!("{seed}\n").as_bytes())
     }
 
     /// Appends a record to `metrics.jsonl`.
@@ -221,7 +228,7 @@ impl RunDir {
             }
         }
         if dropped || kept.len() != text.len() {
-            atomic_write(&path, kept.as_bytes())?;
+            write_file(&path, kept.as_bytes())?;
         }
         Ok(())
     }
@@ -247,6 +254,7 @@ mod tests {
             config_fingerprint: "abc".into(),
             flowfm_version: "0.1.0".into(),
             loss: 0.5,
+            data_fingerprint: Some("stores-123".into()),
         };
         save_checkpoint(&path, &[("a.weight".into(), t.clone())], &meta).unwrap();
         let (tensors, back) = load_checkpoint(&path, &Device::Cpu).unwrap();
@@ -279,6 +287,7 @@ mod tests {
             config_fingerprint: String::new(),
             flowfm_version: String::new(),
             loss: 0.0,
+            data_fingerprint: None,
         };
         save_checkpoint(
             &path,
@@ -317,5 +326,20 @@ mod tests {
         run.truncate_metrics(3).unwrap();
         let steps: Vec<u64> = run.read_metrics().unwrap().iter().map(|r| r.step).collect();
         assert_eq!(steps, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_run_directory_has_one_writer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunDir::create(dir.path()).unwrap();
+        let err = match RunDir::create(dir.path()) {
+            Ok(_) => panic!("a second writer got the run directory"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("is in use by process"), "{err}");
+        // Readers need no lock.
+        assert!(RunDir::open_read(dir.path()).is_ok());
+        drop(first);
+        assert!(RunDir::create(dir.path()).is_ok());
     }
 }

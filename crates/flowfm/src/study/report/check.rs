@@ -33,6 +33,7 @@ pub fn check_report(dir: &Path) -> Result<Vec<String>> {
         "downstream",
         "generation",
         "configs",
+        "verdicts",
     ] {
         if js.get(key).map(|v| v.is_null()).unwrap_or(true) {
             problems.push(format!("report.json has no `{key}` section"));
@@ -44,6 +45,9 @@ pub fn check_report(dir: &Path) -> Result<Vec<String>> {
             .map(|a| a.len())
             .unwrap_or(0)
     };
+    if len(&js, "/verdicts/comparisons") == 0 {
+        problems.push("the verdicts section has no comparison".into());
+    }
     if len(&js, "/datasets/rows") == 0 {
         problems.push("no datasets".into());
     }
@@ -179,6 +183,7 @@ mod tests {
         let has = |s: &str| p.iter().any(|m| m.contains(s));
         assert!(has("no `time_to_target` section"), "{p:?}");
         assert!(has("no `generation` section"), "{p:?}");
+        assert!(has("no `verdicts` section"), "{p:?}");
         assert!(has("report.md line 5: an empty table cell"), "{p:?}");
         assert!(has("three methods"), "{p:?}");
         assert!(has("no downstream result for `random_forest`"), "{p:?}");

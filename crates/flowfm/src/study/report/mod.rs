@@ -10,7 +10,7 @@ mod sections;
 pub use check::check_report;
 pub use sections::Section;
 
-use crate::train::run::atomic_write;
+use crate::output::write_file;
 use anyhow::Result;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -112,6 +112,11 @@ impl Report {
         self.sections.push(s);
     }
 
+    /// Puts a section first (the verdicts, which summarise the rest).
+    pub fn add_at_top(&mut self, s: Section) {
+        self.sections.insert(0, s);
+    }
+
     /// Writes `report.md` and `report.json`.
     pub fn finish(&self, dir: &Path, wall_s: f64) -> Result<()> {
         let rev = &self.revision;
@@ -147,8 +152,8 @@ impl Report {
                 md.push_str(&format!("![{caption}]({file})\n\n"));
             }
         }
-        atomic_write(&dir.join("report.md"), md.as_bytes())?;
-        atomic_write(
+        write_file(&dir.join("report.md"), md.as_bytes())?;
+        write_file(
             &dir.join("report.json"),
             serde_json::to_string_pretty(&Value::Object(js))?.as_bytes(),
         )?;

@@ -5,9 +5,9 @@
 use super::Report;
 use crate::downstream::ProtocolResult;
 use crate::generation::{ExampleWindow, GenerationStudy, StudyRow};
+use crate::output::write_file;
 use crate::study::rows::PretrainRow;
 use crate::train::history::TimeToTargetSummary;
-use crate::train::run::atomic_write;
 use anyhow::Result;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -127,7 +127,7 @@ impl Report {
             draw(&root)?;
             root.present()?;
         }
-        atomic_write(&dir.join(file), svg.as_bytes())?;
+        write_file(&dir.join(file), svg.as_bytes())?;
         self.plots.push((file.into(), caption.into()));
         Ok(())
     }

@@ -1,12 +1,15 @@
 //! The report's sections: each a heading, a Markdown body and the same numbers as JSON, built
 //! from the study's typed rows. Sections format; they compute no metric.
 
+use crate::downstream::compare::FoldComparison;
 use crate::downstream::ProtocolResult;
 use crate::generation::GenerationStudy;
 use crate::study::plan::SubjectPlan;
 use crate::study::rows::{DatasetRow, PretrainRow};
 use crate::train::history::TimeToTargetSummary;
 use anyhow::Result;
+use flowfm_eval::markdown;
+use flowfm_eval::stats::Verdict;
 use serde_json::{json, Value};
 
 /// One section of the report.
@@ -242,42 +245,14 @@ impl Section {
                 "\nProtocols (folds by subject, downstream subjects only): {protocol}{validation}.\n\n"
             ));
         }
-        let best = results
-            .iter()
-            .filter(|r| r.method == "flowfm" || r.method == "ssl_multitask")
-            .map(|r| {
-                (
-                    r.dataset.clone(),
-                    r.config.mode.name(),
-                    r.method.clone(),
-                    r.mean_macro_f1(),
-                )
-            })
-            .collect::<Vec<_>>();
-        let mut comparison = Vec::new();
-        for (ds, mode, m, f1) in &best {
-            if m == "flowfm" {
-                if let Some((_, _, _, ssl)) = best
-                    .iter()
-                    .find(|(d2, m2, meth, _)| d2 == ds && m2 == mode && meth == "ssl_multitask")
-                {
-                    comparison.push(json!({ "dataset": ds, "mode": mode, "flowfm": f1, "ssl_multitask": ssl, "flowfm_better": f1 > ssl }));
-                }
-            }
-        }
-        let wins = comparison
-            .iter()
-            .filter(|c| c["flowfm_better"].as_bool() == Some(true))
-            .count();
-        md.push_str(&format!(
-            "FlowFM's mean macro F1 is above SSL-Wearables multi-task in {wins} of {} (dataset, mode) pairs of this run.\n",
-            comparison.len()
-        ));
+        md.push_str(
+            "Which differences are significant is in the Verdicts section at the top (paired tests over the same folds).\n",
+        );
         Ok(Section {
             title: "Downstream activity recognition".into(),
             markdown: md,
             key: "downstream".into(),
-            json: json!({ "results": results.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect::<Vec<_>>(), "flowfm_vs_ssl": comparison }),
+            json: json!({ "results": results.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect::<Vec<_>>() }),
         })
     }
 
@@ -288,6 +263,58 @@ impl Section {
             markdown: study.to_markdown(),
             key: "generation".into(),
             json: serde_json::to_value(study).unwrap_or(Value::Null),
+        }
+    }
+}
+
+impl Section {
+    /// The verdicts: FlowFM against each comparator on every dataset, from paired tests over the
+    /// same folds. A sentence says "better" or "worse" only where the Wilcoxon p-value is below
+    /// 0.05; otherwise "no significant difference".
+    pub fn verdicts(comparisons: &[FoldComparison]) -> Self {
+        let mut md = String::from(
+            "FlowFM against each comparator, per dataset: the per-fold macro F1 of both on the same subject-disjoint folds, \
+             the mean difference (FlowFM minus comparator) with its 95 % bootstrap interval, and the two-sided Wilcoxon \
+             signed-rank p-value. \"Better\" and \"worse\" only where p < 0.05. With k folds the smallest attainable \
+             p-value is 2 / 2^k (0.0625 at 5 folds), so few folds cannot show a difference; the column n says how many \
+             pairs each test had.\n\n\
+             | dataset | FlowFM | comparator | n | FlowFM F1 | comparator F1 | difference [95 % CI] | p | verdict |\n\
+             |---|---|---|---:|---:|---:|---|---:|---|\n",
+        );
+        for c in comparisons {
+            let p = &c.paired;
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                c.dataset,
+                c.a,
+                c.b,
+                p.n,
+                fmt(p.mean_a, 3),
+                fmt(p.mean_b, 3),
+                markdown::interval(&p.difference, 3),
+                markdown::p_value(p.wilcoxon.p_value),
+                p.verdict.label()
+            ));
+        }
+        if comparisons.is_empty() {
+            md.push_str(
+                "\nNo comparisons: no dataset had FlowFM and a comparator on the same folds.\n",
+            );
+        } else {
+            let count = |v: Verdict| comparisons.iter().filter(|c| c.paired.verdict == v).count();
+            md.push_str(&format!(
+                "\nOf {} comparisons, FlowFM is significantly better in {}, significantly worse in {}, and not significantly different in {}.\n",
+                comparisons.len(),
+                count(Verdict::Better),
+                count(Verdict::Worse),
+                count(Verdict::NoSignificantDifference)
+            ));
+        }
+        Section {
+            title: "Verdicts".into(),
+            markdown: md,
+            key: "verdicts".into(),
+            json: json!({ "comparisons": comparisons }),
         }
     }
 }
