@@ -17,6 +17,8 @@ pub mod registry;
 pub mod resample;
 pub mod split;
 pub mod store;
+pub mod stream;
+pub mod synthetic;
 pub mod window;
 
 pub use augment::{Augmentation, Compose};
@@ -30,4 +32,5 @@ pub use recording::{RawDataset, Recording, SkipReport};
 pub use resample::ResampleConfig;
 pub use split::{Fold, SubjectSet};
 pub use store::{write_store, FiniteCheck, NonFinite, WindowStore};
+pub use stream::{RecordingStream, StreamConfig, StreamStats, WindowBatch};
 pub use window::{ImpurePolicy, WindowConfig, WindowSet};

@@ -20,6 +20,8 @@ mod adl;
 mod capture24;
 mod checksum;
 mod csv;
+pub(crate) mod csv_folder;
+pub(crate) mod csv_rows;
 mod hapt;
 mod opportunity;
 mod pamap2;
@@ -35,6 +37,9 @@ pub use adl::{read_adl, AdlOptions, ADL_CLASSES, SSL_WEARABLES_ADL_CLASSES};
 pub use capture24::{read_capture24, Capture24Options};
 pub use checksum::{sha256_hex, ChecksumPolicy};
 pub use csv::{read_csv, ColumnRef, CsvSpec, TimeSpec, TimeUnit, Units};
+pub use csv_folder::{
+    parse_time_unit, parse_units, read_csv_folder, subject_ids, CsvColumn, CsvFolderSpec,
+};
 pub use hapt::{read_hapt, HaptOptions, HAPT_CLASSES};
 pub use opportunity::{read_opportunity, OpportunityOptions, OPPORTUNITY_LOCOMOTION_CLASSES};
 pub use pamap2::{read_pamap2, Pamap2Options, PAMAP2_ACTIVITIES};
