@@ -23,7 +23,8 @@ pub(crate) enum Command {
     /// Turn a raw dataset (or a registry default) into an HDF5 window store.
     Prepare {
         /// Dataset kind: wisdm2019, adl_hmp, uci_hapt, pamap2, opportunity, realworld2016,
-        /// capture24, uea_ts; or a registry default: hapt_kcc2020, seglearn_watch.
+        /// capture24, uea_ts, csv (with --spec or the --csv-* options); or a registry default:
+        /// hapt_kcc2020, seglearn_watch.
         #[arg(long)]
         dataset: String,
         /// Folder (or file) of the raw dataset; not needed for registry defaults.
@@ -50,6 +51,8 @@ pub(crate) enum Command {
         /// Succeed even when a subject or the whole dataset produced no window (reported either way).
         #[arg(long)]
         allow_empty: bool,
+        #[command(flatten)]
+        csv: CsvArgs,
     },
     /// Pretrain an encoder (and generator) from a TOML experiment on window stores.
     Pretrain {
@@ -118,8 +121,18 @@ pub(crate) enum Command {
         #[arg(long)]
         encoder: PathBuf,
         /// Window store.
+        #[arg(
+            long,
+            required_unless_present = "recording",
+            conflicts_with = "recording"
+        )]
+        store: Option<PathBuf>,
+        /// One long recording (CSV, optionally gzip'd; see the CSV options), streamed in bounded
+        /// memory: windows are read, resampled and encoded in batches.
         #[arg(long)]
-        store: PathBuf,
+        recording: Option<PathBuf>,
+        #[command(flatten)]
+        csv: CsvArgs,
         /// Output file (`.h5`).
         #[arg(long)]
         output: PathBuf,
@@ -154,8 +167,18 @@ pub(crate) enum Command {
         #[arg(long)]
         model: PathBuf,
         /// A prepared window store to predict.
+        #[arg(
+            long,
+            required_unless_present = "recording",
+            conflicts_with = "recording"
+        )]
+        store: Option<PathBuf>,
+        /// One long recording (CSV, optionally gzip'd; see the CSV options), streamed in bounded
+        /// memory.
         #[arg(long)]
-        store: PathBuf,
+        recording: Option<PathBuf>,
+        #[command(flatten)]
+        csv: CsvArgs,
         /// The timeline (CSV) to write.
         #[arg(long)]
         output: PathBuf,
@@ -242,4 +265,49 @@ pub(crate) struct DownstreamArgs {
     /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
     #[arg(long)]
     pub(crate) skip_nonfinite: bool,
+}
+
+/// How to read CSV recordings (`prepare --dataset csv`, `embed --recording`, `predict
+/// --recording`): a TOML spec file, or these flags (the README has a worked example).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct CsvArgs {
+    /// A CSV dataset spec (TOML); the flags below build one when absent.
+    #[arg(long)]
+    pub(crate) spec: Option<PathBuf>,
+    /// Channel columns by name or 0-based index, comma-separated (e.g. `acc_x,acc_y,acc_z`).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) csv_channels: Vec<String>,
+    /// Sample rate in Hz: the fixed rate without a time column, the nominal rate with one.
+    #[arg(long)]
+    pub(crate) csv_rate_hz: Option<f64>,
+    /// Units of the channels: g, mg, m/s^2, rad/s, deg/s (one, or one per channel).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) csv_units: Vec<String>,
+    /// Time column (name or index).
+    #[arg(long)]
+    pub(crate) csv_time_column: Option<String>,
+    /// Unit of the time column: s, ms, us, ns or datetime.
+    #[arg(long)]
+    pub(crate) csv_time_unit: Option<String>,
+    /// Per-sample label column (name or index).
+    #[arg(long)]
+    pub(crate) csv_label_column: Option<String>,
+    /// Labels table (CSV with `file` and `label` and/or `subject` columns).
+    #[arg(long)]
+    pub(crate) csv_labels_table: Option<PathBuf>,
+    /// File-name pattern with `{subject}`, `{label}` and `{*}`, e.g. `{subject}_{label}.csv`.
+    #[arg(long)]
+    pub(crate) csv_file_pattern: Option<String>,
+    /// Per-sample subject column (name or index).
+    #[arg(long)]
+    pub(crate) csv_subject_column: Option<String>,
+    /// The subject is the name of each file's folder.
+    #[arg(long)]
+    pub(crate) csv_subject_from_folder: bool,
+    /// Field delimiter: `,` `;` `tab` `whitespace` or one ASCII character.
+    #[arg(long)]
+    pub(crate) csv_delimiter: Option<String>,
+    /// The files have no header line.
+    #[arg(long)]
+    pub(crate) csv_no_header: bool,
 }

@@ -8,6 +8,7 @@ use flowfm_data::prepare::{
     checksums_fingerprint, content_fingerprint, prepare, prepare_store, PrepareConfig,
     PrepareSummary, Reuse,
 };
+use flowfm_data::readers::{read_csv_folder, CsvFolderSpec};
 use flowfm_data::readers::{
     read_dataset, restrict_classes, DatasetKind, SSL_WEARABLES_ADL_CLASSES,
 };
@@ -24,6 +25,8 @@ pub enum Source {
     Registry(DefaultDataset),
     /// A raw dataset folder in its published format.
     Raw(DatasetKind, PathBuf),
+    /// CSV files (a file or a folder), read as the spec says; every channel is kept.
+    Csv(PathBuf, Box<CsvFolderSpec>),
 }
 
 /// A dataset of the study: its source and the name its store and tables use.
@@ -103,6 +106,8 @@ pub fn read(spec: &DatasetSpec, allow_download: bool) -> Result<RawDataset> {
         }
         Source::Raw(kind, path) => read_dataset(*kind, path)
             .with_context(|| format!("reading {} from {}", spec.name, path.display()))?,
+        Source::Csv(path, csv) => read_csv_folder(path, csv)
+            .with_context(|| format!("reading {} from {}", spec.name, path.display()))?,
     };
     match &spec.classes {
         Some(keep) => Ok(restrict_classes(&raw, keep)?),
@@ -154,7 +159,8 @@ pub fn prepare_spec(
     )?;
     let raw = read(spec, allow_download)?;
     let mut cfg = cfg.clone();
-    if cfg.channels.is_none() {
+    // The study's stores hold the accelerometer; CSV inputs keep every channel they name.
+    if cfg.channels.is_none() && !matches!(spec.source, Source::Csv(..)) {
         cfg.channels = accelerometer_channels(&raw);
     }
     // Source checksums identify the inputs cheaply; data without them is hashed in full.

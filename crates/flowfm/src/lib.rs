@@ -2,7 +2,8 @@
 //!
 //! - [`datasets`], [`encode`], [`lock`], [`output`]: obtaining and preparing datasets; encoding
 //!   windows with a trained encoder; advisory locks on run directories and stores; atomic output
-//!   files (shared by every job);
+//!   files (shared by every job); [`recording`]: long recordings through a model in bounded
+//!   memory;
 //! - [`train`]: experiment configs, run directories, the three pretraining loops, run histories;
 //! - [`downstream`]: downstream protocols (fine-tune, linear probe, kNN, random forest) on
 //!   subject-disjoint folds, and `flowfm eval`;
@@ -19,5 +20,6 @@ pub mod encode;
 pub mod generation;
 pub mod lock;
 pub mod output;
+pub mod recording;
 pub mod study;
 pub mod train;

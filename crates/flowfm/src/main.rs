@@ -5,7 +5,7 @@ mod cli;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{Cli, Command, DownstreamArgs};
+use cli::{Cli, Command, CsvArgs, DownstreamArgs};
 use flowfm::datasets::{self, DatasetSpec, Source};
 use flowfm::downstream::deploy::{self, SavedClassifier, TrainingData};
 use flowfm::downstream::{
@@ -16,8 +16,10 @@ use flowfm::train::resources::{available_memory_bytes, ResourceEstimate};
 use flowfm::train::{pretrain, Experiment, PretrainOptions};
 use flowfm_data::prepare::PrepareConfig;
 use flowfm_data::readers::DatasetKind;
+use flowfm_data::readers::{CsvColumn, CsvFolderSpec};
 use flowfm_data::registry::DefaultDataset;
 use flowfm_data::store::{NonFinite, WindowStore};
+use flowfm_data::stream::StreamConfig;
 use mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -147,6 +149,119 @@ fn run_downstream(
     Ok(())
 }
 
+/// The output rate of `embed --recording` (the windows the encoders of this project read).
+const DEFAULT_RATE_HZ: f64 = 30.0;
+
+/// A CSV reading spec from `--spec` or the `--csv-*` options.
+fn csv_spec(args: &CsvArgs, name: &str) -> Result<CsvFolderSpec> {
+    if let Some(path) = &args.spec {
+        return Ok(CsvFolderSpec::from_toml_file(path)?);
+    }
+    let Some(rate) = args.csv_rate_hz else {
+        bail!("CSV input needs --spec FILE or --csv-rate-hz (with --csv-channels)");
+    };
+    if args.csv_channels.is_empty() {
+        bail!("CSV input needs --csv-channels (names or 0-based indices, comma-separated)");
+    }
+    let mut spec = CsvFolderSpec::new(
+        args.csv_channels
+            .iter()
+            .map(|c| CsvColumn::parse(c))
+            .collect(),
+        rate,
+    );
+    spec.name = name.to_string();
+    if !args.csv_units.is_empty() {
+        spec.units = args.csv_units.clone();
+    }
+    spec.time_column = args.csv_time_column.as_deref().map(CsvColumn::parse);
+    if let Some(u) = &args.csv_time_unit {
+        spec.time_unit = u.clone();
+    }
+    spec.label_column = args.csv_label_column.as_deref().map(CsvColumn::parse);
+    spec.labels_table = args.csv_labels_table.clone();
+    spec.file_pattern = args.csv_file_pattern.clone();
+    spec.subject_column = args.csv_subject_column.as_deref().map(CsvColumn::parse);
+    spec.subject_from_folder = args.csv_subject_from_folder;
+    if let Some(d) = &args.csv_delimiter {
+        spec.delimiter = d.clone();
+    }
+    spec.header = !args.csv_no_header;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Streaming settings for windows of `window_len` samples at `rate_hz` (no overlap).
+fn stream_config(window_len: usize, rate_hz: f64, batch: usize) -> Result<StreamConfig> {
+    let mut cfg = StreamConfig::default();
+    cfg.resample.target_rate_hz = rate_hz;
+    cfg.window.window_secs = window_len as f64 / rate_hz;
+    cfg.window.hop_secs = cfg.window.window_secs;
+    cfg.batch_windows = batch.max(1);
+    Ok(cfg)
+}
+
+/// `flowfm predict --recording`: streams the recording through the classifier and writes the
+/// timeline as it goes (atomically: nothing at `output` unless it completes).
+fn predict_recording(
+    clf: &SavedClassifier,
+    rec: &std::path::Path,
+    csv: &CsvArgs,
+    output: &std::path::Path,
+    batch: usize,
+    progress: bool,
+) -> Result<usize> {
+    use std::io::Write;
+    let card = &clf.card;
+    let cfg = stream_config(card.window_len, card.sample_rate_hz, batch)?;
+    let expect = flowfm::recording::Expect {
+        window_len: card.window_len,
+        channels: card.channels.len(),
+        what: "the model".into(),
+    };
+    let spec = csv_spec(csv, "recording")?;
+    if let Some(dir) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut n = 0usize;
+    flowfm_core::fs::write_atomic_with(output, |tmp: &std::path::Path| -> Result<()> {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+        let mut header = true;
+        flowfm::recording::for_each_batch(rec, &spec, &cfg, &expect, progress, |b| {
+            let x = candle_core::Tensor::from_slice(
+                &b.x,
+                (b.len(), b.channels, b.window_len),
+                &candle_core::Device::Cpu,
+            )?;
+            let rows: Vec<deploy::TimelineRow> = (clf.predict(&x)?.into_iter())
+                .enumerate()
+                .map(|(i, p)| deploy::TimelineRow {
+                    start_s: b.start_time_s[i],
+                    end_s: b.end_time_s[i],
+                    probabilities: p,
+                })
+                .collect();
+            let text = clf.timeline_csv(&rows);
+            // The header line comes once, with the first batch.
+            let body = if header {
+                text.as_str()
+            } else {
+                text.split_once('\n').map(|(_, rest)| rest).unwrap_or("")
+            };
+            header = false;
+            w.write_all(body.as_bytes())?;
+            n += rows.len();
+            Ok(())
+        })?;
+        if header {
+            w.write_all(clf.timeline_csv(&[]).as_bytes())?;
+        }
+        w.flush()?;
+        Ok(())
+    })?;
+    Ok(n)
+}
+
 /// `flowfm finetune --save`: fine-tune on every labelled window and save the classifier.
 fn save_classifier(
     args: DownstreamArgs,
@@ -245,9 +360,25 @@ fn run(cli: Cli) -> Result<()> {
             classes,
             force,
             allow_empty,
+            csv,
         } => {
             check_output_file(&output, "--output")?;
-            let spec = spec_for(&dataset, input, classes)?;
+            let spec = if dataset == "csv" {
+                let Some(path) = input else {
+                    bail!("--input (a CSV file or folder) is required for --dataset csv");
+                };
+                let stem = output
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_else(|| "csv".into());
+                DatasetSpec {
+                    name: stem.clone(),
+                    source: Source::Csv(path, Box::new(csv_spec(&csv, &stem)?)),
+                    classes,
+                }
+            } else {
+                spec_for(&dataset, input, classes)?
+            };
             let mut cfg = PrepareConfig::default();
             cfg.resample.target_rate_hz = rate_hz;
             cfg.window.window_secs = window_secs;
@@ -374,6 +505,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed {
             encoder,
             store,
+            recording,
+            csv,
             output,
             batch,
             skip_nonfinite,
@@ -381,6 +514,27 @@ fn run(cli: Cli) -> Result<()> {
             check_output_file(&output, "--output")?;
             let device = candle_core::Device::Cpu;
             let enc = flowfm::encode::load_encoder(&encoder, &device)?;
+            if let Some(rec) = recording {
+                let cfg = stream_config(enc.config().window_len, DEFAULT_RATE_HZ, batch)?;
+                let (n, stats) = flowfm::recording::embed_recording(
+                    &enc,
+                    &rec,
+                    &csv_spec(&csv, "recording")?,
+                    &cfg,
+                    &output,
+                    !cli.quiet,
+                )?;
+                say!(
+                    "wrote {n} representations of dimension {} to {} ({} samples read, {} repeated times, {} gaps)",
+                    enc.config().repr_dim(),
+                    output.display(),
+                    stats.samples,
+                    stats.repeated_times,
+                    stats.gaps
+                );
+                return Ok(());
+            }
+            let store = store.context("--store or --recording is required")?;
             let (st, check) = WindowStore::open_checked(&store, policy(skip_nonfinite))?;
             report_skipped(check.skipped.len());
             let z = flowfm::encode::embed_store(&enc, &st, &check.kept, batch, &device)?;
@@ -409,12 +563,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict {
             model,
             store,
+            recording,
+            csv,
             output,
             batch,
             skip_nonfinite,
         } => {
             check_output_file(&output, "--output")?;
             let clf = SavedClassifier::load(&model)?;
+            if let Some(rec) = recording {
+                let n = predict_recording(&clf, &rec, &csv, &output, batch, !cli.quiet)?;
+                say!("wrote {n} predicted windows to {}", output.display());
+                return Ok(());
+            }
+            let store = store.context("--store or --recording is required")?;
             let (st, check) = WindowStore::open_checked(&store, policy(skip_nonfinite))?;
             report_skipped(check.skipped.len());
             clf.check_input(
