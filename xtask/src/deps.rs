@@ -103,3 +103,25 @@ pub fn ensure_python_test_deps() {
         );
     }
 }
+
+/// Makes sure `cargo fmt` and `cargo clippy` exist (rustup components of the toolchain); installs
+/// them with rustup when they are missing. When that fails, the next command says what is missing.
+pub fn ensure_rust_components() {
+    let has = |sub: &str| {
+        Command::new("cargo")
+            .args([sub, "--version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    for (sub, component) in [("fmt", "rustfmt"), ("clippy", "clippy")] {
+        if !has(sub) {
+            eprintln!("xtask: installing the {component} component with rustup");
+            let _ = Command::new("rustup")
+                .args(["component", "add", component])
+                .status();
+        }
+    }
+}

@@ -58,6 +58,7 @@ fn run() -> Result<()> {
         "test" => {
             // Cheapest first: formatting (seconds), then the linter (a check build), then the
             // release build and every test.
+            deps::ensure_rust_components();
             cargo(&["fmt", "--all", "--check"])?;
             deps::ensure_system_deps()?;
             cargo(&[
