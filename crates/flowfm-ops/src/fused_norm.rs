@@ -161,6 +161,9 @@ struct FusedNorm {
     eps: f64,
     activation: Activation,
     slot: Option<StatsSlot>,
+    /// `(mean, inverse standard deviation)` per statistic group from the forward pass, so the
+    /// backward pass need not recompute them from `x` (two passes over the input).
+    cache: Mutex<Option<(Vec<f64>, Vec<f64>)>>,
 }
 
 impl FusedNorm {
@@ -182,6 +185,9 @@ impl FusedNorm {
     fn forward<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         let geo = &self.geo;
         let (mean, inv, batch_stats) = self.moments(x);
+        if let Ok(mut c) = self.cache.lock() {
+            *c = Some((mean.clone(), inv.clone()));
+        }
         if let (Some(slot), Some(st)) = (&self.slot, batch_stats) {
             if let Ok(mut s) = slot.lock() {
                 *s = Some(st);
@@ -219,7 +225,14 @@ impl FusedNorm {
         g: &[T],
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
         let geo = &self.geo;
-        let (mean, inv, _) = self.moments(x);
+        let cached = self.cache.lock().ok().and_then(|mut c| c.take());
+        let (mean, inv) = match cached {
+            Some(m) => m,
+            None => {
+                let (mean, inv, _) = self.moments(x);
+                (mean, inv)
+            }
+        };
         let l = geo.l;
         // Through the activation: the gradient with respect to its input `a = gamma x_hat + beta`.
         let gated: Vec<T>;
@@ -450,6 +463,7 @@ pub fn fused_norm_act(
         eps,
         activation,
         slot: Some(slot.clone()),
+        cache: Mutex::new(None),
     };
     let gamma = gamma.to_dtype(x.dtype())?.contiguous()?;
     let beta = beta.to_dtype(x.dtype())?.contiguous()?;
