@@ -567,3 +567,36 @@ fn modulated_group_norm_equals_norm_then_film_then_silu() {
         )
         .is_err());
 }
+
+#[test]
+fn conv1d_with_bias_in_the_matrix_product_gradients_match() {
+    let mut rng = SeededRng::new(20);
+    // (batch, c_in, len, c_out, kernel, stride, padding, mode, dilation)
+    let cases = [
+        (2, 3, 9, 4, 3, 1, 1, PaddingMode::Zeros, 1),
+        (1, 2, 7, 3, 1, 1, 0, PaddingMode::Zeros, 1),
+        (2, 2, 11, 3, 5, 2, 2, PaddingMode::Circular, 1),
+        (3, 2, 12, 2, 3, 1, 2, PaddingMode::Circular, 2),
+        (2, 3, 10, 3, 3, 2, 1, PaddingMode::Zeros, 1),
+    ];
+    for (b, c_in, l, c_out, k, stride, padding, padding_mode, dilation) in cases {
+        let spec = Conv1dSpec {
+            stride,
+            padding,
+            padding_mode,
+            dilation,
+            groups: 1,
+        };
+        let x = randn(&mut rng, &[b, c_in, l]);
+        let w = randn(&mut rng, &[c_out, c_in, k]);
+        let bias = randn(&mut rng, &[c_out]);
+        check_gradients(
+            |xs| conv1d_bias(&xs[0], &xs[1], &xs[2], &spec),
+            &[x, w, bias],
+        )
+        .unwrap()
+        .assert_ok(&format!(
+            "conv1d_bias {spec:?} x ({b},{c_in},{l}) w ({c_out},{c_in},{k})"
+        ));
+    }
+}
