@@ -79,6 +79,9 @@ impl Activation {
     }
 }
 
+/// `(mean, biased variance)` per statistic group.
+pub type BatchStats = (Vec<f64>, Vec<f64>);
+
 /// Batch statistics computed by a forward pass: `(mean, biased variance)` per statistic group.
 pub type StatsSlot = Arc<Mutex<Option<(Vec<f64>, Vec<f64>)>>>;
 
@@ -180,7 +183,7 @@ impl FusedNorm {
     }
 
     /// Mean and inverse standard deviation per statistic group.
-    fn moments<T: WithDType>(&self, x: &[T]) -> (Vec<f64>, Vec<f64>, Option<(Vec<f64>, Vec<f64>)>) {
+    fn moments<T: WithDType>(&self, x: &[T]) -> (Vec<f64>, Vec<f64>, Option<BatchStats>) {
         match &self.stats {
             Statistics::FromInput => {
                 let (mean, var) = statistics(&self.geo, x);
@@ -433,7 +436,7 @@ pub fn fused_norm(
     grouping: Grouping,
     stats: Statistics,
     eps: f64,
-) -> Result<(Tensor, Option<(Vec<f64>, Vec<f64>)>)> {
+) -> Result<(Tensor, Option<BatchStats>)> {
     fused_norm_act(x, gamma, beta, grouping, stats, eps, Activation::Identity)
 }
 
@@ -454,7 +457,7 @@ pub fn fused_norm_act(
     stats: Statistics,
     eps: f64,
     activation: Activation,
-) -> Result<(Tensor, Option<(Vec<f64>, Vec<f64>)>)> {
+) -> Result<(Tensor, Option<BatchStats>)> {
     let (b, c, l) = x.dims3()?;
     let per_row = gamma.dims() == [b, c];
     if !(gamma.dims() == [c] || per_row) || beta.dims() != gamma.dims() {

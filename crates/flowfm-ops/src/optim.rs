@@ -152,7 +152,7 @@ impl Coefficients {
             inv_bias1: 1.0 / (1.0 - cfg.beta1.powi(t)),
             inv_bias2: 1.0 / (1.0 - cfg.beta2.powi(t)),
             eps: cfg.eps,
-            decay: (decays && cfg.weight_decay > 0.0).then(|| 1.0 - lr * cfg.weight_decay),
+            decay: (decays && cfg.weight_decay > 0.0).then_some(1.0 - lr * cfg.weight_decay),
             lr,
         }
     }

@@ -166,18 +166,24 @@ fn batch_norm_gradients_match_in_train_and_eval_modes() {
     let mut rng = SeededRng::new(7);
     for shape in [[2, 3, 5], [4, 2, 1], [1, 3, 7]] {
         let x = randn(&mut rng, &shape);
-        check_gradients(|xs| Ok(batch_norm_train(&xs[0], 1e-5)?.0), &[x.clone()])
-            .unwrap()
-            .assert_ok(&format!("batch norm (train) {shape:?}"));
+        check_gradients(
+            |xs| Ok(batch_norm_train(&xs[0], 1e-5)?.0),
+            std::slice::from_ref(&x),
+        )
+        .unwrap()
+        .assert_ok(&format!("batch norm (train) {shape:?}"));
         let vm = candle_nn::VarMap::new();
         let vb = flowfm_core::init::seeded_var_builder(&vm, 0, DType::F64, &Device::Cpu);
         let bn = BatchNorm1d::new(shape[1], BatchNormConfig::default(), vb).unwrap();
         // Populate non-trivial running statistics, then check eval mode.
         bn.forward(&randn(&mut rng, &[4, shape[1], 6]), ForwardMode::Train)
             .unwrap();
-        check_gradients(|xs| bn.forward(&xs[0], ForwardMode::Eval), &[x.clone()])
-            .unwrap()
-            .assert_ok(&format!("batch norm (eval) {shape:?}"));
+        check_gradients(
+            |xs| bn.forward(&xs[0], ForwardMode::Eval),
+            std::slice::from_ref(&x),
+        )
+        .unwrap()
+        .assert_ok(&format!("batch norm (eval) {shape:?}"));
         check_gradients(|xs| bn.forward(&xs[0], ForwardMode::Train), &[x])
             .unwrap()
             .assert_ok(&format!("batch norm layer (train) {shape:?}"));
@@ -210,7 +216,7 @@ fn activation_gradients_match() {
             tolerance,
             ..GradCheck::default()
         }
-        .run(|xs| act(&xs[0]), &[x.clone()], &[true])
+        .run(|xs| act(&xs[0]), std::slice::from_ref(&x), &[true])
         .unwrap()
         .assert_ok(name);
     }
@@ -224,7 +230,7 @@ fn pooling_and_concatenation_gradients_match() {
     check_gradients(|xs| cat_channels(&[&xs[0], &xs[1]]), &[a.clone(), b])
         .unwrap()
         .assert_ok("cat");
-    check_gradients(|xs| global_avg_pool1d(&xs[0]), &[a.clone()])
+    check_gradients(|xs| global_avg_pool1d(&xs[0]), std::slice::from_ref(&a))
         .unwrap()
         .assert_ok("avg pool");
     check_gradients(|xs| global_max_pool1d(&xs[0]), &[a])
@@ -316,7 +322,7 @@ fn upstream_candle_upsample_nearest_gradient_is_wrong() {
     let x = randn(&mut rng, &[1, 2, 5]);
     let with_skip =
         |xs: &[Tensor]| Tensor::cat(&[&xs[0].upsample_nearest1d(10)?, &xs[0].sqr()?], 2);
-    let report = check_gradients(with_skip, &[x.clone()]).unwrap();
+    let report = check_gradients(with_skip, std::slice::from_ref(&x)).unwrap();
     assert!(
         !report.ok(),
         "candle's upsample_nearest1d gradient now matches finite differences: the upstream bug is fixed"
