@@ -21,6 +21,8 @@
 //! gradients reach both networks. (`flowfm pretrain` also clips the gradient norm and updates an
 //! EMA copy of the generator; those are not part of the compared work.)
 //!
+//! `--encoder-step-only` runs only the HARNet10 train steps (for `/usr/bin/time -v`).
+//!
 //! The example runs itself again with `MIMALLOC_PURGE_DELAY=-1` unless that variable is set (see
 //! `rerun_with_allocator_options`).
 //!
@@ -147,12 +149,16 @@ fn main() -> Result<()> {
     let quick = args.iter().any(|a| a == "quick");
     let json = args.iter().any(|a| a == "--json");
     let iters = if quick { 1 } else { 3 };
+    // `--encoder-step-only`: HARNet10 (width 1) train steps and nothing else, for measuring the
+    // peak resident memory of a training step (`/usr/bin/time -v`).
+    let encoder_only = args.iter().any(|a| a == "--encoder-step-only");
     let dev = Device::Cpu;
     let mut rng = SeededRng::new(0);
     let batch = 64;
     let x = rng.normal_tensor((batch, 3, 300), DType::F32, &dev)?;
 
-    for width in [1.0, 0.25] {
+    let widths: &[f64] = if encoder_only { &[1.0] } else { &[1.0, 0.25] };
+    for &width in widths {
         let vm = VarMap::new();
         let cfg = EncoderConfig::harnet10().with_width(width);
         let net = HarNet::new(cfg, seeded_var_builder(&vm, 0, DType::F32, &dev))?;
@@ -166,6 +172,13 @@ fn main() -> Result<()> {
             let grads = z.sqr()?.mean_all()?.backward()?;
             opt.step(&grads, LR)
         })?;
+        if encoder_only {
+            println!(
+                "{{\"what\": \"encoder_train_step\", \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}}}",
+                train.wall_s
+            );
+            return Ok(());
+        }
         let eval = time(iters, || net.encode_detached(&x).map(|_| ()))?;
         if json {
             println!(

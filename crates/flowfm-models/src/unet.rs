@@ -291,20 +291,17 @@ impl ResBlock {
 
     /// `emb` is the already activated embedding `(batch, emb_dim)`.
     fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let b = x.dim(0)?;
         let c = self.c_out;
         let h = self
             .conv1
             .forward(&self.norm1.forward_act(x, Activation::Silu)?)?;
         let ss = self.film.forward(emb)?;
-        let scale = (ss.narrow(1, 0, c)?.reshape((b, c, 1))? + 1.0)?;
-        let shift = ss.narrow(1, c, c)?.reshape((b, c, 1))?;
+        let scale = (ss.narrow(1, 0, c)?.contiguous()? + 1.0)?;
+        let shift = ss.narrow(1, c, c)?.contiguous()?;
         let h = self
             .norm2
-            .forward(&h)?
-            .broadcast_mul(&scale)?
-            .broadcast_add(&shift)?;
-        let h = self.conv2.forward(&silu(&h)?)?;
+            .forward_modulated(&h, &scale, &shift, Activation::Silu)?;
+        let h = self.conv2.forward(&h)?;
         match &self.skip {
             None => x + h,
             Some(s) => s.forward(x)? + h,

@@ -82,6 +82,9 @@ struct Geometry {
     kernel: usize,
     out_len: usize,
     table: Vec<i64>,
+    /// Whether the unfolded matrix ends with a row of ones (so that a bias column appended to
+    /// the weight matrix adds the bias inside the matrix product).
+    ones_row: bool,
 }
 
 impl Geometry {
@@ -112,6 +115,7 @@ impl Geometry {
             kernel,
             out_len,
             table,
+            ones_row: false,
         })
     }
 
@@ -130,13 +134,22 @@ impl Geometry {
         Some((first, end, offset))
     }
 
-    /// `(B, C, L)` -> `(C * K, B * L_out)`.
+    /// Rows of the unfolded matrix.
+    fn rows(&self) -> usize {
+        self.channels * self.kernel + usize::from(self.ones_row)
+    }
+
+    /// `(B, C, L)` -> `(C * K, B * L_out)` (plus a row of ones if `ones_row`).
     fn unfold<T: WithDType>(&self, x: &[T]) -> Vec<T> {
         let row = self.batch * self.out_len;
-        let mut out = vec![T::zero(); self.channels * self.kernel * row];
+        let mut out = vec![T::zero(); self.rows() * row];
         let runs: Vec<Option<(usize, usize, i64)>> =
             (0..self.kernel).map(|k| self.interior(k)).collect();
         out.par_chunks_mut(row).enumerate().for_each(|(r, dst)| {
+            if r == self.channels * self.kernel {
+                dst.fill(T::one());
+                return;
+            }
             let (c, k) = (r / self.kernel, r % self.kernel);
             let taps = &self.table[k * self.out_len..(k + 1) * self.out_len];
             for b in 0..self.batch {
@@ -157,7 +170,8 @@ impl Geometry {
         out
     }
 
-    /// `(C * K, B * L_out)` -> `(B, C, L)`, summing every tap that read a sample (col2im).
+    /// `(C * K, B * L_out)` -> `(B, C, L)`, summing every tap that read a sample (col2im); a
+    /// trailing row of ones (`ones_row`) has no input and is ignored.
     fn fold<T: WithDType>(&self, cols: &[T]) -> Vec<T> {
         let row = self.batch * self.out_len;
         let mut out = vec![T::zero(); self.batch * self.channels * self.len];
@@ -202,7 +216,7 @@ impl CustomOp1 for Unfold {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let shape = Shape::from((g.channels * g.kernel, g.batch * g.out_len));
+        let shape = Shape::from((g.rows(), g.batch * g.out_len));
         let out = match storage.dtype() {
             DType::F32 => f32::to_cpu_storage_owned(g.unfold(contiguous_slice::<f32>(
                 self.name(),
@@ -262,6 +276,49 @@ pub fn unfold1d(x: &Tensor, kernel: usize, spec: &Conv1dSpec) -> Result<Tensor> 
     let (b, c, l) = x.dims3()?;
     let geometry = Arc::new(Geometry::new(b, c, l, kernel, spec)?);
     x.contiguous()?.apply_op1(Unfold(geometry))
+}
+
+/// 1-D convolution with a bias `(c_out,)`: for one group on the CPU the bias rides in the matrix
+/// product (a bias column on the weights, a row of ones under the unfolded input), so neither
+/// the forward nor the backward pass has a separate broadcast pass over the output; otherwise
+/// [`conv1d`] then a broadcast add.
+///
+/// # Shapes
+/// - `x`: `(batch, c_in, samples)`
+/// - `weight`: `(c_out, c_in / groups, kernel)`; `bias`: `(c_out,)`
+/// - returns `(batch, c_out, out_len)` with `out_len` from [`Conv1dSpec::out_len`]
+pub fn conv1d_bias(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    spec: &Conv1dSpec,
+) -> Result<Tensor> {
+    let (b, c_in, l) = x.dims3()?;
+    let (c_out, c_in_g, k) = weight.dims3()?;
+    if bias.dims() != [c_out] {
+        candle_core::bail!(
+            "conv1d: bias {:?} does not match {c_out} output channels",
+            bias.dims()
+        );
+    }
+    if spec.groups != 1 || c_in_g != c_in || !crate::uses_own_kernels(x.device()) {
+        return conv1d(x, weight, spec)?.broadcast_add(&bias.reshape((1, c_out, 1))?);
+    }
+    let l_out = spec.out_len(l, k)?;
+    let mut geometry = Geometry::new(b, c_in, l, k, spec)?;
+    geometry.ones_row = true;
+    let cols = x.contiguous()?.apply_op1(Unfold(Arc::new(geometry)))?;
+    let w = Tensor::cat(
+        &[
+            &weight.reshape((c_out, c_in * k))?,
+            &bias.to_dtype(weight.dtype())?.reshape((c_out, 1))?,
+        ],
+        1,
+    )?;
+    w.matmul(&cols)?
+        .reshape((c_out, b, l_out))?
+        .transpose(0, 1)?
+        .contiguous()
 }
 
 /// 1-D convolution (cross-correlation, as in PyTorch) without bias.
@@ -424,10 +481,9 @@ impl Module for Conv1d {
     /// - `x`: `(batch, c_in, samples)`
     /// - returns `(batch, c_out, out_len)`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = conv1d(x, &self.weight, &self.spec)?;
         match &self.bias {
-            None => Ok(y),
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1))?),
+            None => conv1d(x, &self.weight, &self.spec),
+            Some(b) => conv1d_bias(x, &self.weight, b, &self.spec),
         }
     }
 }
@@ -542,6 +598,47 @@ mod tests {
             let got: Vec<f64> = y.flatten_all().unwrap().to_vec1().unwrap();
             Tolerance::new(1e-12, 1e-12).assert_close(&got, &expected);
         }
+    }
+
+    #[test]
+    fn conv1d_bias_equals_conv1d_plus_broadcast_bias() {
+        let mut rng = flowfm_core::SeededRng::new(5);
+        let dev = Device::Cpu;
+        let specs = [
+            Conv1dSpec {
+                padding: 1,
+                ..Default::default()
+            },
+            Conv1dSpec {
+                stride: 2,
+                padding: 2,
+                padding_mode: PaddingMode::Circular,
+                dilation: 2,
+                ..Default::default()
+            },
+            Conv1dSpec {
+                padding: 1,
+                groups: 2,
+                ..Default::default()
+            },
+        ];
+        for spec in specs {
+            let x = rng.normal_tensor((3, 4, 13), DType::F64, &dev).unwrap();
+            let w = rng
+                .normal_tensor((6, 4 / spec.groups, 3), DType::F64, &dev)
+                .unwrap();
+            let b = rng.normal_tensor(6, DType::F64, &dev).unwrap();
+            let expected = conv1d(&x, &w, &spec)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 6, 1)).unwrap())
+                .unwrap();
+            let got = conv1d_bias(&x, &w, &b, &spec).unwrap();
+            Tolerance::new(1e-12, 1e-12).assert_tensors_close(&got, &expected);
+        }
+        let x = Tensor::zeros((1, 2, 5), DType::F64, &dev).unwrap();
+        let w = Tensor::zeros((3, 2, 1), DType::F64, &dev).unwrap();
+        let b = Tensor::zeros(2, DType::F64, &dev).unwrap();
+        assert!(conv1d_bias(&x, &w, &b, &Conv1dSpec::default()).is_err());
     }
 
     #[test]

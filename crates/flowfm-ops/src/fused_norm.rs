@@ -16,10 +16,6 @@ use candle_core::{
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
-/// Per-channel batch statistics `(mean, variance)` of a training-mode batch norm, when it has
-/// them (group norm and evaluation mode have none).
-pub type BatchMoments = Option<(Vec<f64>, Vec<f64>)>;
-
 /// Which rows share statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Grouping {
@@ -82,6 +78,9 @@ impl Activation {
         }
     }
 }
+
+/// `(mean, biased variance)` per statistic group.
+pub type BatchStats = (Vec<f64>, Vec<f64>);
 
 /// Batch statistics computed by a forward pass: `(mean, biased variance)` per statistic group.
 pub type StatsSlot = Arc<Mutex<Option<(Vec<f64>, Vec<f64>)>>>;
@@ -165,11 +164,26 @@ struct FusedNorm {
     eps: f64,
     activation: Activation,
     slot: Option<StatsSlot>,
+    /// `(mean, inverse standard deviation)` per statistic group from the forward pass, so the
+    /// backward pass need not recompute them from `x` (two passes over the input).
+    cache: Mutex<Option<(Vec<f64>, Vec<f64>)>>,
+    /// Whether `gamma` and `beta` are given per row `(batch, channels)` (a per-sample modulation
+    /// such as FiLM folded in) instead of per channel.
+    per_row: bool,
 }
 
 impl FusedNorm {
+    /// Index into `gamma` / `beta` of row `r = b * C + c`.
+    fn affine_index(&self, r: usize) -> usize {
+        if self.per_row {
+            r
+        } else {
+            r % self.geo.c
+        }
+    }
+
     /// Mean and inverse standard deviation per statistic group.
-    fn moments<T: WithDType>(&self, x: &[T]) -> (Vec<f64>, Vec<f64>, BatchMoments) {
+    fn moments<T: WithDType>(&self, x: &[T]) -> (Vec<f64>, Vec<f64>, Option<BatchStats>) {
         match &self.stats {
             Statistics::FromInput => {
                 let (mean, var) = statistics(&self.geo, x);
@@ -186,6 +200,9 @@ impl FusedNorm {
     fn forward<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         let geo = &self.geo;
         let (mean, inv, batch_stats) = self.moments(x);
+        if let Ok(mut c) = self.cache.lock() {
+            *c = Some((mean.clone(), inv.clone()));
+        }
         if let (Some(slot), Some(st)) = (&self.slot, batch_stats) {
             if let Ok(mut s) = slot.lock() {
                 *s = Some(st);
@@ -194,7 +211,7 @@ impl FusedNorm {
         let mut y = vec![T::zero(); x.len()];
         y.par_chunks_mut(geo.l).enumerate().for_each(|(r, dst)| {
             let s = geo.group_of(r);
-            let c = r % geo.c;
+            let c = self.affine_index(r);
             let scale = inv[s] * gamma[c].to_f64();
             let shift = beta[c].to_f64() - mean[s] * scale;
             let src = &x[r * geo.l..(r + 1) * geo.l];
@@ -223,7 +240,14 @@ impl FusedNorm {
         g: &[T],
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
         let geo = &self.geo;
-        let (mean, inv, _) = self.moments(x);
+        let cached = self.cache.lock().ok().and_then(|mut c| c.take());
+        let (mean, inv) = match cached {
+            Some(m) => m,
+            None => {
+                let (mean, inv, _) = self.moments(x);
+                (mean, inv)
+            }
+        };
         let l = geo.l;
         // Through the activation: the gradient with respect to its input `a = gamma x_hat + beta`.
         let gated: Vec<T>;
@@ -233,7 +257,7 @@ impl FusedNorm {
                 let mut out = vec![T::zero(); g.len()];
                 out.par_chunks_mut(l).enumerate().for_each(|(r, dst)| {
                     let s = geo.group_of(r);
-                    let c = r % geo.c;
+                    let c = self.affine_index(r);
                     let scale = inv[s] * gamma[c].to_f64();
                     let shift = beta[c].to_f64() - mean[s] * scale;
                     let src = r * l..(r + 1) * l;
@@ -246,12 +270,17 @@ impl FusedNorm {
                 &gated
             }
         };
-        // Per channel: dbeta = sum g, dgamma = sum g * x_hat.
-        let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = (0..geo.c)
+        // Per channel (or per row): dbeta = sum g, dgamma = sum g * x_hat.
+        let (rows_per_param, params) = if self.per_row {
+            (1, geo.b * geo.c)
+        } else {
+            (geo.b, geo.c)
+        };
+        let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = (0..params)
             .into_par_iter()
             .map(|c| {
                 let (mut dg, mut db) = (0.0, 0.0);
-                for b in 0..geo.b {
+                for b in 0..rows_per_param {
                     let r = b * geo.c + c;
                     let s = geo.group_of(r);
                     for (gv, xv) in g[r * l..(r + 1) * l].iter().zip(&x[r * l..(r + 1) * l]) {
@@ -272,7 +301,7 @@ impl FusedNorm {
                 .map(|s| {
                     let (mut sg, mut sgx) = (0.0, 0.0);
                     for r in geo.rows(s) {
-                        let gam = gamma[r % geo.c].to_f64();
+                        let gam = gamma[self.affine_index(r)].to_f64();
                         for (gv, xv) in g[r * l..(r + 1) * l].iter().zip(&x[r * l..(r + 1) * l]) {
                             let dxh = gv.to_f64() * gam;
                             sg += dxh;
@@ -289,7 +318,7 @@ impl FusedNorm {
         let mut dx = vec![T::zero(); x.len()];
         dx.par_chunks_mut(l).enumerate().for_each(|(r, dst)| {
             let s = geo.group_of(r);
-            let gam = gamma[r % geo.c].to_f64();
+            let gam = gamma[self.affine_index(r)].to_f64();
             let src = r * l..(r + 1) * l;
             for ((o, gv), xv) in dst.iter_mut().zip(&g[src.clone()]).zip(&x[src]) {
                 let dxh = gv.to_f64() * gam;
@@ -407,16 +436,18 @@ pub fn fused_norm(
     grouping: Grouping,
     stats: Statistics,
     eps: f64,
-) -> Result<(Tensor, BatchMoments)> {
+) -> Result<(Tensor, Option<BatchStats>)> {
     fused_norm_act(x, gamma, beta, grouping, stats, eps, Activation::Identity)
 }
 
 /// [`fused_norm`] followed by `activation`, in the same op: `act(gamma * x_hat + beta)`, with the
 /// activation's backward folded into the norm's (no separate activation node, no intermediate
-/// tensor).
+/// tensor). `gamma` and `beta` may also be given per sample and channel, which folds a per-sample
+/// modulation (FiLM: `(gamma x_hat + beta) * scale + shift`) into the same op.
 ///
 /// # Shapes
-/// - `x`: `(batch, channels, samples)`; `gamma`, `beta`: `(channels,)`
+/// - `x`: `(batch, channels, samples)`; `gamma`, `beta`: both `(channels,)` or both
+///   `(batch, channels)`
 /// - returns the shape of `x`
 pub fn fused_norm_act(
     x: &Tensor,
@@ -426,11 +457,12 @@ pub fn fused_norm_act(
     stats: Statistics,
     eps: f64,
     activation: Activation,
-) -> Result<(Tensor, BatchMoments)> {
+) -> Result<(Tensor, Option<BatchStats>)> {
     let (b, c, l) = x.dims3()?;
-    if gamma.dims() != [c] || beta.dims() != [c] {
+    let per_row = gamma.dims() == [b, c];
+    if !(gamma.dims() == [c] || per_row) || beta.dims() != gamma.dims() {
         candle_core::bail!(
-            "fused_norm: gamma {:?} and beta {:?} must be ({c},)",
+            "fused_norm: gamma {:?} and beta {:?} must both be ({c},) or both ({b}, {c})",
             gamma.dims(),
             beta.dims()
         );
@@ -454,6 +486,8 @@ pub fn fused_norm_act(
         eps,
         activation,
         slot: Some(slot.clone()),
+        cache: Mutex::new(None),
+        per_row,
     };
     let gamma = gamma.to_dtype(x.dtype())?.contiguous()?;
     let beta = beta.to_dtype(x.dtype())?.contiguous()?;

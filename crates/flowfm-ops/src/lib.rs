@@ -23,7 +23,7 @@ pub mod optim;
 pub mod pool;
 pub mod resample;
 
-pub use conv::{conv1d, Conv1d, Conv1dConfig, Conv1dSpec, PaddingMode};
+pub use conv::{conv1d, conv1d_bias, Conv1d, Conv1dConfig, Conv1dSpec, PaddingMode};
 pub use linear::{linear, Linear};
 pub use norm::{batch_norm_train, group_norm, BatchNorm1d, BatchNormConfig, GroupNorm};
 pub use pool::{cat_channels, global_avg_pool1d, global_max_pool1d};

@@ -112,6 +112,50 @@ impl GroupNorm {
         )?;
         activate(&y, activation)
     }
+
+    /// `activation(group_norm(x) * scale + shift)` with a per-sample, per-channel modulation
+    /// (FiLM / adaptive group norm). On the CPU the modulation is folded into the norm's affine
+    /// transform (`gamma * scale`, `beta * scale + shift`, small `(batch, channels)` tensors) and
+    /// everything runs as one fused op.
+    ///
+    /// # Shapes
+    /// - `x`: `(batch, channels, samples)`; `scale`, `shift`: `(batch, channels)`
+    /// - returns the shape of `x`
+    pub fn forward_modulated(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+        activation: Activation,
+    ) -> Result<Tensor> {
+        let (b, c, _) = x.dims3()?;
+        if scale.dims() != [b, c] || shift.dims() != [b, c] {
+            candle_core::bail!(
+                "GroupNorm::forward_modulated: scale {:?} and shift {:?} must be ({b}, {c})",
+                scale.dims(),
+                shift.dims()
+            );
+        }
+        if crate::uses_own_kernels(x.device()) {
+            let gamma = self.weight.unsqueeze(0)?.broadcast_mul(scale)?;
+            let beta = self.bias.unsqueeze(0)?.broadcast_mul(scale)?.add(shift)?;
+            let (y, _) = fused_norm_act(
+                x,
+                &gamma,
+                &beta,
+                Grouping::Groups(self.groups),
+                Statistics::FromInput,
+                self.eps,
+                activation,
+            )?;
+            return Ok(y);
+        }
+        let y = self
+            .forward(x)?
+            .broadcast_mul(&scale.unsqueeze(2)?)?
+            .broadcast_add(&shift.unsqueeze(2)?)?;
+        activate(&y, activation)
+    }
 }
 
 /// Batch statistics normalisation (training mode) without affine or running statistics.

@@ -492,3 +492,117 @@ fn fused_norm_with_activation_equals_norm_then_activation() {
         );
     }
 }
+
+#[test]
+fn fused_norm_with_per_sample_affine_gradients_match() {
+    use flowfm_ops::fused_norm::{fused_norm_act, Activation, Grouping, Statistics};
+    let mut rng = SeededRng::new(18);
+    for activation in [Activation::Identity, Activation::Silu] {
+        for (shape, grouping) in [
+            ([2, 4, 7], Grouping::Groups(2)),
+            ([3, 6, 5], Grouping::Groups(3)),
+            ([2, 3, 5], Grouping::PerChannel),
+        ] {
+            let x = randn(&mut rng, &shape);
+            let g = randn(&mut rng, &[shape[0], shape[1]]);
+            let b = randn(&mut rng, &[shape[0], shape[1]]);
+            check_gradients(
+                |xs| {
+                    Ok(fused_norm_act(
+                        &xs[0],
+                        &xs[1],
+                        &xs[2],
+                        grouping,
+                        Statistics::FromInput,
+                        1e-5,
+                        activation,
+                    )?
+                    .0)
+                },
+                &[x, g, b],
+            )
+            .unwrap()
+            .assert_ok(&format!(
+                "fused norm, per-sample affine, {activation:?} {grouping:?} {shape:?}"
+            ));
+        }
+    }
+}
+
+#[test]
+fn modulated_group_norm_equals_norm_then_film_then_silu() {
+    use flowfm_ops::fused_norm::Activation;
+    let mut rng = SeededRng::new(19);
+    let tol = flowfm_core::Tolerance::new(1e-12, 1e-12);
+    let mut vm = candle_nn::VarMap::new();
+    let vb = flowfm_core::init::seeded_var_builder(&vm, 1, DType::F64, &Device::Cpu);
+    let gn = GroupNorm::new(4, 8, 1e-5, vb).unwrap();
+    // Non-trivial affine parameters.
+    vm.set_one("weight", randn(&mut rng, &[8])).unwrap();
+    vm.set_one("bias", randn(&mut rng, &[8])).unwrap();
+    let x = randn(&mut rng, &[3, 8, 11]);
+    let scale = randn(&mut rng, &[3, 8]);
+    let shift = randn(&mut rng, &[3, 8]);
+    let composed = gn
+        .forward(&x)
+        .unwrap()
+        .broadcast_mul(&scale.unsqueeze(2).unwrap())
+        .unwrap()
+        .broadcast_add(&shift.unsqueeze(2).unwrap())
+        .unwrap()
+        .silu()
+        .unwrap();
+    tol.assert_tensors_close(
+        &gn.forward_modulated(&x, &scale, &shift, Activation::Silu)
+            .unwrap(),
+        &composed,
+    );
+    // Gradients through the modulation reach scale and shift (and x).
+    check_gradients(
+        |xs| gn.forward_modulated(&xs[0], &xs[1], &xs[2], Activation::Silu),
+        &[x, scale, shift],
+    )
+    .unwrap()
+    .assert_ok("modulated group norm + SiLU");
+    assert!(gn
+        .forward_modulated(
+            &randn(&mut rng, &[3, 8, 4]),
+            &randn(&mut rng, &[3, 4]),
+            &randn(&mut rng, &[3, 8]),
+            Activation::Silu
+        )
+        .is_err());
+}
+
+#[test]
+fn conv1d_with_bias_in_the_matrix_product_gradients_match() {
+    let mut rng = SeededRng::new(20);
+    // (batch, c_in, len, c_out, kernel, stride, padding, mode, dilation)
+    let cases = [
+        (2, 3, 9, 4, 3, 1, 1, PaddingMode::Zeros, 1),
+        (1, 2, 7, 3, 1, 1, 0, PaddingMode::Zeros, 1),
+        (2, 2, 11, 3, 5, 2, 2, PaddingMode::Circular, 1),
+        (3, 2, 12, 2, 3, 1, 2, PaddingMode::Circular, 2),
+        (2, 3, 10, 3, 3, 2, 1, PaddingMode::Zeros, 1),
+    ];
+    for (b, c_in, l, c_out, k, stride, padding, padding_mode, dilation) in cases {
+        let spec = Conv1dSpec {
+            stride,
+            padding,
+            padding_mode,
+            dilation,
+            groups: 1,
+        };
+        let x = randn(&mut rng, &[b, c_in, l]);
+        let w = randn(&mut rng, &[c_out, c_in, k]);
+        let bias = randn(&mut rng, &[c_out]);
+        check_gradients(
+            |xs| conv1d_bias(&xs[0], &xs[1], &xs[2], &spec),
+            &[x, w, bias],
+        )
+        .unwrap()
+        .assert_ok(&format!(
+            "conv1d_bias {spec:?} x ({b},{c_in},{l}) w ({c_out},{c_in},{k})"
+        ));
+    }
+}

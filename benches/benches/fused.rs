@@ -1,0 +1,184 @@
+//! The fused kernels of issue 17 against the composed paths they replace, at the HARNet10 and
+//! paper-size U-Net shapes (batch 64):
+//!
+//! - `norm_relu_fwd_bwd/*`: training batch norm + ReLU, forward and backward, on HARNet10's four
+//!   large activations; `fused` is one op (`BatchNorm1d::forward_act`), `separate` the norm op
+//!   followed by candle's ReLU (the path before).
+//! - `groupnorm_silu_fwd_bwd/*`: group norm (8 groups) + SiLU on the U-Net's three levels
+//!   (48/96/192 channels at 300/150/75 samples), fused against norm then candle's SiLU.
+//! - `adamw_step/*`: one AdamW update of every HARNet10 parameter (10.5 M), the fused in-place
+//!   pass against the composed candle ops (`adamw_step_composed`).
+//!
+//! Throughput in elements (activation values, or parameters for AdamW).
+//! `cargo bench -p flowfm-benches --bench fused`
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
+use flowfm_core::init::seeded_var_builder;
+use flowfm_core::{ForwardMode, SeededRng};
+use flowfm_models::{EncoderConfig, HarNet};
+use flowfm_ops::fused_norm::Activation;
+use flowfm_ops::optim::{adamw_step_composed, AdamW, AdamWConfig};
+use flowfm_ops::{BatchNorm1d, BatchNormConfig, GroupNorm};
+use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BATCH: usize = 64;
+
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    g
+}
+
+/// A tracked input, so that backward runs through the norm to `x` as in a network.
+fn input(rng: &mut SeededRng, shape: (usize, usize, usize)) -> Var {
+    Var::from_tensor(
+        &rng.normal_tensor(shape, DType::F32, &Device::Cpu)
+            .expect("input"),
+    )
+    .expect("var")
+}
+
+fn bench_norm_relu(c: &mut Criterion) {
+    let mut rng = SeededRng::new(0);
+    let mut g = group(c, "norm_relu_fwd_bwd");
+    for (ch, len) in [(64usize, 300usize), (128, 150), (256, 75), (512, 15)] {
+        let vm = VarMap::new();
+        let bn = BatchNorm1d::new(
+            ch,
+            BatchNormConfig::default(),
+            seeded_var_builder(&vm, 1, DType::F32, &Device::Cpu),
+        )
+        .expect("bn");
+        let x = input(&mut rng, (BATCH, ch, len));
+        g.throughput(Throughput::Elements((BATCH * ch * len) as u64));
+        let id = format!("{ch}ch_L{len}");
+        g.bench_with_input(BenchmarkId::new("fused", &id), &(), |b, _| {
+            b.iter(|| {
+                let y = bn
+                    .forward_act(x.as_tensor(), ForwardMode::Train, Activation::Relu)
+                    .expect("forward");
+                y.sum_all().and_then(|s| s.backward()).expect("backward")
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("separate", &id), &(), |b, _| {
+            b.iter(|| {
+                let y = bn
+                    .forward(x.as_tensor(), ForwardMode::Train)
+                    .and_then(|y| y.relu())
+                    .expect("forward");
+                y.sum_all().and_then(|s| s.backward()).expect("backward")
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_groupnorm_silu(c: &mut Criterion) {
+    let mut rng = SeededRng::new(1);
+    let mut g = group(c, "groupnorm_silu_fwd_bwd");
+    for (ch, len) in [(48usize, 300usize), (96, 150), (192, 75)] {
+        let vm = VarMap::new();
+        let gn = GroupNorm::new(
+            8,
+            ch,
+            1e-5,
+            seeded_var_builder(&vm, 1, DType::F32, &Device::Cpu),
+        )
+        .expect("gn");
+        let x = input(&mut rng, (BATCH, ch, len));
+        g.throughput(Throughput::Elements((BATCH * ch * len) as u64));
+        let id = format!("{ch}ch_L{len}");
+        g.bench_with_input(BenchmarkId::new("fused", &id), &(), |b, _| {
+            b.iter(|| {
+                let y = gn
+                    .forward_act(x.as_tensor(), Activation::Silu)
+                    .expect("forward");
+                y.sum_all().and_then(|s| s.backward()).expect("backward")
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("separate", &id), &(), |b, _| {
+            b.iter(|| {
+                let y = gn
+                    .forward(x.as_tensor())
+                    .and_then(|y| y.silu())
+                    .expect("forward");
+                y.sum_all().and_then(|s| s.backward()).expect("backward")
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_adamw(c: &mut Criterion) {
+    let vm = VarMap::new();
+    let _net = HarNet::new(
+        EncoderConfig::harnet10(),
+        seeded_var_builder(&vm, 0, DType::F32, &Device::Cpu),
+    )
+    .expect("encoder");
+    let params: Vec<(String, Var)> = {
+        let data = vm.data().lock().expect("varmap");
+        data.iter()
+            .filter(|(n, _)| !flowfm_ops::norm::is_buffer_name(n))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect()
+    };
+    let n: usize = params.iter().map(|(_, v)| v.elem_count()).sum();
+    // Gradients: d/dp sum(p * 0.001 * (1 + index of p)), built once.
+    let mut loss = Tensor::new(0f32, &Device::Cpu).expect("zero");
+    for (i, (_, v)) in params.iter().enumerate() {
+        let term = (v.as_tensor() * (0.001 * (i + 1) as f64))
+            .and_then(|t| t.sum_all())
+            .expect("term");
+        loss = (loss + term).expect("sum");
+    }
+    let grads = loss.backward().expect("backward");
+    let cfg = AdamWConfig::default();
+    let mut g = group(c, "adamw_step");
+    g.throughput(Throughput::Elements(n as u64));
+    let mut opt = AdamW::new(params.clone(), cfg).expect("adamw");
+    g.bench_function("fused/harnet10", |b| {
+        b.iter(|| opt.step(&grads, 1e-4).expect("step"))
+    });
+    let mut moments: Vec<(Tensor, Tensor)> = params
+        .iter()
+        .map(|(_, v)| (v.zeros_like().expect("m"), v.zeros_like().expect("v")))
+        .collect();
+    let mut step = 0u64;
+    g.bench_function("composed/harnet10", |b| {
+        b.iter(|| {
+            step += 1;
+            for ((_, var), (m, v)) in params.iter().zip(moments.iter_mut()) {
+                let grad = grads.get(var.as_tensor()).expect("grad");
+                let (m2, v2) =
+                    adamw_step_composed(var, grad, m, v, &cfg, step, 1e-4).expect("step");
+                *m = m2;
+                *v = v2;
+            }
+        })
+    });
+    g.finish();
+}
+
+/// Every benchmark of this file (written out so the generated function needs no docs).
+fn benches() {
+    let mut c = Criterion::default().configure_from_args();
+    bench_norm_relu(&mut c);
+    bench_groupnorm_silu(&mut c);
+    bench_adamw(&mut c);
+}
+
+criterion_main!(benches);
