@@ -27,7 +27,7 @@ static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// A failed file operation: which file, what was being done, and the OS error.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {action}: {source}", path.display())]
+#[error("{}: {action}", path.display())]
 pub struct FsError {
     /// The file the operation was on (the target, or the temporary file beside it).
     pub path: PathBuf,

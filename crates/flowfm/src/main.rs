@@ -337,6 +337,21 @@ fn spec_for(
 }
 
 fn main() -> std::process::ExitCode {
+    // mimalloc returns freed memory to the OS after a second by default, so each training step's
+    // activations land on fresh pages the kernel must fault in and zero (40 % of a step's CPU
+    // time, docs/benchmarks.md). It reads its options when the process starts: run ourselves
+    // again with purging off, unless the user chose a setting.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        if let Ok(exe) = std::env::current_exe() {
+            let child = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .env("MIMALLOC_PURGE_DELAY", "-1")
+                .status();
+            if let Ok(status) = child {
+                return exit_code(status);
+            }
+        }
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -345,6 +360,18 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The exit code that reports a child's status (128 + signal when it was killed).
+fn exit_code(status: std::process::ExitStatus) -> std::process::ExitCode {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            return std::process::ExitCode::from((128 + sig).clamp(0, 255) as u8);
+        }
+    }
+    std::process::ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8)
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -325,3 +325,14 @@ fn embed_refuses_non_finite_windows_unless_told_to_skip_them() {
     assert_eq!(rows.len(), 22);
     assert!(!rows.contains(&3) && !rows.contains(&7));
 }
+
+#[test]
+fn an_os_error_is_printed_once() {
+    let out = flowfm()
+        .args(["check-config", "/nonexistent/flowfm-config.toml"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+}

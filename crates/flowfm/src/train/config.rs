@@ -11,8 +11,9 @@ use std::path::Path;
 /// A config error naming the offending field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
+    /// The file could not be read. The cause is the error's source (shown once by callers that
+    /// print the chain, such as `{:#}`).
+    #[error("cannot read {path}")]
     Io {
         /// File.
         path: String,
