@@ -206,7 +206,7 @@ pub fn ddpm_step(
 /// # Shapes
 /// - `x_k`, `z`: `(batch, channels, samples)`
 /// - returns the shape of `x_k`
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // the DDIM update as the paper writes it: every input is a named quantity
 pub fn ddim_step(
     denoiser: &dyn Denoiser,
     x_k: &Tensor,
@@ -305,7 +305,7 @@ pub fn ddpm_sample(
 /// # Shapes
 /// - `x_init`: `(batch, channels, samples)`
 /// - returns the shape of `x_init`
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // mirrors ddim_step plus the schedule and the sub-sequence
 pub fn ddim_sample(
     denoiser: &dyn Denoiser,
     x_init: &Tensor,

@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests of flowfm-models.
+// Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 use candle_core::{DType, Device, Tensor};

@@ -448,7 +448,7 @@ impl StandardisedFeatures {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // one row of the study: each argument is a distinct input of it
 fn study_row(
     models: &TrainedModels,
     sampler: &SamplerSpec,
