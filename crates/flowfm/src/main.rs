@@ -19,7 +19,6 @@ use flowfm_data::readers::DatasetKind;
 use flowfm_data::readers::{CsvColumn, CsvFolderSpec};
 use flowfm_data::registry::DefaultDataset;
 use flowfm_data::store::{NonFinite, WindowStore};
-use flowfm_data::stream::StreamConfig;
 use mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -189,77 +188,6 @@ fn csv_spec(args: &CsvArgs, name: &str) -> Result<CsvFolderSpec> {
     spec.header = !args.csv_no_header;
     spec.validate()?;
     Ok(spec)
-}
-
-/// Streaming settings for windows of `window_len` samples at `rate_hz` (no overlap).
-fn stream_config(window_len: usize, rate_hz: f64, batch: usize) -> Result<StreamConfig> {
-    let mut cfg = StreamConfig::default();
-    cfg.resample.target_rate_hz = rate_hz;
-    cfg.window.window_secs = window_len as f64 / rate_hz;
-    cfg.window.hop_secs = cfg.window.window_secs;
-    cfg.batch_windows = batch.max(1);
-    Ok(cfg)
-}
-
-/// `flowfm predict --recording`: streams the recording through the classifier and writes the
-/// timeline as it goes (atomically: nothing at `output` unless it completes).
-fn predict_recording(
-    clf: &SavedClassifier,
-    rec: &std::path::Path,
-    csv: &CsvArgs,
-    output: &std::path::Path,
-    batch: usize,
-    progress: bool,
-) -> Result<usize> {
-    use std::io::Write;
-    let card = &clf.card;
-    let cfg = stream_config(card.window_len, card.sample_rate_hz, batch)?;
-    let expect = flowfm::recording::Expect {
-        window_len: card.window_len,
-        channels: card.channels.len(),
-        what: "the model".into(),
-    };
-    let spec = csv_spec(csv, "recording")?;
-    if let Some(dir) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut n = 0usize;
-    flowfm_core::fs::write_atomic_with(output, |tmp: &std::path::Path| -> Result<()> {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(tmp)?);
-        let mut header = true;
-        flowfm::recording::for_each_batch(rec, &spec, &cfg, &expect, progress, |b| {
-            let x = candle_core::Tensor::from_slice(
-                &b.x,
-                (b.len(), b.channels, b.window_len),
-                &candle_core::Device::Cpu,
-            )?;
-            let rows: Vec<deploy::TimelineRow> = (clf.predict(&x)?.into_iter())
-                .enumerate()
-                .map(|(i, p)| deploy::TimelineRow {
-                    start_s: b.start_time_s[i],
-                    end_s: b.end_time_s[i],
-                    probabilities: p,
-                })
-                .collect();
-            let text = clf.timeline_csv(&rows);
-            // The header line comes once, with the first batch.
-            let body = if header {
-                text.as_str()
-            } else {
-                text.split_once('\n').map(|(_, rest)| rest).unwrap_or("")
-            };
-            header = false;
-            w.write_all(body.as_bytes())?;
-            n += rows.len();
-            Ok(())
-        })?;
-        if header {
-            w.write_all(clf.timeline_csv(&[]).as_bytes())?;
-        }
-        w.flush()?;
-        Ok(())
-    })?;
-    Ok(n)
 }
 
 /// `flowfm finetune --save`: fine-tune on every labelled window and save the classifier.
@@ -542,7 +470,11 @@ fn run(cli: Cli) -> Result<()> {
             let device = candle_core::Device::Cpu;
             let enc = flowfm::encode::load_encoder(&encoder, &device)?;
             if let Some(rec) = recording {
-                let cfg = stream_config(enc.config().window_len, DEFAULT_RATE_HZ, batch)?;
+                let cfg = flowfm::recording::stream_config(
+                    enc.config().window_len,
+                    DEFAULT_RATE_HZ,
+                    batch,
+                );
                 let (n, stats) = flowfm::recording::embed_recording(
                     &enc,
                     &rec,
@@ -599,7 +531,8 @@ fn run(cli: Cli) -> Result<()> {
             check_output_file(&output, "--output")?;
             let clf = SavedClassifier::load(&model)?;
             if let Some(rec) = recording {
-                let n = predict_recording(&clf, &rec, &csv, &output, batch, !cli.quiet)?;
+                let spec = csv_spec(&csv, "recording")?;
+                let n = clf.predict_recording(&rec, &spec, &output, batch, !cli.quiet)?;
                 say!("wrote {n} predicted windows to {}", output.display());
                 return Ok(());
             }

@@ -14,6 +14,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 
+/// Streaming settings for windows of `window_len` samples at `rate_hz`, back to back (no
+/// overlap), `batch` windows at a time.
+pub fn stream_config(window_len: usize, rate_hz: f64, batch: usize) -> StreamConfig {
+    let mut cfg = StreamConfig::default();
+    cfg.resample.target_rate_hz = rate_hz;
+    cfg.window.window_secs = window_len as f64 / rate_hz;
+    cfg.window.hop_secs = cfg.window.window_secs;
+    cfg.batch_windows = batch.max(1);
+    cfg
+}
+
 /// What the model reads, for the stream's shape check.
 pub struct Expect {
     /// Samples per window.

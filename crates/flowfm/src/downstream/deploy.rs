@@ -11,12 +11,14 @@
 use super::config::{DownstreamConfig, EncoderSource, Mode};
 use super::finetune::{finetune_fold_with_model, FoldSplit};
 use crate::encode::load_encoder;
+use crate::recording::{for_each_batch, stream_config, Expect};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use flowfm_core::init::seeded_var_builder;
 use flowfm_core::SeededRng;
 use flowfm_data::batch::WindowSource;
+use flowfm_data::readers::CsvFolderSpec;
 use flowfm_data::split::{validation_split, SubjectSet};
 use flowfm_models::checkpoint::load_checkpoint_checked;
 use flowfm_models::heads::{Classifier, ClassifierConfig};
@@ -371,5 +373,56 @@ impl SavedClassifier {
             out.push('\n');
         }
         out
+    }
+}
+
+impl SavedClassifier {
+    /// Streams the recording at `rec` (read as `spec` says) through the classifier and writes the
+    /// timeline CSV to `output` as it goes, atomically (nothing at `output` unless it completes).
+    /// Returns the number of windows.
+    pub fn predict_recording(
+        &self,
+        rec: &Path,
+        spec: &CsvFolderSpec,
+        output: &Path,
+        batch: usize,
+        progress: bool,
+    ) -> Result<usize> {
+        use std::io::Write;
+        let card = &self.card;
+        let cfg = stream_config(card.window_len, card.sample_rate_hz, batch);
+        let expect = Expect {
+            window_len: card.window_len,
+            channels: card.channels.len(),
+            what: "the model".into(),
+        };
+        if let Some(dir) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut n = 0usize;
+        flowfm_core::fs::write_atomic_with(output, |tmp: &Path| -> Result<()> {
+            let mut w = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+            // The header line comes once, before the first batch's rows.
+            w.write_all(self.timeline_csv(&[]).as_bytes())?;
+            for_each_batch(rec, spec, &cfg, &expect, progress, |b| {
+                let x =
+                    Tensor::from_slice(&b.x, (b.len(), b.channels, b.window_len), &Device::Cpu)?;
+                let rows: Vec<TimelineRow> = (self.predict(&x)?.into_iter().enumerate())
+                    .map(|(i, p)| TimelineRow {
+                        start_s: b.start_time_s[i],
+                        end_s: b.end_time_s[i],
+                        probabilities: p,
+                    })
+                    .collect();
+                let text = self.timeline_csv(&rows);
+                let body = text.split_once('\n').map(|(_, rest)| rest).unwrap_or("");
+                w.write_all(body.as_bytes())?;
+                n += rows.len();
+                Ok(())
+            })?;
+            w.flush()?;
+            Ok(())
+        })?;
+        Ok(n)
     }
 }
