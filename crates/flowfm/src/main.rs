@@ -265,15 +265,28 @@ fn spec_for(
 }
 
 fn main() -> std::process::ExitCode {
-    // mimalloc returns freed memory to the OS after a second by default, so each training step's
-    // activations land on fresh pages the kernel must fault in and zero (40 % of a step's CPU
-    // time, docs/benchmarks.md). It reads its options when the process starts: run ourselves
-    // again with purging off, unless the user chose a setting.
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+    // Two settings that must be in place when the process starts, so the binary runs itself
+    // again with them unless the user chose their own:
+    // - mimalloc returns freed memory to the OS after a second by default, so each training
+    //   step's activations land on fresh pages the kernel must fault in and zero (40 % of a
+    //   step's CPU time, docs/benchmarks.md); MIMALLOC_PURGE_DELAY=-1 keeps them.
+    // - libhdf5 takes flock() locks on every file it opens, through descriptors that child
+    //   processes inherit: a store written while another process was being started stayed
+    //   locked by that process. Our stores are replaced atomically and our run directories and
+    //   stores have lock files of their own, so HDF5's locking is off.
+    let settings = [
+        ("MIMALLOC_PURGE_DELAY", "-1"),
+        ("HDF5_USE_FILE_LOCKING", "FALSE"),
+    ];
+    let missing: Vec<(&str, &str)> = (settings.iter())
+        .filter(|(k, _)| std::env::var_os(k).is_none())
+        .copied()
+        .collect();
+    if !missing.is_empty() {
         if let Ok(exe) = std::env::current_exe() {
             let child = std::process::Command::new(exe)
                 .args(std::env::args_os().skip(1))
-                .env("MIMALLOC_PURGE_DELAY", "-1")
+                .envs(missing)
                 .status();
             if let Ok(status) = child {
                 return exit_code(status);
