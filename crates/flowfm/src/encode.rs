@@ -141,18 +141,13 @@ pub fn write_embeddings(
                 .create(name)?
                 .write_raw(&values)?;
         }
-        let attr = |name: &str, value: &str| -> Result<()> {
-            let v: hdf5::types::VarLenUnicode = value
-                .parse()
-                .map_err(|e| anyhow::anyhow!("attribute {name}: {e:?}"))?;
-            f.new_attr::<hdf5::types::VarLenUnicode>()
-                .create(name)?
-                .write_scalar(&v)?;
-            Ok(())
-        };
-        attr("source_store", &store.path().display().to_string())?;
-        attr("store_fingerprint", &store.meta.fingerprint)?;
-        attr("encoder_checkpoint", &encoder_path.display().to_string())?;
+        write_str_attr(&f, "source_store", &store.path().display().to_string())?;
+        write_str_attr(&f, "store_fingerprint", &store.meta.fingerprint)?;
+        write_str_attr(
+            &f,
+            "encoder_checkpoint",
+            &encoder_path.display().to_string(),
+        )?;
         let classes: Vec<hdf5::types::VarLenUnicode> = store
             .meta
             .class_names
@@ -168,4 +163,15 @@ pub fn write_embeddings(
             .write_raw(&classes)?;
         Ok(())
     })
+}
+
+/// Writes the scalar string attribute `name` = `value` on `file`.
+pub(crate) fn write_str_attr(file: &hdf5::File, name: &str, value: &str) -> Result<()> {
+    let v: hdf5::types::VarLenUnicode = value
+        .parse()
+        .map_err(|e| anyhow::anyhow!("attribute {name}: {e:?}"))?;
+    file.new_attr::<hdf5::types::VarLenUnicode>()
+        .create(name)?
+        .write_scalar(&v)?;
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! grow by chunks, CSV lines through a buffer), so memory does not depend on the recording's
 //! length. Outputs are written under a temporary name and renamed only when complete.
 
+use crate::encode::write_str_attr;
 use anyhow::{anyhow, Context, Result};
 use candle_core::{Device, Tensor};
 use flowfm_data::readers::CsvFolderSpec;
@@ -161,16 +162,7 @@ pub fn embed_recording(
             n += m;
             Ok(())
         })?;
-        let attr = |name: &str, value: &str| -> Result<()> {
-            let v: hdf5::types::VarLenUnicode = value
-                .parse()
-                .map_err(|e| anyhow!("attribute {name}: {e:?}"))?;
-            f.new_attr::<hdf5::types::VarLenUnicode>()
-                .create(name)?
-                .write_scalar(&v)?;
-            Ok(())
-        };
-        attr("source_recording", &path.display().to_string())?;
+        write_str_attr(&f, "source_recording", &path.display().to_string())?;
         out = (n, stats);
         Ok(())
     })?;

@@ -51,7 +51,7 @@ pub struct ModelCard {
     pub training_fingerprint: String,
     /// Training store (as given).
     pub training_store: String,
-    /// Labelled training windows and the subjects they came from.
+    /// Labelled windows the model was trained on (validation windows excluded).
     pub training_windows: usize,
     /// Subjects used for training (the rest of the store's subjects validated).
     pub training_subjects: Vec<i64>,
@@ -343,13 +343,19 @@ impl SavedClassifier {
         Ok(rows)
     }
 
-    /// The timeline as CSV: `start_s,end_s,predicted,p_<class>...`, one row per window.
-    pub fn timeline_csv(&self, rows: &[TimelineRow]) -> String {
+    /// The timeline's CSV header: `start_s,end_s,predicted,p_<class>...`.
+    pub fn timeline_header(&self) -> String {
         let mut out = String::from("start_s,end_s,predicted");
         for c in &self.card.class_names {
             out.push_str(&format!(",p_{}", c.replace([',', '\n', '"'], "_")));
         }
         out.push('\n');
+        out
+    }
+
+    /// The timeline's CSV rows, one per window: start, end, predicted class, every probability.
+    pub fn timeline_rows(&self, rows: &[TimelineRow]) -> String {
+        let mut out = String::new();
         for r in rows {
             let best = (r.probabilities.iter().enumerate())
                 .max_by(|a, b| a.1.total_cmp(b.1))
@@ -373,6 +379,11 @@ impl SavedClassifier {
             out.push('\n');
         }
         out
+    }
+
+    /// The whole timeline as CSV: the header, then the rows.
+    pub fn timeline_csv(&self, rows: &[TimelineRow]) -> String {
+        self.timeline_header() + &self.timeline_rows(rows)
     }
 }
 
@@ -402,8 +413,7 @@ impl SavedClassifier {
         let mut n = 0usize;
         flowfm_core::fs::write_atomic_with(output, |tmp: &Path| -> Result<()> {
             let mut w = std::io::BufWriter::new(std::fs::File::create(tmp)?);
-            // The header line comes once, before the first batch's rows.
-            w.write_all(self.timeline_csv(&[]).as_bytes())?;
+            w.write_all(self.timeline_header().as_bytes())?;
             for_each_batch(rec, spec, &cfg, &expect, progress, |b| {
                 let x =
                     Tensor::from_slice(&b.x, (b.len(), b.channels, b.window_len), &Device::Cpu)?;
@@ -414,9 +424,7 @@ impl SavedClassifier {
                         probabilities: p,
                     })
                     .collect();
-                let text = self.timeline_csv(&rows);
-                let body = text.split_once('\n').map(|(_, rest)| rest).unwrap_or("");
-                w.write_all(body.as_bytes())?;
+                w.write_all(self.timeline_rows(&rows).as_bytes())?;
                 n += rows.len();
                 Ok(())
             })?;

@@ -109,15 +109,12 @@ pub fn unet_params(cfg: &UNetConfig) -> Result<u64> {
         unet_params_built(&small)
     };
     let (p1, p2, p3) = (at(g)? as i128, at(2 * g)? as i128, at(3 * g)? as i128);
-    // Newton's forward differences on x = 1, 2, 3 (in units of g), evaluated at x = base / g.
-    let x = cfg.base_channels as i128;
-    let g = g as i128;
-    let d1 = p2 - p1;
-    let d2 = p3 - 2 * p2 + p1;
-    // p(x) = p1 + (x - 1) d1 + (x - 1)(x - 2) d2 / 2, with x = base / g possibly fractional:
-    // scale by g^2 to stay in integers.
-    let xg = x; // x * g
-    let num = p1 * g * g + (xg - g) * d1 * g + (xg - g) * (xg - 2 * g) * d2 / 2;
+    // Newton's forward differences through x = 1, 2, 3 (base = x g):
+    // p(x) = p1 + (x - 1) d1 + (x - 1)(x - 2) d2 / 2, evaluated at x = base / g, which need not
+    // be a whole number; multiplied through by g^2 to stay in integers.
+    let (d1, d2) = (p2 - p1, p3 - 2 * p2 + p1);
+    let (base, g) = (cfg.base_channels as i128, g as i128);
+    let num = p1 * g * g + (base - g) * d1 * g + (base - g) * (base - 2 * g) * d2 / 2;
     Ok((num / (g * g)).max(0) as u64)
 }
 
