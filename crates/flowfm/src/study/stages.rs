@@ -16,7 +16,7 @@ use crate::generation::{generation_study, GenerationStudy, TrainedModels};
 use crate::train::config::Experiment;
 use crate::train::history::RunHistory;
 use crate::train::pretrain::{pretrain, schedule_steps, PretrainOptions};
-use crate::train::target::{target_sweep, TargetSweep, THRESHOLDS};
+use crate::train::target::{target_sweep, ProbePoint, TargetSweep, THRESHOLDS};
 use anyhow::{bail, Context, Result};
 use flowfm_core::SeededRng;
 use flowfm_data::prepare::PrepareConfig;
@@ -253,7 +253,7 @@ pub fn pretrain_methods(
     };
     let seeds = settings.seeds();
     let total = experiments.len() * seeds.len();
-    let mut curves: Vec<(String, Vec<Vec<(u64, f64, f64)>>)> = Vec::new();
+    let mut curves: Vec<(String, Vec<Vec<ProbePoint>>)> = Vec::new();
     for (method, exps) in experiments {
         if exps.len() != seeds.len() {
             bail!(
