@@ -23,5 +23,6 @@ pub use contrastive::{info_nce, nt_xent};
 pub use ddpm::{ddpm_loss, sample_diffusion_steps};
 pub use flow::{flow_matching_loss, sample_flow_times, TimeSampling};
 pub use multitask::{
-    multitask_loss, multitask_transform, MultiTaskBatch, MultiTaskConfig, MultiTaskTargets,
+    multitask_accuracy, multitask_loss, multitask_transform, MultiTaskBatch, MultiTaskConfig,
+    MultiTaskTargets,
 };

@@ -4,8 +4,10 @@
 //! cross-entropies. Transforms follow Um et al. 2017 (permutation with a minimum segment length;
 //! time warping along a smooth random speed curve through cubic-spline knots).
 //!
-//! Choices made here: the transforms are applied in the order time warp, permutation, reversal;
-//! one speed curve is shared by all channels of a window (axes stay synchronised); a permuted
+//! The transforms are applied in the order of the published code (OxWearables/ssl-wearables,
+//! `sslearning/data/data_loader.py::generate_labels`): reversal, permutation, time warp. Time
+//! warping draws one speed curve per channel by default, as the published `DA_TimeWarp` does
+//! (`per_axis_warp`; `false` shares one curve across the channels). Choices made here: a permuted
 //! window never keeps its original segment order (its label is always truthful); speeds are
 //! floored at [`MIN_SPEED`] so warped time always runs forward.
 
@@ -32,6 +34,8 @@ pub struct MultiTaskConfig {
     pub warp_sigma: f64,
     /// Number of interior knots of the speed curve.
     pub warp_knots: usize,
+    /// One speed curve per channel (the published recipe) instead of one for the whole window.
+    pub per_axis_warp: bool,
 }
 
 impl Default for MultiTaskConfig {
@@ -44,6 +48,7 @@ impl Default for MultiTaskConfig {
             permute_min_segment: 10,
             warp_sigma: 0.2,
             warp_knots: 4,
+            per_axis_warp: true,
         }
     }
 }
@@ -237,6 +242,30 @@ pub fn resample_at(window: &[Vec<f64>], tau: &[f64]) -> Window {
         .collect()
 }
 
+/// Time-warps `window`: every channel along its own random speed curve when `per_axis`, else all
+/// channels along one curve.
+pub fn time_warp(
+    rng: &mut SeededRng,
+    window: &[Vec<f64>],
+    sigma: f64,
+    knots: usize,
+    per_axis: bool,
+) -> Window {
+    let len = window.first().map_or(0, Vec::len);
+    if per_axis {
+        window
+            .iter()
+            .map(|row| {
+                let tau = draw_warp(rng, len, sigma, knots);
+                resample_at(std::slice::from_ref(row), &tau).remove(0)
+            })
+            .collect()
+    } else {
+        let tau = draw_warp(rng, len, sigma, knots);
+        resample_at(window, &tau)
+    }
+}
+
 /// Applies the three transforms at random to every window of a batch.
 ///
 /// # Shapes
@@ -253,21 +282,20 @@ pub fn multitask_transform(
     let mut out = Vec::with_capacity(batch * channels * samples);
     let (mut rev, mut perm, mut warp) = (Vec::new(), Vec::new(), Vec::new());
     for window in data {
-        let w_flag = rng.bernoulli(cfg.p_time_warp);
-        let p_flag = rng.bernoulli(cfg.p_permute);
         let r_flag = rng.bernoulli(cfg.p_reverse);
+        let p_flag = rng.bernoulli(cfg.p_permute);
+        let w_flag = rng.bernoulli(cfg.p_time_warp);
         let mut w = window;
-        if w_flag {
-            let tau = draw_warp(rng, samples, cfg.warp_sigma, cfg.warp_knots);
-            w = resample_at(&w, &tau);
+        if r_flag {
+            w = reverse(&w);
         }
         if p_flag {
             let (lengths, order) =
                 draw_permutation(rng, samples, cfg.permute_segments, cfg.permute_min_segment)?;
             w = permute(&w, &lengths, &order);
         }
-        if r_flag {
-            w = reverse(&w);
+        if w_flag {
+            w = time_warp(rng, &w, cfg.warp_sigma, cfg.warp_knots, cfg.per_axis_warp);
         }
         out.extend(w.into_iter().flatten());
         rev.push(u32::from(r_flag));
@@ -321,4 +349,37 @@ pub fn multitask_loss(
         Some(t) => t.affine(1.0 / 3.0, 0.0),
         None => candle_core::bail!("no heads"),
     }
+}
+
+/// Accuracy of each head (arrow of time, permutation, time warp): the fraction of windows whose
+/// larger logit is the target.
+///
+/// # Shapes
+/// - `reversed`, `permuted`, `warped`: logits `(batch, 2)`; targets `(batch,)`
+pub fn multitask_accuracy(
+    reversed: &Tensor,
+    permuted: &Tensor,
+    warped: &Tensor,
+    targets: &MultiTaskTargets,
+) -> Result<[f64; 3]> {
+    let mut out = [0.0; 3];
+    for (slot, (name, logits, y)) in out.iter_mut().zip([
+        ("reversed", reversed, &targets.reversed),
+        ("permuted", permuted, &targets.permuted),
+        ("warped", warped, &targets.warped),
+    ]) {
+        let (b, k) = logits.dims2()?;
+        if k != 2 || y.dims() != [b] || b == 0 {
+            candle_core::bail!(
+                "{name} head: logits {:?} must be (batch >= 1, 2) with targets (batch,), got targets {:?}",
+                logits.shape(),
+                y.shape()
+            );
+        }
+        let pred: Vec<u32> = logits.argmax(1)?.to_dtype(DType::U32)?.to_vec1()?;
+        let truth: Vec<u32> = y.to_dtype(DType::U32)?.to_vec1()?;
+        let hits = pred.iter().zip(&truth).filter(|(p, t)| p == t).count();
+        *slot = hits as f64 / b as f64;
+    }
+    Ok(out)
 }

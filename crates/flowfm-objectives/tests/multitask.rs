@@ -178,3 +178,60 @@ fn multitask_loss_is_the_mean_of_three_cross_entropies() {
     let three = Tensor::zeros((2, 3), DType::F64, &DEV).unwrap();
     assert!(multitask_loss(&three, &zeros, &zeros, &targets).is_err());
 }
+
+#[test]
+fn per_axis_time_warp_gives_each_axis_its_own_warp() {
+    // Three identical ramps: reading a ramp at tau returns tau, so each output row is its warp.
+    let ramps = vec![(0..120).map(|i| i as f64).collect::<Vec<_>>(); 3];
+    let mut rng = SeededRng::new(4);
+    let out = flowfm_objectives::multitask::time_warp(&mut rng, &ramps, 0.2, 4, true);
+    for row in &out {
+        assert!(
+            Tolerance::F64.close(row[0], 0.0) && Tolerance::new(1e-9, 1e-9).close(row[119], 119.0)
+        );
+        assert!(
+            row.windows(2).all(|w| w[1] > w[0]),
+            "each warp runs forward"
+        );
+    }
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        let gap = out[a]
+            .iter()
+            .zip(&out[b])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            gap > 0.5,
+            "axes {a} and {b} share their warp (max gap {gap})"
+        );
+    }
+    // The per-axis warps are the warps `draw_warp` gives, in channel order, from the same stream.
+    let mut again = SeededRng::new(4);
+    for row in &out {
+        let tau = draw_warp(&mut again, 120, 0.2, 4);
+        Tolerance::new(1e-12, 1e-12).assert_close(row, &tau);
+    }
+    // Shared: one warp, identical on every axis.
+    let shared = flowfm_objectives::multitask::time_warp(&mut rng, &ramps, 0.2, 4, false);
+    Tolerance::new(1e-12, 1e-12).assert_close(&shared[0], &shared[1]);
+    Tolerance::new(1e-12, 1e-12).assert_close(&shared[0], &shared[2]);
+    // The batch transform warps per axis by default (the published recipe).
+    assert!(MultiTaskConfig::default().per_axis_warp);
+}
+
+#[test]
+fn multitask_accuracy_counts_argmax_hits_per_head() {
+    let logits = |v: &[[f32; 2]]| Tensor::new(v, &DEV).unwrap();
+    let targets = MultiTaskTargets {
+        reversed: Tensor::new(&[1u32, 0, 1, 1], &DEV).unwrap(),
+        permuted: Tensor::new(&[0u32, 0, 0, 0], &DEV).unwrap(),
+        warped: Tensor::new(&[1u32, 1, 0, 0], &DEV).unwrap(),
+    };
+    let a = logits(&[[0.0, 1.0], [2.0, 1.0], [0.0, 3.0], [5.0, 0.0]]); // hits 1, 1, 1, 0
+    let p = logits(&[[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]); // all hits
+    let w = logits(&[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]); // no hit
+    let acc = flowfm_objectives::multitask_accuracy(&a, &p, &w, &targets).unwrap();
+    Tolerance::F64.assert_close(&acc, &[0.75, 1.0, 0.0]);
+    let bad = logits(&[[0.0, 1.0, 2.0]]);
+    assert!(flowfm_objectives::multitask_accuracy(&bad, &p, &w, &targets).is_err());
+}

@@ -211,6 +211,53 @@ impl Default for JointSection {
     }
 }
 
+/// `[multitask]`: the SSL-Wearables recipe of `ssl_multitask` pretraining (Yuan et al., npj
+/// Digital Medicine 2024, and their code OxWearables/ssl-wearables; see docs/decisions.md). The
+/// defaults are the published recipe; the section is refused for the other methods.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MultitaskSection {
+    /// How training windows are drawn: `movement` (with probability proportional to the window's
+    /// standard deviation, so still windows are rarely drawn) or `uniform` (seeded shuffles).
+    #[serde(default = "default_sampling")]
+    pub sampling: String,
+    /// A random rotation (uniform axis, angle uniform in [-pi, pi]) of every training window.
+    #[serde(default = "yes")]
+    pub rotation: bool,
+    /// A random permutation of the x/y/z axes of every training window.
+    #[serde(default = "yes")]
+    pub axis_swap: bool,
+    /// Time warping draws one speed curve per axis (else one per window).
+    #[serde(default = "yes")]
+    pub per_axis_warp: bool,
+    /// Pool windows held out (never trained on) to score the three pretext tasks; at most a
+    /// tenth of the pool is held out. 0 turns the scoring off.
+    #[serde(default = "default_heldout")]
+    pub heldout_windows: usize,
+}
+
+impl Default for MultitaskSection {
+    fn default() -> Self {
+        Self {
+            sampling: default_sampling(),
+            rotation: true,
+            axis_swap: true,
+            per_axis_warp: true,
+            heldout_windows: default_heldout(),
+        }
+    }
+}
+
+fn default_sampling() -> String {
+    "movement".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_heldout() -> usize {
+    512
+}
+
 fn default_echo_temperature() -> f64 {
     0.3
 }
@@ -277,6 +324,10 @@ pub struct ExperimentFile {
     /// `[joint]`.
     #[serde(default)]
     pub joint: JointSection,
+    /// `[multitask]` (ssl_multitask only; absent: the published recipe). Not written back when
+    /// absent, so the configs (and fingerprints) of the other methods are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multitask: Option<MultitaskSection>,
     /// `[train]`.
     pub train: TrainSection,
 }
@@ -357,6 +408,33 @@ pub struct Experiment {
     pub noise_schedule: NoiseScheduleConfig,
     /// Training duration.
     pub duration: Duration,
+    /// The SSL-Wearables recipe (meaningful for ssl_multitask only).
+    pub multitask: MultitaskRecipe,
+}
+
+/// How `ssl_multitask` draws its training windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowSampling {
+    /// Seeded shuffles, every window once per epoch.
+    Uniform,
+    /// Each step draws its batch without replacement with probability proportional to the
+    /// windows' standard deviations.
+    Movement,
+}
+
+/// The validated `[multitask]` section.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MultitaskRecipe {
+    /// Window sampling.
+    pub sampling: WindowSampling,
+    /// Random rotation of training windows.
+    pub rotation: bool,
+    /// Random axis permutation of training windows.
+    pub axis_swap: bool,
+    /// Settings of the three pretext transforms.
+    pub tasks: flowfm_objectives::MultiTaskConfig,
+    /// Held-out windows requested for pretext accuracy (0: none).
+    pub heldout_windows: usize,
 }
 
 impl ExperimentFile {

@@ -7,6 +7,10 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::Path;
 
+/// The `metrics.jsonl` keys of the held-out pretext accuracies of ssl_multitask, in the order
+/// arrow of time, permutation, time warp.
+pub const PRETEXT_KEYS: [&str; 3] = ["pretext_acc_aot", "pretext_acc_permute", "pretext_acc_warp"];
+
 /// Everything the report needs from one pretraining run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunHistory {
@@ -25,6 +29,9 @@ pub struct RunHistory {
     pub rankme: Vec<(u64, f64)>,
     /// Validation probe scores: `(step, train_s, val_knn_f1)`.
     pub validation: Vec<(u64, f64, f64)>,
+    /// ssl_multitask: held-out pretext accuracy at each validation point and at the end:
+    /// `(step, [arrow of time, permutation, time warp])` (empty for the other methods).
+    pub pretext: Vec<(u64, [f64; 3])>,
 }
 
 impl RunHistory {
@@ -56,8 +63,23 @@ impl RunHistory {
             if let (Some(v), Some(t)) = (r.extra.get("val_knn_f1"), r.extra.get("train_s")) {
                 h.validation.push((r.step, *t, *v));
             }
+            if let [Some(a), Some(p), Some(w)] = PRETEXT_KEYS.map(|k| r.extra.get(k)) {
+                h.pretext.push((r.step, [*a, *p, *w]));
+            }
         }
         h
+    }
+
+    /// The last held-out pretext accuracies `[arrow of time, permutation, time warp]` (at the end
+    /// of a finished run); `None` when the run logged none (not ssl_multitask, or scoring off).
+    pub fn pretext_accuracy(&self) -> Option<[f64; 3]> {
+        self.pretext.last().map(|p| p.1)
+    }
+
+    /// One task's held-out accuracy curve `(step, accuracy)`: task 0 arrow of time, 1
+    /// permutation, 2 time warp (`None` for another index).
+    pub fn pretext_series(&self, task: usize) -> Option<Vec<(u64, f64)>> {
+        (task < 3).then(|| self.pretext.iter().map(|(s, a)| (*s, a[task])).collect())
     }
 }
 

@@ -15,6 +15,8 @@ pub mod history;
 pub mod pretrain;
 pub mod resources;
 pub mod run;
+pub mod ssl;
+mod state;
 pub mod target;
 pub mod validate;
 

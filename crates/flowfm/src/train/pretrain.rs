@@ -10,6 +10,8 @@ use super::resources::{available_memory_bytes, ResourceEstimate};
 use crate::encode::encode_tensor;
 use crate::train::config::{Duration, Experiment, Method};
 use crate::train::run::{load_checkpoint, save_checkpoint, CheckpointMeta, MetricsRecord, RunDir};
+use crate::train::ssl::{ssl_loss, SslData};
+use crate::train::state::{restore, save_models, state_tensors};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -24,12 +26,11 @@ use flowfm_models::unet::{DiffusionUNet, FlowUNet};
 use flowfm_models::HarNet;
 use flowfm_objectives::ddpm::{ddpm_loss, sample_diffusion_steps};
 use flowfm_objectives::flow::{flow_matching_loss, sample_flow_times};
-use flowfm_objectives::multitask::{multitask_loss, multitask_transform, MultiTaskConfig};
 use flowfm_ops::norm::is_buffer_name;
 use flowfm_ops::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema, WarmupCosine};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -138,6 +139,9 @@ pub struct PretrainOutcome {
     pub rankme: Vec<(u64, f64)>,
     /// Validation score at each probe of this session: `(step, train_s, val_knn_f1)`.
     pub validation: Vec<(u64, f64, f64)>,
+    /// ssl_multitask: held-out accuracy of the pretext tasks (arrow of time, permutation, time
+    /// warp) at each validation point of this session: `(step, [aot, permute, warp])`.
+    pub pretext: Vec<(u64, [f64; 3])>,
     /// The run directory.
     pub run_dir: PathBuf,
 }
@@ -376,18 +380,7 @@ fn step_loss(
                 .heads
                 .as_ref()
                 .context("ssl_multitask run without heads")?;
-            let mt = multitask_transform(x, rng, &MultiTaskConfig::default())?;
-            let z = nets.encoder.forward(&mt.x, ForwardMode::Train)?;
-            let logits = heads.forward(&z)?;
-            (
-                multitask_loss(
-                    &logits.arrow_of_time,
-                    &logits.permutation,
-                    &logits.time_warp,
-                    &mt.targets,
-                )?,
-                None,
-            )
+            (ssl_loss(exp, &nets.encoder, heads, x, rng)?, None)
         }
     })
 }
@@ -410,85 +403,6 @@ pub fn schedule_steps(exp: &Experiment, n: usize) -> Result<(u64, u64)> {
     Ok((total, per_epoch))
 }
 
-fn state_tensors(nets: &Networks, opt: &AdamW, ema: Option<&Ema>) -> Vec<(String, Tensor)> {
-    let mut t: Vec<(String, Tensor)> = nets
-        .named_vars()
-        .into_iter()
-        .map(|(n, v)| (n, v.as_tensor().clone()))
-        .collect();
-    t.extend(opt.state_tensors());
-    if let Some(e) = ema {
-        t.extend(
-            e.tensors()
-                .into_iter()
-                .map(|(n, v)| (format!("ema.{n}"), v)),
-        );
-    }
-    t
-}
-
-fn restore(nets: &Networks, tensors: &HashMap<String, Tensor>) -> Result<()> {
-    for (name, var) in nets.named_vars() {
-        let t = tensors
-            .get(&name)
-            .with_context(|| format!("checkpoint lacks tensor `{name}`"))?;
-        if t.shape() != var.shape() {
-            bail!(
-                "checkpoint tensor `{name}` has shape {:?}, the model has {:?}",
-                t.dims(),
-                var.dims()
-            );
-        }
-        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
-    }
-    Ok(())
-}
-
-/// Saves the final networks as self-describing model checkpoints (`encoder.safetensors`,
-/// `generator.safetensors` with EMA weights, `heads.safetensors`).
-fn save_models(exp: &Experiment, nets: &Networks, ema: Option<&Ema>, dir: &Path) -> Result<()> {
-    let mut meta = BTreeMap::new();
-    meta.insert("method".to_string(), exp.method.name().to_string());
-    flowfm_models::checkpoint::save_checkpoint_with_metadata(
-        &nets.encoder_vars,
-        &exp.encoder,
-        &meta,
-        &dir.join("encoder.safetensors"),
-    )?;
-    if exp.method != Method::SslMultitask {
-        // Sampling uses the EMA weights: write them into a copy of the generator's VarMap.
-        let gen = VarMap::new();
-        if let (Ok(src), Ok(mut dst)) = (nets.generator_vars.data().lock(), gen.data().lock()) {
-            let averaged: HashMap<String, Tensor> = ema
-                .map(|e| e.tensors())
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
-            for (n, v) in src.iter() {
-                let t = averaged
-                    .get(&format!("generator.{n}"))
-                    .cloned()
-                    .unwrap_or_else(|| v.as_tensor().clone());
-                dst.insert(n.clone(), Var::from_tensor(&t.detach())?);
-            }
-        }
-        flowfm_models::checkpoint::save_checkpoint_with_metadata(
-            &gen,
-            &exp.generator,
-            &meta,
-            &dir.join("generator.safetensors"),
-        )?;
-    } else {
-        flowfm_models::checkpoint::save_checkpoint_with_metadata(
-            &nets.head_vars,
-            &exp.encoder.repr_dim(),
-            &meta,
-            &dir.join("heads.safetensors"),
-        )?;
-    }
-    Ok(())
-}
-
 /// Pretrains `exp.method` on the windows `indices` of `source`.
 pub fn pretrain<S: WindowSource + 'static>(
     exp: &Experiment,
@@ -500,6 +414,16 @@ pub fn pretrain<S: WindowSource + 'static>(
     // Refuse, before anything is allocated, an experiment that cannot fit in memory.
     ResourceEstimate::of(exp)?.check_fits(available_memory_bytes())?;
     let run = RunDir::create(&opts.run_dir)?;
+    // ssl_multitask sets its held-out pretext windows aside and draws by movement.
+    let pool_indices = indices.clone();
+    let ssl = match exp.method {
+        Method::SslMultitask => Some(SslData::prepare(exp, &*source, indices, &opts.device)?),
+        _ => None,
+    };
+    let indices = match &ssl {
+        Some(d) => d.train_indices.clone(),
+        None => pool_indices.clone(),
+    };
     let (total_steps, per_epoch) = schedule_steps(exp, indices.len())?;
     let nets = Networks::build(exp, &opts.device)?;
     let trainable = nets.trainable();
@@ -530,7 +454,7 @@ pub fn pretrain<S: WindowSource + 'static>(
     };
     // A fixed probe set (up to 256 windows of the pool) for RankMe at every checkpoint.
     let probe = {
-        let mut order = indices.clone();
+        let mut order = pool_indices;
         SeededRng::new(exp.seed)
             .derive("rankme-probe")
             .shuffle(&mut order);
@@ -544,7 +468,7 @@ pub fn pretrain<S: WindowSource + 'static>(
         )?
     };
     let batcher = Batcher::new(
-        source,
+        source.clone(),
         indices,
         None,
         BatchConfig {
@@ -617,6 +541,12 @@ pub fn pretrain<S: WindowSource + 'static>(
     let mut epoch_seconds = Vec::new();
     let mut rankme = Vec::new();
     let mut validation = Vec::new();
+    let mut pretext = Vec::new();
+    let pretext_every = opts
+        .validation
+        .as_deref()
+        .map_or(train.checkpoint_every, |p| p.every)
+        .max(1);
     let mut train_s = train_offset;
     let mut windows = 0usize;
     let mut last_loss = f64::NAN;
@@ -627,9 +557,16 @@ pub fn pretrain<S: WindowSource + 'static>(
     for step in start..end {
         let step_start = Instant::now();
         let (epoch, b) = (step / per_epoch, (step % per_epoch) as usize);
-        let batch = batcher.batch(epoch, b)?;
+        let drawn = match &ssl {
+            Some(d) => d.batch(exp, &*source, step, &opts.device)?,
+            None => None,
+        };
+        let x = match drawn {
+            Some(x) => x,
+            None => batcher.batch(epoch, b)?.x,
+        };
         let mut rng = root.derive_indexed("step", step);
-        let (mut loss, echo_loss) = step_loss(exp, &nets, &schedule, &batch.x, step, &mut rng)?;
+        let (mut loss, echo_loss) = step_loss(exp, &nets, &schedule, &x, step, &mut rng)?;
         if opts.inject_nan_at == Some(step + 1) {
             loss = (loss * f64::NAN)?;
         }
@@ -658,7 +595,7 @@ pub fn pretrain<S: WindowSource + 'static>(
         }
         let done = step + 1;
         train_s += step_start.elapsed().as_secs_f64();
-        windows += batch.indices.len();
+        windows += x.dim(0)?;
         losses.push(loss_value);
         last_loss = loss_value;
         let elapsed = session.elapsed().as_secs_f64();
@@ -691,11 +628,24 @@ pub fn pretrain<S: WindowSource + 'static>(
             }
             _ => None,
         };
+        let pretext_acc = match (ssl.as_ref().and_then(|d| d.probe.as_ref()), &nets.heads) {
+            (Some(p), Some(h))
+                if done % pretext_every == 0 || done == total_steps || done == end =>
+            {
+                let acc = p
+                    .score(&nets.encoder, h)
+                    .with_context(|| format!("held-out pretext accuracy at step {done}"))?;
+                pretext.push((done, acc));
+                Some(acc)
+            }
+            _ => None,
+        };
         if done % train.log_every == 0
             || done == total_steps
             || epoch_done
             || is_checkpoint
             || val.is_some()
+            || pretext_acc.is_some()
         {
             let mut extra = HashMap::new();
             extra.insert("train_s".to_string(), train_s);
@@ -707,6 +657,11 @@ pub fn pretrain<S: WindowSource + 'static>(
             }
             if let Some(e) = echo_loss {
                 extra.insert("echo_loss".to_string(), e);
+            }
+            if let Some(acc) = pretext_acc {
+                for (key, v) in crate::train::history::PRETEXT_KEYS.iter().zip(acc) {
+                    extra.insert(key.to_string(), v);
+                }
             }
             if epoch_done {
                 if let Some(s) = epoch_seconds.last() {
@@ -774,6 +729,7 @@ pub fn pretrain<S: WindowSource + 'static>(
         windows_per_s: windows as f64 / secs.max(1e-9),
         rankme,
         validation,
+        pretext,
         run_dir: run.path().to_path_buf(),
     })
 }

@@ -2,7 +2,9 @@
 //! every field is checked against its domain and an upper bound (so no size can grow without
 //! limit before anything is allocated), and every error names the field.
 
-use super::config::{ConfigError, Duration, Experiment, ExperimentFile, Method};
+use super::config::{
+    ConfigError, Duration, Experiment, ExperimentFile, Method, MultitaskRecipe, WindowSampling,
+};
 use flowfm_core::schedule::{BetaSchedule, NoiseScheduleConfig};
 use flowfm_models::encoder::EncoderConfig;
 use flowfm_models::layers::NormKind;
@@ -15,6 +17,8 @@ pub const MAX_BASE_CHANNELS: usize = 16_384;
 pub const MAX_DIFFUSION_STEPS: usize = 100_000;
 /// Largest `train.batch_size` accepted.
 pub const MAX_BATCH_SIZE: usize = 1 << 20;
+/// Largest `multitask.heldout_windows` accepted.
+pub const MAX_HELDOUT_WINDOWS: usize = 100_000;
 
 /// A run name is one path component of letters, digits, `-`, `_` and `.` (not starting with a
 /// dot), at most 128 characters: it names a directory under the runs folder and must never
@@ -296,7 +300,9 @@ impl ExperimentFile {
         if t.log_every == 0 {
             return Err(invalid("train.log_every", "must be > 0"));
         }
+        let multitask = validate_multitask(&self, encoder.window_len)?;
         Ok(Experiment {
+            multitask,
             method: self.run.method,
             seed: self.run.seed,
             encoder,
@@ -308,4 +314,56 @@ impl ExperimentFile {
             file: self,
         })
     }
+}
+
+/// Validates `[multitask]`: only ssl_multitask may have one; every field within its domain.
+fn validate_multitask(
+    file: &ExperimentFile,
+    window_len: usize,
+) -> Result<MultitaskRecipe, ConfigError> {
+    if file.multitask.is_some() && file.run.method != Method::SslMultitask {
+        return Err(invalid(
+            "multitask",
+            format!(
+                "the [multitask] section applies to ssl_multitask only, this run is {}",
+                file.run.method.name()
+            ),
+        ));
+    }
+    let m = file.multitask.clone().unwrap_or_default();
+    let sampling = match m.sampling.as_str() {
+        "movement" => WindowSampling::Movement,
+        "uniform" => WindowSampling::Uniform,
+        other => {
+            return Err(invalid(
+                "multitask.sampling",
+                format!("unknown `{other}` (movement | uniform)"),
+            ))
+        }
+    };
+    if m.heldout_windows > MAX_HELDOUT_WINDOWS {
+        return Err(invalid(
+            "multitask.heldout_windows",
+            format!(
+                "must be at most {MAX_HELDOUT_WINDOWS}, got {}",
+                m.heldout_windows
+            ),
+        ));
+    }
+    let tasks = flowfm_objectives::MultiTaskConfig {
+        per_axis_warp: m.per_axis_warp,
+        ..Default::default()
+    };
+    if file.run.method == Method::SslMultitask {
+        tasks
+            .validate(window_len)
+            .map_err(|err| invalid("multitask", err.to_string()))?;
+    }
+    Ok(MultitaskRecipe {
+        sampling,
+        rotation: m.rotation,
+        axis_swap: m.axis_swap,
+        tasks,
+        heldout_windows: m.heldout_windows,
+    })
 }
