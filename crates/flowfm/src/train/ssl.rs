@@ -178,6 +178,19 @@ pub fn augmentation(exp: &Experiment) -> Option<Compose> {
     (!steps.is_empty()).then_some(Compose { steps })
 }
 
+/// `x` `(b, C, L)` with the recipe's augmentation applied to every window (unchanged when off).
+fn augment(exp: &Experiment, x: Tensor, rng: &mut SeededRng) -> Result<Tensor> {
+    let Some(aug) = augmentation(exp) else {
+        return Ok(x);
+    };
+    let (_, c, l) = x.dims3()?;
+    let mut data: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    for w in data.chunks_mut(c * l) {
+        aug.apply(w, c, rng)?;
+    }
+    Ok(Tensor::from_vec(data, x.shape(), x.device())?.to_dtype(x.dtype())?)
+}
+
 /// The multi-task loss of one training batch: the pretext transforms, then the augmentation,
 /// then encoder and heads in train mode; all draws from `rng`.
 pub fn ssl_loss(
@@ -188,17 +201,7 @@ pub fn ssl_loss(
     rng: &mut SeededRng,
 ) -> Result<Tensor> {
     let mt = multitask_transform(x, rng, &exp.multitask.tasks)?;
-    let xt = match augmentation(exp) {
-        None => mt.x,
-        Some(aug) => {
-            let (_, c, l) = mt.x.dims3()?;
-            let mut data: Vec<f32> = mt.x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-            for w in data.chunks_mut(c * l) {
-                aug.apply(w, c, rng)?;
-            }
-            Tensor::from_vec(data, mt.x.shape(), mt.x.device())?
-        }
-    };
+    let xt = augment(exp, mt.x, rng)?;
     let z = encoder.forward(&xt, ForwardMode::Train)?;
     let logits = heads.forward(&z)?;
     Ok(multitask_loss(
@@ -219,8 +222,9 @@ pub struct PretextProbe {
 }
 
 impl PretextProbe {
-    /// Reads `indices` of `source` and transforms them once with `rng` (the published test set
-    /// has labels but no augmentation: no rotation or axis swap here).
+    /// Reads `indices` of `source` and transforms them once with `rng` as training batches are
+    /// (pretext transforms, then the augmentation), so the score is the tasks' accuracy on the
+    /// distribution trained on, on windows never trained on.
     pub fn build<S: WindowSource + ?Sized>(
         exp: &Experiment,
         source: &S,
@@ -237,7 +241,7 @@ impl PretextProbe {
         let mt = multitask_transform(&x, rng, &exp.multitask.tasks)
             .context("transforming the held-out pretext windows")?;
         Ok(Self {
-            x: mt.x,
+            x: augment(exp, mt.x, rng)?,
             targets: mt.targets,
         })
     }
