@@ -221,7 +221,7 @@ fn per_axis_time_warp_gives_each_axis_its_own_warp() {
 
 #[test]
 fn multitask_accuracy_counts_argmax_hits_per_head() {
-    let logits = |v: &[[f32; 2]]| Tensor::new(v, &DEV).unwrap();
+    let logits = |v: &[[f32; 2]]| Tensor::from_vec(v.concat(), (v.len(), 2), &DEV).unwrap();
     let targets = MultiTaskTargets {
         reversed: Tensor::new(&[1u32, 0, 1, 1], &DEV).unwrap(),
         permuted: Tensor::new(&[0u32, 0, 0, 0], &DEV).unwrap(),
@@ -232,6 +232,6 @@ fn multitask_accuracy_counts_argmax_hits_per_head() {
     let w = logits(&[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]); // no hit
     let acc = flowfm_objectives::multitask_accuracy(&a, &p, &w, &targets).unwrap();
     Tolerance::F64.assert_close(&acc, &[0.75, 1.0, 0.0]);
-    let bad = logits(&[[0.0, 1.0, 2.0]]);
+    let bad = Tensor::new(&[[0f32, 1.0, 2.0]; 4], &DEV).unwrap();
     assert!(flowfm_objectives::multitask_accuracy(&bad, &p, &w, &targets).is_err());
 }

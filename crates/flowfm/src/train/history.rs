@@ -212,6 +212,34 @@ mod tests {
     }
 
     #[test]
+    fn pretext_accuracies_are_read_only_from_records_with_all_three() {
+        let mut recs = vec![
+            record(1, 0.5, None),
+            record(2, 1.0, None),
+            record(3, 1.5, None),
+        ];
+        for (r, acc) in recs.iter_mut().zip([[0.5, 0.6, 0.7], [0.55, 0.65, 0.75]]) {
+            for (k, v) in PRETEXT_KEYS.iter().zip(acc) {
+                r.extra.insert(k.to_string(), v);
+            }
+        }
+        // Record 3 lacks the permutation accuracy: not a pretext point.
+        recs[2].extra.insert(PRETEXT_KEYS[0].to_string(), 0.9);
+        let h = RunHistory::from_records(&recs);
+        assert_eq!(
+            h.pretext,
+            vec![(1, [0.5, 0.6, 0.7]), (2, [0.55, 0.65, 0.75])]
+        );
+        assert_eq!(h.pretext_accuracy(), Some([0.55, 0.65, 0.75]));
+        assert_eq!(h.pretext_series(2), Some(vec![(1, 0.7), (2, 0.75)]));
+        assert_eq!(h.pretext_series(3), None);
+        assert_eq!(
+            RunHistory::from_records(&recs[..0]).pretext_accuracy(),
+            None
+        );
+    }
+
+    #[test]
     fn the_target_is_a_fraction_of_the_weaker_best_and_times_are_read_at_first_crossing() {
         // Flow: 0.2 at 10 s, 0.6 at 20 s, 0.7 at 30 s. Diffusion: 0.1 at 12 s, 0.4 at 24 s, 0.5 at 36 s.
         let curves = vec![

@@ -178,7 +178,9 @@ pub fn augmentation(exp: &Experiment) -> Option<Compose> {
     (!steps.is_empty()).then_some(Compose { steps })
 }
 
-/// `x` `(b, C, L)` with the recipe's augmentation applied to every window (unchanged when off).
+/// `x` `(b, C, L)` with the recipe's augmentation applied to every window, each its own draw
+/// (unchanged when off). The published loader draws one per subject's windows; the law of each
+/// window's transform is the same.
 fn augment(exp: &Experiment, x: Tensor, rng: &mut SeededRng) -> Result<Tensor> {
     let Some(aug) = augmentation(exp) else {
         return Ok(x);
