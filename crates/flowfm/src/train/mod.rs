@@ -1,7 +1,8 @@
 //! Pretraining: experiment configs validated into [`config::Experiment`], run directories with
 //! atomic checkpoints and `metrics.jsonl` ([`run`]), the three pretraining loops with the
-//! validation probe ([`pretrain`]), a run's history read back ([`history`]) and
-//! training time to fixed validation targets over seeds ([`target`]).
+//! validation probe ([`pretrain`]), the SSL-Wearables recipe of ssl_multitask (movement-weighted
+//! sampling, augmentation, held-out pretext accuracy: [`ssl`]), a run's history read back
+//! ([`history`]) and training time to fixed validation targets over seeds ([`target`]).
 //!
 //! **Invariant:** `train` never names `downstream`, `generation` or `study`: it trains encoders
 //! and generators and records what happened, nothing else.
