@@ -66,6 +66,9 @@ pub struct PretrainRow {
     pub losses: Vec<f64>,
     /// RankMe of the encoder at each checkpoint `(step, rankme)`.
     pub rankme: Vec<(u64, f64)>,
+    /// Held-out pretext accuracy at the end `[arrow of time, permutation, time warp]`
+    /// (ssl_multitask only).
+    pub pretext: Option<[f64; 3]>,
     /// Validation probe `(step, train_s, val_knn_f1)`.
     pub validation: Vec<(u64, f64, f64)>,
 }
@@ -108,6 +111,7 @@ pub fn pretrain_row(
         loss_last: mean(&h.losses[h.losses.len().saturating_sub(k)..]),
         losses: h.losses.clone(),
         rankme: h.rankme.clone(),
+        pretext: h.pretext_accuracy(),
         validation: h.validation.clone(),
     }
 }

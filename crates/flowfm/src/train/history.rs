@@ -1,6 +1,6 @@
 //! A pretraining run's history read back from its `metrics.jsonl` (so a resumed or reused run
-//! reports everything it did, not only its last session), and the time each method needed to
-//! reach a validation target.
+//! reports everything it did, not only its last session). Time to validation targets over seeds
+//! is `train::target`.
 
 use crate::train::run::{MetricsRecord, RunDir};
 use anyhow::{Context, Result};
@@ -82,96 +82,6 @@ impl RunHistory {
         (task < 3).then(|| self.pretext.iter().map(|(s, a)| (*s, a[task])).collect())
     }
 }
-
-/// When one method first reached the validation target.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TargetRow {
-    /// Method.
-    pub method: String,
-    /// Best validation score over the run.
-    pub best: f64,
-    /// First probed step at which the score was at least the target (`None`: never).
-    pub step: Option<u64>,
-    /// Training seconds (steps only) to that probe.
-    pub train_s: Option<f64>,
-    /// Training seconds of the whole run.
-    pub total_train_s: f64,
-}
-
-/// Time to a validation target for every method, with the flow/diffusion ratio.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TimeToTargetSummary {
-    /// The validation metric.
-    pub metric: String,
-    /// The target: `fraction` of the lower of flow's and diffusion's best scores, so both can
-    /// reach it.
-    pub target: f64,
-    /// See `target`.
-    pub fraction: f64,
-    /// One row per method that logged validation scores.
-    pub rows: Vec<TargetRow>,
-    /// Flow's training time to target over diffusion's (`None` if either never reached it).
-    pub flow_over_diffusion: Option<f64>,
-}
-
-/// A method's validation curve: `(method, [(step, train_s, score)], total train_s)`.
-pub type MethodCurve = (String, Vec<(u64, f64, f64)>, f64);
-
-/// Computes the time to target from `(method, validation curve)` pairs, each curve being
-/// `(step, train_s, score)` in step order with higher scores better. `None` when neither
-/// `flowfm` nor `diffusion` has a curve (no target can be set).
-pub fn time_to_target(
-    curves: &[MethodCurve],
-    fraction: f64,
-) -> Result<Option<TimeToTargetSummary>> {
-    let best = |m: &str| {
-        curves
-            .iter()
-            .find(|(name, c, _)| name == m && !c.is_empty())
-            .map(|(_, c, _)| c.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max))
-    };
-    let anchor = match (best("flowfm"), best("diffusion")) {
-        (Some(a), Some(b)) => a.min(b),
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => return Ok(None),
-    };
-    let target = fraction * anchor;
-    let mut rows = Vec::new();
-    for (method, curve, total) in curves {
-        if curve.is_empty() {
-            continue;
-        }
-        let mut prev = 0.0;
-        let mut intervals = Vec::with_capacity(curve.len());
-        for p in curve {
-            intervals.push((p.1 - prev).max(0.0));
-            prev = p.1;
-        }
-        let values: Vec<f64> = curve.iter().map(|p| p.2).collect();
-        let t =
-            flowfm_eval::TimeToTarget::from_curve("val_knn_f1", target, true, &intervals, &values)?;
-        rows.push(TargetRow {
-            method: method.clone(),
-            best: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            step: t.epoch.map(|i| curve[i].0),
-            train_s: t.epoch.map(|i| curve[i].1),
-            total_train_s: *total,
-        });
-    }
-    let time = |m: &str| rows.iter().find(|r| r.method == m).and_then(|r| r.train_s);
-    let flow_over_diffusion = match (time("flowfm"), time("diffusion")) {
-        (Some(f), Some(d)) if d > 0.0 => Some(f / d),
-        _ => None,
-    };
-    Ok(Some(TimeToTargetSummary {
-        metric: "val_knn_f1".into(),
-        target,
-        fraction,
-        rows,
-        flow_over_diffusion,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,53 +147,5 @@ mod tests {
             RunHistory::from_records(&recs[..0]).pretext_accuracy(),
             None
         );
-    }
-
-    #[test]
-    fn the_target_is_a_fraction_of_the_weaker_best_and_times_are_read_at_first_crossing() {
-        // Flow: 0.2 at 10 s, 0.6 at 20 s, 0.7 at 30 s. Diffusion: 0.1 at 12 s, 0.4 at 24 s, 0.5 at 36 s.
-        let curves = vec![
-            (
-                "flowfm".to_string(),
-                vec![(10, 10.0, 0.2), (20, 20.0, 0.6), (30, 30.0, 0.7)],
-                31.0,
-            ),
-            (
-                "diffusion".to_string(),
-                vec![(10, 12.0, 0.1), (20, 24.0, 0.4), (30, 36.0, 0.5)],
-                37.0,
-            ),
-            (
-                "ssl_multitask".to_string(),
-                vec![(10, 4.0, 0.45), (20, 8.0, 0.46)],
-                9.0,
-            ),
-        ];
-        let s = time_to_target(&curves, 0.9).unwrap().unwrap();
-        // Weaker best is diffusion's 0.5, target 0.45.
-        assert!((s.target - 0.45).abs() < 1e-12);
-        let row = |m: &str| s.rows.iter().find(|r| r.method == m).unwrap().clone();
-        assert_eq!(row("flowfm").step, Some(20));
-        assert_eq!(row("flowfm").train_s, Some(20.0));
-        assert_eq!(row("diffusion").step, Some(30));
-        assert_eq!(row("diffusion").train_s, Some(36.0));
-        assert_eq!(row("ssl_multitask").step, Some(10));
-        assert!((s.flow_over_diffusion.unwrap() - 20.0 / 36.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn a_method_that_never_reaches_the_target_has_no_time_and_no_ratio() {
-        let curves = vec![
-            ("flowfm".to_string(), vec![(10, 10.0, 0.2)], 10.0),
-            ("diffusion".to_string(), vec![(10, 10.0, 0.8)], 10.0),
-            ("ssl_multitask".to_string(), vec![(10, 10.0, 0.1)], 10.0),
-        ];
-        let s = time_to_target(&curves, 1.0).unwrap().unwrap();
-        assert!((s.target - 0.2).abs() < 1e-12);
-        let ssl = s.rows.iter().find(|r| r.method == "ssl_multitask").unwrap();
-        assert_eq!(ssl.step, None);
-        assert_eq!(ssl.train_s, None);
-        assert!(s.flow_over_diffusion.is_some());
-        assert!(time_to_target(&[], 0.9).unwrap().is_none());
     }
 }

@@ -66,6 +66,19 @@ pub fn check_report(dir: &Path) -> Result<Vec<String>> {
             ));
         }
     }
+    for r in runs.iter().filter(|r| r["method"] == "ssl_multitask") {
+        let ok = r
+            .get("pretext")
+            .and_then(|v| v.as_array())
+            .map(|a| a.len() == 3 && a.iter().all(|v| v.as_f64().is_some_and(f64::is_finite)))
+            .unwrap_or(false);
+        if !ok {
+            problems.push(format!(
+                "pretraining ssl_multitask seed {}: no held-out pretext accuracies",
+                r["seed"]
+            ));
+        }
+    }
     if len(&js, "/subjects/pool_sources") == 0 {
         problems.push("the subjects section names no source of the pretraining pool".into());
     }
