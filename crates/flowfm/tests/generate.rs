@@ -7,9 +7,9 @@
 use candle_core::{DType, Device, Tensor};
 use flowfm::encode::windows_tensor;
 use flowfm::generation::{
-    generation_study, run_generation, CovarianceFactor, CovarianceKind, GenerateJob,
-    GenerateMode, GenerateSummary, GenerationStudy, GeneratorKind, ReferenceEncoder,
-    RepresentationGaussian, SamplerSpec, StudyConfig, StudySets, TrainedModels,
+    generation_study, run_generation, CovarianceFactor, CovarianceKind, GenerateJob, GenerateMode,
+    GenerateSummary, GenerationStudy, GeneratorKind, ReferenceEncoder, RepresentationGaussian,
+    SamplerSpec, StudyConfig, StudySets, TrainedModels,
 };
 use flowfm::train::config::{Experiment, ExperimentFile};
 use flowfm::train::pretrain::{pretrain, PretrainOptions};

@@ -367,7 +367,7 @@ mod tests {
         assert!(iv[2].contains(2.0), "{:?}", iv[2]);
         // the estimate is the plain Frechet distance
         let plain = frechet_distance(&emb(n, d, &r), &emb(n, d, &shifted)).unwrap();
-        assert_eq!(iv[1].estimate, plain);
+        assert!((iv[1].estimate - plain).abs() < 1e-12);
         assert_eq!(iv[1].sizes, vec![n, n]);
     }
 
@@ -415,7 +415,7 @@ mod tests {
             - 2.0 * across(&k(&x, &y), &one, &one);
         assert!((v - (0.5 * (-2f64).exp() - 0.5)).abs() < 1e-12, "{v}");
         // a window drawn twice is not compared with itself: counts (2, 0) leave no pair
-        assert_eq!(within(&k(&x, &x), &[2, 0]), 0.0);
+        assert!(within(&k(&x, &x), &[2, 0]).abs() < 1e-15);
     }
 
     #[test]

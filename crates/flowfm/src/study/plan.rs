@@ -154,7 +154,8 @@ pub fn held_out_windows(
 ) -> Result<StudySets> {
     let rng = SeededRng::new(seed).derive("generation-windows");
     // (dataset, [conditioning windows, reference windows], subjects per side, downstream subjects)
-    let mut best: Option<(usize, [Vec<usize>; 2], [usize; 2], usize)> = None;
+    type Candidate = (usize, [Vec<usize>; 2], [usize; 2], usize);
+    let mut best: Option<Candidate> = None;
     for (d, ((spec, p), plan)) in prepared.iter().zip(plans).enumerate() {
         let mut subjects = plan.downstream_subjects.clone();
         rng.derive(&format!("subjects/{}", spec.name))

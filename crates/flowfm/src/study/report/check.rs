@@ -165,7 +165,7 @@ pub fn check_report(dir: &Path) -> Result<Vec<String>> {
         if js
             .pointer("/generation/speedup_note")
             .and_then(|v| v.as_str())
-            .map_or(true, str::is_empty)
+            .is_none_or(str::is_empty)
         {
             problems.push("generation: no speed-up note (matched speed-up or why none)".into());
         }
