@@ -6,13 +6,15 @@
 //! with weights: mean `sum c_i x_i / n`, covariance `sum c_i (x_i - m)(x_i - m)^T / (n - 1)`, mean
 //! spectrum `sum c_i P_i`; the unbiased MMD² leaves out pairs of the *same original window*
 //! (`sum_{i != j} c_i c_j k_ij / ((sum c)^2 - sum c_i^2)`), so a window drawn twice is not
-//! compared with itself. With every `c_i = 1` each is exactly the plain estimate.
+//! compared with itself. With every `c_i = 1` each is exactly the plain estimate. Intervals are
+//! percentile intervals shifted by the bootstrap's bias estimate
+//! ([`super::resample::bias_corrected_interval`]): duplicated windows inflate plug-in distances.
 
 use nalgebra::{DMatrix, DVector};
 
 use super::frechet::frechet_distance;
 use super::mmd::{median_distance, mmd2_rbf, Bandwidth, MmdConfig};
-use super::resample::{percentile_interval, Resamples};
+use super::resample::{bias_corrected_interval, Resamples};
 use super::spectral::{spectral_distance, LOG_SPECTRAL_EPS};
 use crate::arrays::{Embeddings, Windows};
 use crate::error::{EvalError, Result};
@@ -98,7 +100,7 @@ pub fn frechet_intervals(
         .zip(stats)
         .map(|(s, st)| {
             let estimate = frechet_distance(reference, s)?;
-            percentile_interval(estimate, st, confidence, vec![reference.rows(), s.rows()])
+            bias_corrected_interval(estimate, st, confidence, vec![reference.rows(), s.rows()])
         })
         .collect()
 }
@@ -198,7 +200,7 @@ pub fn mmd_intervals(
                 })
                 .collect();
             let estimate = mmd2_rbf(reference, s, &config)?.mmd2;
-            percentile_interval(
+            bias_corrected_interval(
                 estimate,
                 stats,
                 confidence,
@@ -297,8 +299,8 @@ pub fn spectral_intervals(
             }
             let sizes = vec![reference.num_windows(), s.num_windows()];
             Ok((
-                percentile_interval(est.l1, l1, confidence, sizes.clone())?,
-                percentile_interval(est.log_spectral_db, db, confidence, sizes)?,
+                bias_corrected_interval(est.l1, l1, confidence, sizes.clone())?,
+                bias_corrected_interval(est.log_spectral_db, db, confidence, sizes)?,
             ))
         })
         .collect()

@@ -25,8 +25,12 @@ pub fn unmatched_metrics(q: &Quality, baseline: &Quality) -> Vec<String> {
 ///
 /// The interval resamples each row's per-batch milliseconds per window on their own
 /// (`bootstrap_ratio_of_means`); with fewer than 2 batches on either side it is the point value.
+///
+/// Matching DDPM is not the same as being good: the note also says on which metrics DDPM itself
+/// stays short of the real-vs-real `floor`.
 pub fn matched_speedup(
     rows: &mut [StudyRow],
+    floor: &Quality,
     cfg: &BootstrapConfig,
     rng: &mut SeededRng,
 ) -> Result<(Option<Speedup>, String)> {
@@ -40,6 +44,20 @@ pub fn matched_speedup(
         ));
     };
     let base = rows[base_i].clone();
+    let short = unmatched_metrics(&base.quality, floor);
+    let caveat = if short.is_empty() {
+        format!(
+            "; {} itself overlaps the real-vs-real floor on every metric",
+            base.sampler
+        )
+    } else {
+        format!(
+            "; matched means as good as {}, which itself stays short of the real-vs-real floor on {} of 7 metrics ({})",
+            base.sampler,
+            short.len(),
+            short.join(", ")
+        )
+    };
     for (i, r) in rows.iter_mut().enumerate() {
         r.unmatched = if i == base_i {
             Vec::new()
@@ -66,7 +84,7 @@ pub fn matched_speedup(
                 flows.join("; ")
             )
         };
-        return Ok((None, note));
+        return Ok((None, note + &caveat));
     };
     let point = base.ms_per_window / r.ms_per_window;
     let factor = if base.batch_ms_per_window.len() >= 2 && r.batch_ms_per_window.len() >= 2 {
@@ -104,7 +122,7 @@ pub fn matched_speedup(
         s.factor.upper,
         s.nfe_ratio
     );
-    Ok((Some(s), note))
+    Ok((Some(s), note + &caveat))
 }
 
 #[cfg(test)]
@@ -154,6 +172,11 @@ mod tests {
         }
     }
 
+    /// The real-vs-real floor: distances (0, 0.5), agreement (0.8, 0.9).
+    fn floor() -> Quality {
+        row("real", "floor", 0, 0.0, (0.0, 0.5), (0.8, 0.9)).quality
+    }
+
     fn rows() -> Vec<StudyRow> {
         vec![
             row("flowfm", "euler-1", 1, 1.0, (5.0, 6.0), (0.7, 0.8)),
@@ -178,7 +201,7 @@ mod tests {
             resamples: 500,
             confidence: 0.95,
         };
-        let (s, note) = matched_speedup(&mut r, &cfg, &mut SeededRng::new(1)).unwrap();
+        let (s, note) = matched_speedup(&mut r, &floor(), &cfg, &mut SeededRng::new(1)).unwrap();
         // euler-1 is far off; euler-4's distances overlap (1.9 <= 2.0) and its agreement
         // overlaps (0.7 >= 0.65): it matches and is faster than euler-8 (which beats DDPM)
         let s = s.expect("euler-4 matches");
@@ -194,6 +217,11 @@ mod tests {
         );
         assert!((s.nfe_ratio - 250.0).abs() < 1e-9);
         assert!(note.contains("euler-4"), "{note}");
+        // DDPM (distances 1.5-2, agreement 0.65-0.75) is short of the floor on all 7 metrics
+        assert!(
+            note.contains("short of the real-vs-real floor on 7 of 7"),
+            "{note}"
+        );
         assert_eq!(
             r[0].unmatched.len(),
             6,
@@ -212,14 +240,14 @@ mod tests {
         // euler-4 loses on label agreement alone: euler-8 is the answer
         r[1].quality.label_agreement = iv(0.5, 0.6);
         let cfg = BootstrapConfig::default();
-        let (s, _) = matched_speedup(&mut r, &cfg, &mut SeededRng::new(1)).unwrap();
+        let (s, _) = matched_speedup(&mut r, &floor(), &cfg, &mut SeededRng::new(1)).unwrap();
         assert_eq!(s.unwrap().flow_sampler, "euler-8");
         assert_eq!(r[1].unmatched, vec!["label agreement".to_string()]);
         // no flow setting matches: None, and the note names what failed
         let mut r = rows();
         r[1].quality.spectral_db = iv(2.1, 3.0);
         r[2].quality.frechet = iv(2.01, 2.2);
-        let (s, note) = matched_speedup(&mut r, &cfg, &mut SeededRng::new(1)).unwrap();
+        let (s, note) = matched_speedup(&mut r, &floor(), &cfg, &mut SeededRng::new(1)).unwrap();
         assert!(s.is_none());
         assert!(
             note.contains("no flow setting matched") && note.contains("spectral dB"),
@@ -228,7 +256,7 @@ mod tests {
         // no DDPM row
         let mut r = rows();
         r.truncate(4);
-        let (s, note) = matched_speedup(&mut r, &cfg, &mut SeededRng::new(1)).unwrap();
+        let (s, note) = matched_speedup(&mut r, &floor(), &cfg, &mut SeededRng::new(1)).unwrap();
         assert!(s.is_none() && note.contains("no DDPM"), "{note}");
     }
 }

@@ -432,8 +432,12 @@ pub fn generation_study(
             unmatched: Vec::new(),
         });
     }
-    let (speedup, speedup_note) =
-        matched_speedup(&mut rows, &cfg.bootstrap, &mut rng.derive("speedup"))?;
+    let (speedup, speedup_note) = matched_speedup(
+        &mut rows,
+        &floor,
+        &cfg.bootstrap,
+        &mut rng.derive("speedup"),
+    )?;
     Ok(GenerationStudy {
         rows,
         floor,
