@@ -5,6 +5,9 @@
 //!   of a ratio of two independent samples' means ([`Interval`]);
 //! - [`wilcoxon`]: two-sided Wilcoxon signed-rank test of paired values, matching
 //!   `scipy.stats.wilcoxon`'s defaults ([`WilcoxonResult`]);
+//! - [`welch`]: Welch's two-sided t-test of two independent samples, matching
+//!   `scipy.stats.ttest_ind(equal_var=False)`, and the same test on logarithms as a ratio of
+//!   geometric means ([`LogRatioTest`]), for times over few seeds;
 //! - [`verdict`]: [`Verdict`] from a p-value and the sign of the paired mean difference, and
 //!   [`compare_paired`], which runs both of the above on one pair of result vectors.
 //!
@@ -15,6 +18,7 @@ pub mod bootstrap;
 mod descriptive;
 mod normal;
 pub mod verdict;
+pub mod welch;
 pub mod wilcoxon;
 
 pub use bootstrap::{
@@ -24,4 +28,5 @@ pub use bootstrap::{
 pub(crate) use descriptive::{autocorrelation, mean, pearson, percentile_sorted, pop_sd};
 pub use descriptive::{mean_sd, MeanSd};
 pub use verdict::{compare_paired, Direction, PairedComparison, Verdict, ALPHA};
+pub use welch::{log_ratio_test, welch_t_test, LogRatioTest, WelchResult};
 pub use wilcoxon::{wilcoxon_signed_rank, WilcoxonMethod, WilcoxonResult};

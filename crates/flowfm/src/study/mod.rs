@@ -76,13 +76,13 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     let started = Instant::now();
     let (profile, seed) = (opts.profile, opts.seed);
     let work = work_dir(&opts.report_dir);
-    // Every config is read and validated before anything runs.
+    // Every config is read and validated before anything runs, one experiment per seed.
     let experiments = (METHODS.iter())
         .map(|m| {
-            Ok((
-                m.to_string(),
-                profile.experiment(&opts.config_dir, m, seed)?,
-            ))
+            let per_seed = (0..profile.seeds() as u64)
+                .map(|k| profile.experiment(&opts.config_dir, m, seed + k))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((m.to_string(), per_seed))
         })
         .collect::<Result<Vec<_>>>()?;
     let mut report = Report::new(
@@ -95,8 +95,12 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     let data = stages::prepare_data(opts.data_dir.as_deref(), &work.join("stores"), opts.force)?;
     report.add(Section::datasets(&data.rows, &data.unavailable));
 
-    let pool = stages::plan_pool(&data, seed)?;
-    report.add(Section::subjects(&pool.plans, pool.windows.num_windows()));
+    let pool = stages::plan_pool(&data, seed, &work.join("stores"), opts.force)?;
+    report.add(Section::subjects(
+        &pool.plans,
+        &pool.sources,
+        pool.windows.num_windows(),
+    ));
 
     let settings = stages::Settings {
         profile,
@@ -108,7 +112,7 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     let pre = stages::pretrain_methods(&experiments, &data, &pool, &settings)?;
     for method in &pre.reused {
         report.note_reused(format!(
-            "pretraining of {method} (finished run in work/runs/{method} of the report folder)"
+            "pretraining of {method} (finished run in work/runs of the report folder)"
         ));
     }
     report.add(Section::pretraining(&pre.rows));
@@ -118,9 +122,9 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     ));
     report.plot_losses(&opts.report_dir, &pre.rows)?;
     report.plot_rankme(&opts.report_dir, &pre.rows)?;
-    report.plot_validation(&opts.report_dir, &pre.rows, pre.time_to_target.as_ref())?;
+    report.plot_validation(&opts.report_dir, &pre.rows)?;
 
-    let enc_cfg = experiments[0].1.encoder.clone();
+    let enc_cfg = experiments[0].1[0].encoder.clone();
     let down = stages::downstream(&data, &pool.plans, &enc_cfg, &settings)?;
     if down.reused > 0 {
         report.note_reused(format!(
@@ -129,15 +133,24 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
             down.results.len()
         ));
     }
-    report.add(Section::downstream(&down.results)?);
-    report.add_at_top(Section::verdicts(&stages::verdicts(&down.results, seed)?));
-    report.plot_f1(&opts.report_dir, &down.results)?;
+    let comparisons = stages::verdicts(&down.results, seed)?;
+    report.add(Section::downstream(
+        &down.results,
+        &down.summaries,
+        &comparisons,
+    )?);
+    report.plot_f1(&opts.report_dir, &down.summaries)?;
 
     let gen = stages::generation(&data, &pool, &settings)?;
     if gen.reused {
         report.note_reused("the generation study".into());
     }
     report.add(Section::generation(&gen.study));
+    report.add_at_top(Section::verdicts(
+        &comparisons,
+        pre.time_to_target.as_ref(),
+        &gen.study,
+    ));
     report.add(Section::configs(&pre.configs, &down.configs, &gen.config));
     report.plot_nfe_quality(&opts.report_dir, &gen.study)?;
     report.plot_examples(&opts.report_dir, &gen.study)?;
@@ -152,17 +165,17 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
             problems.join("\n  ")
         );
     }
-    match pre
-        .time_to_target
-        .as_ref()
-        .and_then(|t| t.flow_over_diffusion)
-    {
-        Some(r) => eprintln!(
-            "time to the validation target: flow {:.1} % of diffusion's training time",
-            100.0 * r
-        ),
+    match pre.time_to_target.as_ref() {
+        Some(t) => {
+            let (faster, slower, same) = t.counts();
+            eprintln!(
+                "time to the validation thresholds, flow vs diffusion: faster at {faster}, slower at {slower}, \
+                 no significant difference at {same} of {} thresholds",
+                t.thresholds.len()
+            )
+        }
         None => {
-            eprintln!("time to the validation target: no flow/diffusion ratio (see the report)")
+            eprintln!("time to the validation thresholds: no validation probe (see the report)")
         }
     }
     eprintln!("generation speed-up: {}", gen.study.speedup_note);

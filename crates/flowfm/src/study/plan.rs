@@ -1,9 +1,10 @@
 //! Who is used for what: each dataset's subjects split once into a pretraining half and a
-//! downstream half ([`plan_subjects`]), the unlabelled pretraining pool, the validation probe
-//! (labelled windows of pretraining subjects only) and the held-out windows of the generation
-//! study (downstream subjects only).
+//! downstream half ([`plan_subjects`]; a transfer dataset gives every subject to downstream), the
+//! unlabelled pretraining pool, the validation probe (labelled windows of subjects outside the
+//! pool) and the held-out windows of the generation study (downstream subjects only).
 //!
-//! **Invariant:** pretraining never sees a downstream subject.
+//! **Invariant:** pretraining never sees a downstream subject, nor any subject of a transfer
+//! dataset.
 
 use super::profile::Profile;
 use crate::datasets::{DatasetSpec, PreparedStore};
@@ -24,10 +25,13 @@ pub struct SubjectPlan {
     pub pretrain_subjects: Vec<i64>,
     /// Subjects used only by the downstream protocols (never seen in pretraining).
     pub downstream_subjects: Vec<i64>,
+    /// A transfer dataset: no subject of it is in the pretraining pool.
+    pub transfer: bool,
 }
 
-/// Splits subjects in half (seeded): pretraining never sees a downstream subject.
-pub fn plan_subjects(dataset: &str, subjects: &[i64], seed: u64) -> SubjectPlan {
+/// Splits subjects in half (seeded): pretraining never sees a downstream subject. With
+/// `transfer`, every subject is downstream.
+pub fn plan_subjects(dataset: &str, subjects: &[i64], seed: u64, transfer: bool) -> SubjectPlan {
     let mut unique: Vec<i64> = subjects
         .iter()
         .copied()
@@ -37,7 +41,7 @@ pub fn plan_subjects(dataset: &str, subjects: &[i64], seed: u64) -> SubjectPlan 
     SeededRng::new(seed)
         .derive(&format!("subject-plan/{dataset}"))
         .shuffle(&mut unique);
-    let half = unique.len() / 2;
+    let half = if transfer { 0 } else { unique.len() / 2 };
     let mut pre = unique[..half].to_vec();
     let mut down = unique[half..].to_vec();
     pre.sort_unstable();
@@ -46,12 +50,14 @@ pub fn plan_subjects(dataset: &str, subjects: &[i64], seed: u64) -> SubjectPlan 
         dataset: dataset.into(),
         pretrain_subjects: pre,
         downstream_subjects: down,
+        transfer,
     }
 }
 
-/// The labelled validation probe watched during pretraining: windows of the *pretraining*
-/// subjects of the dataset with the most labelled windows there (never a downstream subject),
-/// its subjects split in half (seeded) into a kNN memory and a scored half.
+/// The labelled validation probe watched during pretraining: labelled windows of subjects
+/// *outside* the pretraining pool (downstream subjects of the dataset with the most of them), its
+/// subjects split in half (seeded) into a kNN memory and a scored half. The probe only measures
+/// (no checkpoint is chosen by it), so nothing of these subjects reaches the encoders.
 pub fn validation_probe(
     prepared: &[(DatasetSpec, PreparedStore)],
     plans: &[SubjectPlan],
@@ -61,7 +67,7 @@ pub fn validation_probe(
 ) -> Result<Option<ValidationProbe>> {
     let mut best: Option<(usize, Vec<usize>)> = None;
     for (d, ((_, p), plan)) in prepared.iter().zip(plans).enumerate() {
-        let keep: BTreeSet<i64> = plan.pretrain_subjects.iter().copied().collect();
+        let keep: BTreeSet<i64> = plan.downstream_subjects.iter().copied().collect();
         let idx: Vec<usize> = (0..p.store.num_windows())
             .filter(|&i| p.store.y[i] >= 0 && keep.contains(&p.store.subject[i]))
             .collect();
@@ -85,10 +91,7 @@ pub fn validation_probe(
     let rng = SeededRng::new(seed).derive("validation-probe");
     rng.derive("subjects").shuffle(&mut subjects);
     let fit_subjects: BTreeSet<i64> = subjects[..subjects.len() / 2].iter().copied().collect();
-    let (n_fit, n_eval) = match profile {
-        Profile::Quick => (192, 128),
-        Profile::Default | Profile::Full => (768, 384),
-    };
+    let (n_fit, n_eval) = profile.probe_windows();
     let side = |fit: bool, n: usize, name: &str| -> Result<(Tensor, Vec<usize>)> {
         let mut rows: Vec<usize> = idx
             .iter()
@@ -122,7 +125,7 @@ pub fn validation_probe(
     );
     Ok(Some(ValidationProbe {
         name: format!(
-            "{}: {} windows of {} pretraining subjects memorised, {} windows of {} others scored",
+            "{}: {} windows of {} subjects outside the pretraining pool memorised, {} windows of {} others scored",
             spec.name,
             fit_y.len(),
             fit_subjects.len(),
@@ -142,8 +145,10 @@ pub fn validation_probe(
 /// subjects (never seen in pretraining), split by subject into a conditioning set and a reference
 /// set of the same size (up to `n` each, all that exist on the smaller side when fewer).
 ///
-/// One dataset, so one label space for the label-agreement classifier: the dataset whose
-/// smaller side is largest. Its downstream subjects are shuffled (seeded) and dealt one by one to
+/// One dataset, so one label space for the label-agreement classifier: among the datasets that
+/// take part in pretraining (held-out subjects of the distribution the generators learned;
+/// transfer datasets only when no other has labelled downstream windows), the one whose smaller
+/// side is largest. Its downstream subjects are shuffled (seeded) and dealt one by one to
 /// the side holding fewer labelled windows so far; each side's windows are then drawn with a
 /// seeded shuffle.
 pub fn held_out_windows(
@@ -217,4 +222,26 @@ pub fn held_out_windows(
         reference,
         requested: n,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transfer_dataset_gives_every_subject_to_downstream() {
+        let subjects = [3, 1, 2, 2, 5, 4, 6, 1];
+        let t = plan_subjects("adl_hmp5", &subjects, 0, true);
+        assert!(t.transfer && t.pretrain_subjects.is_empty());
+        assert_eq!(t.downstream_subjects, vec![1, 2, 3, 4, 5, 6]);
+        let w = plan_subjects("wisdm_watch", &subjects, 0, false);
+        assert_eq!(
+            (w.pretrain_subjects.len(), w.downstream_subjects.len()),
+            (3, 3)
+        );
+        assert!(w
+            .pretrain_subjects
+            .iter()
+            .all(|s| !w.downstream_subjects.contains(s)));
+    }
 }

@@ -12,6 +12,15 @@ use std::path::Path;
 /// The three pretraining methods of the study, in report order.
 pub const METHODS: [&str; 3] = ["flowfm", "diffusion", "ssl_multitask"];
 
+/// Datasets that take no part in pretraining: all their subjects are downstream (cross-dataset
+/// transfer, as in the paper and SSL-Wearables), matched by name prefix.
+pub const TRANSFER_DATASETS: [&str; 2] = ["adl", "seglearn"];
+
+/// Whether `dataset` is a transfer dataset (see [`TRANSFER_DATASETS`]).
+pub fn is_transfer(dataset: &str) -> bool {
+    TRANSFER_DATASETS.iter().any(|p| dataset.starts_with(p))
+}
+
 /// Scale of the study.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Profile {
@@ -40,6 +49,24 @@ impl Profile {
             Profile::Quick => "quick",
             Profile::Default => "default",
             Profile::Full => "full",
+        }
+    }
+
+    /// Pretraining seeds per method (and downstream repetitions): the study seed `s` runs seeds
+    /// `s, s + 1, ...`. Two in the quick profile (every interval defined), three from the default on.
+    pub fn seeds(self) -> usize {
+        match self {
+            Profile::Quick => 2,
+            Profile::Default | Profile::Full => 3,
+        }
+    }
+
+    /// Windows of the validation probe `(memorised, scored)`, both from subjects outside the
+    /// pretraining pool (the quick profile keeps it small; the others score at least 1,000).
+    pub fn probe_windows(self) -> (usize, usize) {
+        match self {
+            Profile::Quick => (192, 128),
+            Profile::Default | Profile::Full => (2000, 1000),
         }
     }
 

@@ -22,12 +22,29 @@ pub struct DatasetRow {
     pub prepare_s: f64,
 }
 
+/// One dataset's share of the pretraining pool.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolSource {
+    /// Dataset.
+    pub dataset: String,
+    /// Its pretraining subjects.
+    pub subjects: usize,
+    /// Windows of those subjects in the pool.
+    pub windows: usize,
+    /// Of which unlabelled (transitions, gaps, unannotated stretches).
+    pub unlabelled: usize,
+    /// Step between window starts (half a window: windows overlap).
+    pub hop_secs: f64,
+}
+
 /// One pretraining run in the report (read from its `metrics.jsonl`, so a reused run reports
 /// its whole history).
 #[derive(Clone, Debug, Serialize)]
 pub struct PretrainRow {
     /// Method.
     pub method: String,
+    /// Seed of the run.
+    pub seed: u64,
     /// Steps.
     pub steps: u64,
     /// Windows in the pool.
@@ -62,10 +79,17 @@ fn mean(xs: &[f64]) -> f64 {
 }
 
 /// The report row of a run from its history.
-pub fn pretrain_row(method: &str, h: &RunHistory, pool: usize, batch_size: usize) -> PretrainRow {
+pub fn pretrain_row(
+    method: &str,
+    seed: u64,
+    h: &RunHistory,
+    pool: usize,
+    batch_size: usize,
+) -> PretrainRow {
     let k = (h.losses.len() / 10).max(1);
     PretrainRow {
         method: method.into(),
+        seed,
         steps: h.steps,
         pool_windows: pool,
         wall_s: h.wall_s,

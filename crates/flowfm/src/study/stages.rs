@@ -5,17 +5,18 @@
 
 use super::cache::{self, KeyBuilder, Lookup};
 use super::plan::{held_out_windows, plan_subjects, validation_probe, SubjectPlan};
-use super::profile::{Profile, METHODS};
-use super::rows::{pretrain_row, DatasetRow, PretrainRow};
+use super::profile::{is_transfer, Profile, METHODS};
+use super::rows::{pretrain_row, DatasetRow, PoolSource, PretrainRow};
 use crate::datasets::{self, combine_unlabelled, DatasetSpec, PreparedStore};
-use crate::downstream::compare::{compare_folds, FoldComparison};
+use crate::downstream::compare::{compare_runs, summarise_runs, FoldComparison, RunSummary};
 use crate::downstream::{
     run_protocol, DatasetInfo, EncoderSource, Mode, ProtocolOptions, ProtocolResult,
 };
 use crate::generation::{generation_study, GenerationStudy, TrainedModels};
 use crate::train::config::Experiment;
-use crate::train::history::{time_to_target, MethodCurve, RunHistory, TimeToTargetSummary};
+use crate::train::history::RunHistory;
 use crate::train::pretrain::{pretrain, schedule_steps, PretrainOptions};
+use crate::train::target::{target_sweep, ProbePoint, TargetSweep, THRESHOLDS};
 use anyhow::{bail, Context, Result};
 use flowfm_core::SeededRng;
 use flowfm_data::prepare::PrepareConfig;
@@ -28,8 +29,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Version of the downstream stage's semantics; bump it when the same config and inputs would
-/// now give other results, so cached results are not reused.
-pub const DOWNSTREAM_STAGE_VERSION: u32 = 2;
+/// now give other results, so cached results are not reused (3: one run per seed, encoders from
+/// `runs/<method>/seed-<s>`, every pretrained encoder fine-tuned from the default profile on).
+pub const DOWNSTREAM_STAGE_VERSION: u32 = 3;
 
 /// Version of the generation stage's semantics (2: Frechet distance in hand-crafted features
 /// added, and the speed-up requires both distances to match DDPM; 3: those features compressed
@@ -40,9 +42,6 @@ pub const DOWNSTREAM_STAGE_VERSION: u32 = 2;
 /// representation consistency in place of reconstruction error, and the speed-up only at matched
 /// quality (intervals overlapping or beating DDPM's on every metric)).
 pub const GENERATION_STAGE_VERSION: u32 = 6;
-
-/// Fraction of the weaker method's best validation score that defines the target.
-pub const TARGET_FRACTION: f64 = 0.95;
 
 /// What every stage after the data needs to know about the run.
 #[derive(Clone, Copy, Debug)]
@@ -60,9 +59,21 @@ pub struct Settings<'a> {
 }
 
 impl Settings<'_> {
-    /// Where the pretraining runs live (`work/runs/<method>`).
+    /// Where the pretraining runs live (`work/runs`).
     pub fn runs_dir(&self) -> PathBuf {
         self.work.join("runs")
+    }
+
+    /// The seeds of the repeated runs: `seed, seed + 1, ...` ([`Profile::seeds`] of them).
+    pub fn seeds(&self) -> Vec<u64> {
+        (0..self.profile.seeds() as u64)
+            .map(|k| self.seed + k)
+            .collect()
+    }
+
+    /// The run directory of `method` pretrained with `seed` (`work/runs/<method>/seed-<seed>`).
+    pub fn run_dir(&self, method: &str, seed: u64) -> PathBuf {
+        self.runs_dir().join(method).join(format!("seed-{seed}"))
     }
 }
 
@@ -146,57 +157,88 @@ pub fn prepare_data(data_dir: Option<&Path>, stores_dir: &Path, force: bool) -> 
 pub struct Pool {
     /// One plan per prepared dataset, in the same order.
     pub plans: Vec<SubjectPlan>,
-    /// Every window of the pretraining subjects, unlabelled.
+    /// Every window of the pretraining subjects, unlabelled, overlapping by half a window.
     pub windows: Arc<WindowSet>,
+    /// Where the pool's windows come from.
+    pub sources: Vec<PoolSource>,
 }
 
-/// Stage 2: splits each dataset's subjects (seeded) and gathers the pretraining pool.
-pub fn plan_pool(data: &Data, seed: u64) -> Result<Pool> {
+/// Stage 2: splits each dataset's subjects (seeded; a transfer dataset gives all of them to
+/// downstream) and gathers the pretraining pool: every accelerometer stream of the pretraining
+/// subjects cut into windows overlapping by half a window (unlabelled stretches included), from
+/// stores prepared for the pool under `stores_dir/pool`.
+pub fn plan_pool(data: &Data, seed: u64, stores_dir: &Path, force: bool) -> Result<Pool> {
     let mut plans = Vec::new();
     let mut pool_sets = Vec::new();
+    let mut sources = Vec::new();
+    let mut cfg = PrepareConfig::default();
+    cfg.window.hop_secs = cfg.window.window_secs / 2.0;
     for (spec, p) in &data.prepared {
-        let plan = plan_subjects(&spec.name, &p.store.subject, seed);
-        let keep: BTreeSet<i64> = plan.pretrain_subjects.iter().copied().collect();
-        let idx: Vec<usize> = (0..p.store.num_windows())
-            .filter(|&i| keep.contains(&p.store.subject[i]))
-            .collect();
-        pool_sets.push(p.store.load_subset(&idx)?);
+        let plan = plan_subjects(&spec.name, &p.store.subject, seed, is_transfer(&spec.name));
+        if !plan.pretrain_subjects.is_empty() {
+            let pooled = datasets::prepare_spec(spec, &cfg, &stores_dir.join("pool"), true, force)
+                .with_context(|| {
+                    format!("preparing the pretraining pool's windows of {}", spec.name)
+                })?;
+            let keep: BTreeSet<i64> = plan.pretrain_subjects.iter().copied().collect();
+            let idx: Vec<usize> = (0..pooled.store.num_windows())
+                .filter(|&i| keep.contains(&pooled.store.subject[i]))
+                .collect();
+            sources.push(PoolSource {
+                dataset: spec.name.clone(),
+                subjects: plan.pretrain_subjects.len(),
+                windows: idx.len(),
+                unlabelled: idx.iter().filter(|&&i| pooled.store.y[i] < 0).count(),
+                hop_secs: cfg.window.hop_secs,
+            });
+            pool_sets.push(pooled.store.load_subset(&idx)?);
+        }
         plans.push(plan);
+    }
+    if pool_sets.is_empty() {
+        bail!("no dataset contributes pretraining subjects: every dataset given is a transfer dataset");
     }
     let windows = Arc::new(combine_unlabelled(&pool_sets)?);
     eprintln!(
-        "[2/6] pretraining pool: {} windows from the pretraining subjects of {} datasets",
+        "[2/6] pretraining pool: {} windows (hop {} s) from the pretraining subjects of {} datasets; {} transfer datasets kept out",
         windows.num_windows(),
-        plans.len()
+        cfg.window.hop_secs,
+        sources.len(),
+        plans.iter().filter(|p| p.transfer).count()
     );
-    Ok(Pool { plans, windows })
+    Ok(Pool {
+        plans,
+        windows,
+        sources,
+    })
 }
 
 /// Stage 3's output.
 pub struct Pretrained {
-    /// One row per method, from each run's whole history.
+    /// One row per method and seed, from each run's whole history.
     pub rows: Vec<PretrainRow>,
-    /// `(method, resolved TOML)` of each run.
+    /// `(method, resolved TOML)` of each method (its first seed; the others differ only in
+    /// `run.seed`).
     pub configs: Vec<(String, String)>,
     /// The validation probe's description, if there was one.
     pub probe: Option<String>,
-    /// Training time to the validation target.
-    pub time_to_target: Option<TimeToTargetSummary>,
-    /// Methods whose finished runs were reused.
+    /// Training time to the fixed validation thresholds, over seeds.
+    pub time_to_target: Option<TargetSweep>,
+    /// Runs (`method seed`) whose finished runs were reused.
     pub reused: Vec<String>,
 }
 
-/// Stage 3: pretrains every method of `experiments` (in order) on the pool under
-/// `runs_dir/<method>`, resuming or reusing finished runs, while the validation probe watches.
+/// Stage 3: pretrains every method of `experiments` (one experiment per seed of
+/// [`Settings::seeds`], in that order) on the pool under [`Settings::run_dir`], resuming or
+/// reusing finished runs, while the validation probe watches.
 pub fn pretrain_methods(
-    experiments: &[(String, Experiment)],
+    experiments: &[(String, Vec<Experiment>)],
     data: &Data,
     pool: &Pool,
     settings: &Settings<'_>,
 ) -> Result<Pretrained> {
     let (profile, force, quiet) = (settings.profile, settings.force, settings.quiet);
-    let runs_dir = &settings.runs_dir();
-    let Some((_, first)) = experiments.first() else {
+    let Some(first) = experiments.first().and_then(|(_, e)| e.first()) else {
         bail!("no pretraining experiments")
     };
     let n_pool = pool.windows.num_windows();
@@ -213,70 +255,76 @@ pub fn pretrain_methods(
         time_to_target: None,
         reused: Vec::new(),
     };
-    for (i, (method, exp)) in experiments.iter().enumerate() {
-        let dir = runs_dir.join(method);
-        if force && dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    let seeds = settings.seeds();
+    let total = experiments.len() * seeds.len();
+    let mut curves: Vec<(String, Vec<Vec<ProbePoint>>)> = Vec::new();
+    for (method, exps) in experiments {
+        if exps.len() != seeds.len() {
+            bail!(
+                "{method}: {} experiments for {} seeds",
+                exps.len(),
+                seeds.len()
+            );
         }
-        eprintln!(
-            "[3/6] pretraining {method} ({}/{})",
-            i + 1,
-            experiments.len()
-        );
-        let mut popts = PretrainOptions::new(&dir);
-        popts.quiet = quiet;
-        popts.resume = true;
-        popts.validation = probe.clone();
-        out.configs.push((method.clone(), exp.file.to_toml()));
-        let run = pretrain(exp, pool.windows.clone(), (0..n_pool).collect(), &popts)?;
-        if run.losses.is_empty() && run.steps == run.total_steps {
-            out.reused.push(method.clone());
+        out.configs.push((method.clone(), exps[0].file.to_toml()));
+        let mut method_curves = Vec::new();
+        for (exp, &seed) in exps.iter().zip(&seeds) {
+            let dir = settings.run_dir(method, seed);
+            if force && dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+            eprintln!(
+                "[3/6] pretraining {method}, seed {seed} ({}/{total})",
+                out.rows.len() + 1
+            );
+            let mut popts = PretrainOptions::new(&dir);
+            popts.quiet = quiet;
+            popts.resume = true;
+            popts.validation = probe.clone();
+            let run = pretrain(exp, pool.windows.clone(), (0..n_pool).collect(), &popts)?;
+            if run.losses.is_empty() && run.steps == run.total_steps {
+                out.reused.push(format!("{method} seed {seed}"));
+            }
+            let history = RunHistory::read(&dir)?;
+            let row = pretrain_row(method, seed, &history, n_pool, exp.file.train.batch_size);
+            method_curves.push(row.validation.clone());
+            out.rows.push(row);
         }
-        let history = RunHistory::read(&dir)?;
-        out.rows.push(pretrain_row(
-            method,
-            &history,
-            n_pool,
-            exp.file.train.batch_size,
-        ));
+        curves.push((method.clone(), method_curves));
     }
-    let curves: Vec<MethodCurve> = (out.rows.iter())
-        .map(|r| (r.method.clone(), r.validation.clone(), r.train_s))
-        .collect();
-    out.time_to_target = time_to_target(&curves, TARGET_FRACTION)?;
+    out.time_to_target = target_sweep(&curves, &THRESHOLDS, settings.seed)?;
     Ok(out)
 }
 
 /// Stage 4's output.
 pub struct Downstream {
-    /// One result per (dataset, comparator, mode).
+    /// One result per (dataset, comparator, mode, seed).
     pub results: Vec<ProtocolResult>,
-    /// `(label, resolved config as JSON)` of each distinct downstream config.
+    /// One summary per (dataset, comparator, mode) over seeds x folds, in result order.
+    pub summaries: Vec<RunSummary>,
+    /// `(label, resolved config as JSON)` of each distinct downstream config (first seed).
     pub configs: Vec<(String, String)>,
     /// How many results were reused from the cache.
     pub reused: usize,
 }
 
-/// The downstream comparators: every pretrained encoder, the same encoder from random init
-/// trained supervised, and the random forest on hand-crafted features.
+/// The downstream comparators for one seed: every pretrained encoder of that seed (fine-tuned,
+/// linear probe, kNN), the same encoder from random init trained supervised, and the random
+/// forest on hand-crafted features.
 pub fn downstream_grid(
-    profile: Profile,
-    runs: &Path,
+    settings: &Settings<'_>,
+    seed: u64,
     enc_cfg: &EncoderConfig,
 ) -> Vec<(String, EncoderSource, Mode)> {
     let mut grid = Vec::new();
-    let modes: &[Mode] = match profile {
-        Profile::Quick => &[Mode::LinearProbe, Mode::Knn],
-        // Fine-tuning every pretrained encoder on every fold costs hours on a CPU; the default
-        // profile probes them (linear and kNN) and fine-tunes only the from-scratch baseline.
-        Profile::Default => &[Mode::LinearProbe, Mode::Knn],
-        Profile::Full => &[Mode::FineTune, Mode::LinearProbe, Mode::Knn],
-    };
     for method in METHODS {
-        for &mode in modes {
+        for mode in [Mode::FineTune, Mode::LinearProbe, Mode::Knn] {
             grid.push((
                 method.to_string(),
-                EncoderSource::Pretrained(runs.join(method).join("encoder.safetensors")),
+                EncoderSource::Pretrained(
+                    settings.run_dir(method, seed).join("encoder.safetensors"),
+                ),
                 mode,
             ));
         }
@@ -322,24 +370,20 @@ fn downstream_key(
     Ok(key.finish())
 }
 
-/// Stage 4: every comparator of [`downstream_grid`] under the profile's protocol on the labelled
-/// windows of each dataset's downstream subjects (results cached under `work/downstream`).
+/// Stage 4: every comparator of [`downstream_grid`], once per seed, under the profile's protocol
+/// on the labelled windows of each dataset's downstream subjects (results cached under
+/// `work/downstream`), and each comparator's summary over seeds x folds.
 pub fn downstream(
     data: &Data,
     plans: &[SubjectPlan],
     enc_cfg: &EncoderConfig,
     settings: &Settings<'_>,
 ) -> Result<Downstream> {
-    let (profile, seed, work, force) = (
-        settings.profile,
-        settings.seed,
-        settings.work,
-        settings.force,
-    );
-    let runs_dir = &settings.runs_dir();
+    let (profile, work, force) = (settings.profile, settings.work, settings.force);
     eprintln!("[4/6] downstream protocols");
     let mut out = Downstream {
         results: Vec::new(),
+        summaries: Vec::new(),
         configs: Vec::new(),
         reused: 0,
     };
@@ -361,62 +405,95 @@ pub fn downstream(
         ws.dataset = spec.name.clone();
         let ws = Arc::new(ws);
         let protocol = profile.protocol_for(&spec.name, subjects.len());
-        for (method, encoder, mode) in downstream_grid(profile, runs_dir, enc_cfg) {
-            let cfg = profile.downstream_config(mode, protocol, seed);
-            let cfg_name = format!("{} ({})", mode.name(), protocol.label());
-            if !out.configs.iter().any(|(n, _)| *n == cfg_name) {
-                out.configs
-                    .push((cfg_name, serde_json::to_string_pretty(&cfg)?));
+        for seed in settings.seeds() {
+            for (method, encoder, mode) in downstream_grid(settings, seed, enc_cfg) {
+                let cfg = profile.downstream_config(mode, protocol, seed);
+                let cfg_name = format!("{} ({})", mode.name(), protocol.label());
+                if !out.configs.iter().any(|(n, _)| *n == cfg_name) {
+                    out.configs
+                        .push((cfg_name, serde_json::to_string_pretty(&cfg)?));
+                }
+                let key = downstream_key(
+                    &spec.name,
+                    &p.store.meta.fingerprint,
+                    &subjects,
+                    &method,
+                    &encoder,
+                    &cfg,
+                )?;
+                let cache_path = work
+                    .join("downstream")
+                    .join(&spec.name)
+                    .join(format!("{method}-{}-seed-{seed}.pkl", mode.name()));
+                let t = Instant::now();
+                let (res, reused) = match (force, cache::load::<ProtocolResult>(&cache_path, &key))
+                {
+                    (false, Lookup::Hit(r)) => {
+                        out.reused += 1;
+                        (r, true)
+                    }
+                    _ => {
+                        let res = run_protocol(
+                            ws.clone(),
+                            &encoder,
+                            &cfg,
+                            &ProtocolOptions::new(DatasetInfo::of_window_set(&ws), method.clone()),
+                        )
+                        .with_context(|| {
+                            format!(
+                                "downstream {} / {method} / {} / seed {seed}",
+                                spec.name,
+                                mode.name()
+                            )
+                        })?;
+                        cache::store(&cache_path, &key, &res)?;
+                        res.write_json(&cache_path.with_extension("json"))?;
+                        (res, false)
+                    }
+                };
+                eprintln!(
+                    "      {} {} {} seed {seed}: macro F1 {:.3} ({})",
+                    spec.name,
+                    method,
+                    mode.name(),
+                    res.mean_macro_f1(),
+                    if reused {
+                        "reused".to_string()
+                    } else {
+                        format!("{:.1} s", t.elapsed().as_secs_f64())
+                    }
+                );
+                out.results.push(res);
             }
-            let key = downstream_key(
-                &spec.name,
-                &p.store.meta.fingerprint,
-                &subjects,
-                &method,
-                &encoder,
-                &cfg,
-            )?;
-            let cache_path = work
-                .join("downstream")
-                .join(&spec.name)
-                .join(format!("{method}-{}.pkl", mode.name()));
-            let t = Instant::now();
-            let (res, reused) = match (force, cache::load::<ProtocolResult>(&cache_path, &key)) {
-                (false, Lookup::Hit(r)) => {
-                    out.reused += 1;
-                    (r, true)
-                }
-                _ => {
-                    let res = run_protocol(
-                        ws.clone(),
-                        &encoder,
-                        &cfg,
-                        &ProtocolOptions::new(DatasetInfo::of_window_set(&ws), method.clone()),
-                    )
-                    .with_context(|| {
-                        format!("downstream {} / {method} / {}", spec.name, mode.name())
-                    })?;
-                    cache::store(&cache_path, &key, &res)?;
-                    res.write_json(&cache_path.with_extension("json"))?;
-                    (res, false)
-                }
-            };
-            eprintln!(
-                "      {} {} {}: macro F1 {:.3} ({})",
-                spec.name,
-                method,
-                mode.name(),
-                res.mean_macro_f1(),
-                if reused {
-                    "reused".to_string()
-                } else {
-                    format!("{:.1} s", t.elapsed().as_secs_f64())
-                }
-            );
-            out.results.push(res);
         }
     }
+    let rng = SeededRng::new(settings.seed).derive("downstream-summaries");
+    for (i, group) in group_runs(&out.results).into_iter().enumerate() {
+        out.summaries.push(summarise_runs(
+            &group,
+            &BootstrapConfig::default(),
+            &mut rng.derive_indexed("group", i as u64),
+        )?);
+    }
     Ok(out)
+}
+
+/// The results grouped by (dataset, method, mode), in order of first appearance; each group
+/// holds one run per seed.
+pub fn group_runs(results: &[ProtocolResult]) -> Vec<Vec<&ProtocolResult>> {
+    let mut groups: Vec<Vec<&ProtocolResult>> = Vec::new();
+    for r in results {
+        let same = |g: &Vec<&ProtocolResult>| {
+            g[0].dataset == r.dataset
+                && g[0].method == r.method
+                && g[0].config.mode == r.config.mode
+        };
+        match groups.iter_mut().find(|g| same(g)) {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    groups
 }
 
 /// Stage 5's output.
@@ -439,11 +516,10 @@ pub fn generation(data: &Data, pool: &Pool, settings: &Settings<'_>) -> Result<G
         settings.work,
         settings.force,
     );
-    let runs_dir = &settings.runs_dir();
     eprintln!("[5/6] generation: flow vs diffusion");
     let device = candle_core::Device::Cpu;
-    let flow = TrainedModels::from_run_dir(&runs_dir.join("flowfm"), &device)?;
-    let diffusion = TrainedModels::from_run_dir(&runs_dir.join("diffusion"), &device)?;
+    let flow = TrainedModels::from_run_dir(&settings.run_dir("flowfm", seed), &device)?;
+    let diffusion = TrainedModels::from_run_dir(&settings.run_dir("diffusion", seed), &device)?;
     let sets = held_out_windows(
         &data.prepared,
         &pool.plans,
@@ -506,25 +582,36 @@ pub fn generation(data: &Data, pool: &Pool, settings: &Settings<'_>) -> Result<G
 /// The comparators FlowFM is judged against, with the mode of theirs each FlowFM mode meets:
 /// the other pretrained encoders in the same mode, the supervised encoder (fine-tuned) and the
 /// random forest.
-fn opponents<'a>(flow: &ProtocolResult, all: &'a [ProtocolResult]) -> Vec<&'a ProtocolResult> {
-    all.iter()
-        .filter(|r| r.dataset == flow.dataset && r.method != "flowfm")
-        .filter(|r| match r.method.as_str() {
-            "diffusion" | "ssl_multitask" => r.config.mode == flow.config.mode,
+fn opponents<'a>(
+    flow: &[&ProtocolResult],
+    groups: &'a [Vec<&'a ProtocolResult>],
+) -> Vec<&'a Vec<&'a ProtocolResult>> {
+    let f = flow[0];
+    groups
+        .iter()
+        .filter(|g| g[0].dataset == f.dataset && g[0].method != "flowfm")
+        .filter(|g| match g[0].method.as_str() {
+            "diffusion" | "ssl_multitask" => g[0].config.mode == f.config.mode,
             _ => true,
         })
         .collect()
 }
 
-/// Stage 4b: FlowFM against every comparator on the same folds (paired Wilcoxon and bootstrap
-/// interval per pair, computed by `downstream::compare`), seeded from `seed`.
+/// Stage 4b: FlowFM against every comparator for every (dataset, mode), paired over the same
+/// seeds and folds (Wilcoxon and bootstrap interval per pair, computed by `downstream::compare`),
+/// seeded from `seed`.
 pub fn verdicts(results: &[ProtocolResult], seed: u64) -> Result<Vec<FoldComparison>> {
     let rng = SeededRng::new(seed).derive("verdicts");
+    let groups = group_runs(results);
     let mut out = Vec::new();
-    for (i, flow) in results.iter().filter(|r| r.method == "flowfm").enumerate() {
-        for (j, other) in opponents(flow, results).into_iter().enumerate() {
+    for (i, flow) in groups
+        .iter()
+        .filter(|g| g[0].method == "flowfm")
+        .enumerate()
+    {
+        for (j, other) in opponents(flow, &groups).into_iter().enumerate() {
             let mut r = rng.derive_indexed("pair", (i * 1000 + j) as u64);
-            out.push(compare_folds(
+            out.push(compare_runs(
                 flow,
                 other,
                 &BootstrapConfig::default(),

@@ -1,6 +1,7 @@
 //! Pretraining: experiment configs validated into [`config::Experiment`], run directories with
 //! atomic checkpoints and `metrics.jsonl` ([`run`]), the three pretraining loops with the
-//! validation probe ([`pretrain`]), and a run's history read back ([`history`]).
+//! validation probe ([`pretrain`]), a run's history read back ([`history`]) and
+//! training time to fixed validation targets over seeds ([`target`]).
 //!
 //! **Invariant:** `train` never names `downstream`, `generation` or `study`: it trains encoders
 //! and generators and records what happened, nothing else.
@@ -14,6 +15,7 @@ pub mod history;
 pub mod pretrain;
 pub mod resources;
 pub mod run;
+pub mod target;
 pub mod validate;
 
 pub use config::{Experiment, ExperimentFile, Method};

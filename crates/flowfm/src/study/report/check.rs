@@ -51,8 +51,23 @@ pub fn check_report(dir: &Path) -> Result<Vec<String>> {
     if len(&js, "/datasets/rows") == 0 {
         problems.push("no datasets".into());
     }
-    if len(&js, "/pretraining/runs") != 3 {
-        problems.push("the pretraining table does not have the three methods".into());
+    let runs = js
+        .pointer("/pretraining/runs")
+        .and_then(|a| a.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let quick = js.pointer("/meta/profile").and_then(|v| v.as_str()) == Some("quick");
+    let min_seeds = if quick { 2 } else { 3 };
+    for method in ["flowfm", "diffusion", "ssl_multitask"] {
+        let n = runs.iter().filter(|r| r["method"] == method).count();
+        if n < min_seeds {
+            problems.push(format!(
+                "pretraining has {n} seeds of `{method}`, fewer than {min_seeds}"
+            ));
+        }
+    }
+    if len(&js, "/subjects/pool_sources") == 0 {
+        problems.push("the subjects section names no source of the pretraining pool".into());
     }
     if let Some(runs) = js.pointer("/pretraining/runs").and_then(|a| a.as_array()) {
         for r in runs {
@@ -72,13 +87,32 @@ pub fn check_report(dir: &Path) -> Result<Vec<String>> {
         }
     }
     if js
-        .pointer("/time_to_target/summary")
+        .pointer("/time_to_target/sweep")
         .map(|v| v.is_null())
         .unwrap_or(true)
     {
-        problems.push("no time-to-target summary".into());
-    } else if len(&js, "/time_to_target/summary/rows") < 2 {
-        problems.push("time to target lacks flow or diffusion".into());
+        problems.push("no time-to-target sweep".into());
+    } else {
+        if len(&js, "/time_to_target/sweep/methods") < 2 {
+            problems.push("the time-to-target sweep lacks flow or diffusion".into());
+        }
+        if len(&js, "/time_to_target/sweep/flow_vs_diffusion") == 0 {
+            problems.push("the time-to-target sweep has no threshold".into());
+        }
+    }
+    if len(&js, "/downstream/summaries") == 0 {
+        problems.push("no downstream summaries over seeds".into());
+    }
+    let summaries = js
+        .pointer("/downstream/summaries")
+        .and_then(|a| a.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for method in ["flowfm", "diffusion", "ssl_multitask", "supervised"] {
+        let label = format!("{method} fine_tune");
+        if !summaries.iter().any(|s| s["label"] == label.as_str()) {
+            problems.push(format!("no fine-tune row for `{method}`"));
+        }
     }
     let results = js
         .pointer("/downstream/results")
@@ -218,7 +252,9 @@ mod tests {
         assert!(has("no `generation` section"), "{p:?}");
         assert!(has("no `verdicts` section"), "{p:?}");
         assert!(has("report.md line 5: an empty table cell"), "{p:?}");
-        assert!(has("three methods"), "{p:?}");
+        assert!(has("0 seeds of `flowfm`, fewer than 3"), "{p:?}");
+        assert!(has("no fine-tune row for `ssl_multitask`"), "{p:?}");
+        assert!(has("no source of the pretraining pool"), "{p:?}");
         assert!(has("no downstream result for `random_forest`"), "{p:?}");
         assert!(has("examples.svg is missing"), "{p:?}");
         assert!(!has("loss_curves.svg is missing"), "{p:?}");

@@ -3,11 +3,10 @@
 //! per method, a legend, axis titles clear of the tick labels.
 
 use super::Report;
-use crate::downstream::ProtocolResult;
+use crate::downstream::compare::RunSummary;
 use crate::generation::{ExampleWindow, GenerationStudy, StudyRow};
 use crate::output::write_file;
 use crate::study::rows::PretrainRow;
-use crate::train::history::TimeToTargetSummary;
 use anyhow::Result;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -213,14 +212,9 @@ impl Report {
         )
     }
 
-    /// Validation score over training time, one line per method, with the target
-    /// (`validation.svg`).
-    pub fn plot_validation(
-        &mut self,
-        dir: &Path,
-        rows: &[PretrainRow],
-        summary: Option<&TimeToTargetSummary>,
-    ) -> Result<()> {
+    /// Validation score over training time: one thin line per seed and a thick line for the
+    /// mean over seeds at each probe, one colour per method (`validation.svg`).
+    pub fn plot_validation(&mut self, dir: &Path, rows: &[PretrainRow]) -> Result<()> {
         let max_t = (rows.iter())
             .flat_map(|r| r.validation.iter().map(|p| p.1))
             .fold(1e-3f64, f64::max);
@@ -228,21 +222,41 @@ impl Report {
             .flat_map(|r| r.validation.iter().map(|p| p.2))
             .filter(|v| v.is_finite())
             .fold(0.05f64, f64::max);
-        let curves = (rows.iter().enumerate())
-            .map(|(i, r)| Curve {
-                name: r.method.clone(),
-                points: r.validation.iter().map(|p| (p.1, p.2)).collect(),
+        let mut methods: Vec<String> = Vec::new();
+        for r in rows {
+            index_of(&mut methods, &r.method);
+        }
+        let mut curves = Vec::new();
+        for (i, m) in methods.iter().enumerate() {
+            let runs: Vec<&PretrainRow> = rows.iter().filter(|r| &r.method == m).collect();
+            for r in &runs {
+                curves.push(Curve {
+                    name: format!("{m} seed {}", r.seed),
+                    points: r.validation.iter().map(|p| (p.1, p.2)).collect(),
+                    colour: colour(i).mix(0.35),
+                });
+            }
+            // The mean over seeds at each probe index (same cadence in every run).
+            let probes = runs.iter().map(|r| r.validation.len()).min().unwrap_or(0);
+            let mean: Vec<(f64, f64)> = (0..probes)
+                .map(|k| {
+                    let n = runs.len() as f64;
+                    let t = runs.iter().map(|r| r.validation[k].1).sum::<f64>() / n;
+                    let v = runs.iter().map(|r| r.validation[k].2).sum::<f64>() / n;
+                    (t, v)
+                })
+                .collect();
+            curves.push(Curve {
+                name: format!("{m} mean of {} seeds", runs.len()),
+                points: mean,
                 colour: colour(i),
-            })
-            .collect();
-        let references = summary
-            .map(|s| vec![(format!("target {:.3}", s.target), s.target)])
-            .unwrap_or_default();
+            });
+        }
         self.svg(
             dir,
             "validation.svg",
-            (680, 380),
-            "Validation score over training time (time to target)",
+            (720, 420),
+            "Validation score over training time, per seed (thin) and mean over seeds (bold)",
             |root| {
                 draw_lines(
                     root,
@@ -253,8 +267,8 @@ impl Report {
                         x: 0.0..max_t * 1.02,
                         y: 0.0..(max_v * 1.1).min(1.0),
                         curves,
-                        references,
-                        markers: true,
+                        references: Vec::new(),
+                        markers: false,
                         x_label: &plain,
                         legend: SeriesLabelPosition::LowerRight,
                     },
@@ -263,93 +277,112 @@ impl Report {
         )
     }
 
-    /// Macro F1 per dataset: bars grouped by dataset, one colour per method (each method's first
-    /// mode), whiskers at mean +- sd over folds, and a legend (`f1.svg`).
-    pub fn plot_f1(&mut self, dir: &Path, results: &[ProtocolResult]) -> Result<()> {
+    /// Macro F1 per dataset, one panel per mode of the pretrained encoders: bars grouped by
+    /// dataset, one colour per method (the supervised and random-forest baselines in every
+    /// panel), whiskers at the 95 % bootstrap interval over seeds x folds, and a legend
+    /// (`f1.svg`).
+    pub fn plot_f1(&mut self, dir: &Path, summaries: &[RunSummary]) -> Result<()> {
         let mut datasets: Vec<String> = Vec::new();
-        let mut methods: Vec<String> = Vec::new();
-        let mut bars: Vec<(usize, usize, f64, f64)> = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
-        for r in results {
-            if !seen.insert((r.dataset.clone(), r.method.clone())) {
-                continue;
-            }
-            let label = format!("{} ({})", r.method, r.config.mode.name());
-            let d = index_of(&mut datasets, &r.dataset);
-            let m = index_of(&mut methods, &label);
-            bars.push((
-                d,
-                m,
-                r.mean_macro_f1(),
-                r.summary.macro_f1.sd.unwrap_or(0.0),
-            ));
+        for r in summaries {
+            index_of(&mut datasets, &r.dataset);
         }
-        let (nd, nm) = (datasets.len().max(1), methods.len().max(1));
-        let width = (160 * nd as u32).max(640);
+        let pretrained = |l: &str| {
+            ["flowfm ", "diffusion ", "ssl_multitask "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        };
+        let mut modes: Vec<String> = Vec::new();
+        for r in summaries.iter().filter(|r| pretrained(&r.label)) {
+            index_of(&mut modes, r.label.rsplit(' ').next().unwrap_or(""));
+        }
+        if modes.is_empty() {
+            modes.push("all".into());
+        }
+        let mut methods: Vec<String> = Vec::new();
+        for r in summaries {
+            index_of(&mut methods, r.label.split(' ').next().unwrap_or(""));
+        }
+        let nd = datasets.len().max(1);
+        let width = (170 * nd as u32).max(720);
+        let height = 300 * modes.len() as u32;
         self.svg(
             dir,
             "f1.svg",
-            (width, 420),
-            "Downstream macro F1 per dataset and method",
+            (width, height),
+            "Downstream macro F1 per dataset and method, one panel per mode (whiskers: 95 % bootstrap interval)",
             |root| {
-                let slot = 1.0 / (nm as f64 + 1.0);
-                let mut chart = ChartBuilder::on(root)
-                    .caption(
-                        "macro F1 (mean over folds, whiskers +- sd)",
-                        ("sans-serif", 16),
-                    )
-                    .margin(12)
-                    .x_label_area_size(42)
-                    .y_label_area_size(56)
-                    .build_cartesian_2d(0f64..nd as f64, 0f64..1.05f64)?;
-                chart
-                    .configure_mesh()
-                    .disable_x_mesh()
-                    .x_labels(nd * 2 + 1)
-                    .x_label_formatter(&|v| {
-                        let i = v.floor() as usize;
-                        if (v - v.floor() - 0.5).abs() < 1e-6 {
-                            datasets.get(i).cloned().unwrap_or_default()
-                        } else {
-                            String::new()
-                        }
-                    })
-                    .y_desc("macro F1")
-                    .axis_desc_style(("sans-serif", 13))
-                    .draw()?;
-                for (m, name) in methods.iter().enumerate() {
-                    let c = colour(m);
-                    let mine: Vec<&(usize, usize, f64, f64)> =
-                        bars.iter().filter(|b| b.1 == m).collect();
+                let panels = root.split_evenly((modes.len(), 1));
+                for (panel, mode) in panels.iter().zip(&modes) {
+                    let bars: Vec<(usize, usize, &RunSummary)> = summaries
+                        .iter()
+                        .filter(|r| !pretrained(&r.label) || r.label.ends_with(&format!(" {mode}")) || mode == "all")
+                        .filter_map(|r| {
+                            let d = datasets.iter().position(|x| *x == r.dataset)?;
+                            let m = methods.iter().position(|x| r.label.starts_with(&format!("{x} ")))?;
+                            Some((d, m, r))
+                        })
+                        .collect();
+                    let shown: Vec<usize> = {
+                        let mut v: Vec<usize> = bars.iter().map(|b| b.1).collect();
+                        v.sort_unstable();
+                        v.dedup();
+                        v
+                    };
+                    let slot = 1.0 / (shown.len() as f64 + 1.0);
+                    let mut chart = ChartBuilder::on(panel)
+                        .caption(format!("macro F1, pretrained encoders: {mode}"), ("sans-serif", 15))
+                        .margin(10)
+                        .x_label_area_size(36)
+                        .y_label_area_size(56)
+                        .build_cartesian_2d(0f64..nd as f64, 0f64..1.05f64)?;
                     chart
-                        .draw_series(mine.iter().map(|&&(d, _, mean, _)| {
-                            let x0 = d as f64 + slot * (m as f64 + 0.5);
-                            Rectangle::new(
-                                [(x0, 0.0), (x0 + slot, mean.clamp(0.0, 1.0))],
-                                c.filled(),
+                        .configure_mesh()
+                        .disable_x_mesh()
+                        .x_labels(nd * 2 + 1)
+                        .x_label_formatter(&|v| {
+                            let i = v.floor() as usize;
+                            if (v - v.floor() - 0.5).abs() < 1e-6 {
+                                datasets.get(i).cloned().unwrap_or_default()
+                            } else {
+                                String::new()
+                            }
+                        })
+                        .y_desc("macro F1")
+                        .axis_desc_style(("sans-serif", 13))
+                        .draw()?;
+                    for (pos, &m) in shown.iter().enumerate() {
+                        let c = colour(m);
+                        let mine: Vec<&(usize, usize, &RunSummary)> =
+                            bars.iter().filter(|b| b.1 == m).collect();
+                        let x0 = |d: usize| d as f64 + slot * (pos as f64 + 0.5);
+                        chart
+                            .draw_series(mine.iter().map(|&&(d, _, r)| {
+                                Rectangle::new(
+                                    [(x0(d), 0.0), (x0(d) + slot, r.macro_f1.mean.clamp(0.0, 1.0))],
+                                    c.filled(),
+                                )
+                            }))?
+                            .label(mine.first().map(|b| b.2.label.clone()).unwrap_or_default())
+                            .legend(move |(x, y)| {
+                                Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled())
+                            });
+                        chart.draw_series(mine.iter().map(|&&(d, _, r)| {
+                            let x = x0(d) + slot / 2.0;
+                            let iv = &r.macro_f1_interval;
+                            PathElement::new(
+                                vec![(x, iv.lower.clamp(0.0, 1.0)), (x, iv.upper.clamp(0.0, 1.0))],
+                                BLACK,
                             )
-                        }))?
-                        .label(name.clone())
-                        .legend(move |(x, y)| {
-                            Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled())
-                        });
-                    chart.draw_series(mine.iter().map(|&&(d, _, mean, sd)| {
-                        let x = d as f64 + slot * (m as f64 + 1.0);
-                        PathElement::new(
-                            vec![
-                                (x, (mean - sd).clamp(0.0, 1.0)),
-                                (x, (mean + sd).clamp(0.0, 1.0)),
-                            ],
-                            BLACK,
-                        )
-                    }))?;
+                        }))?;
+                    }
+                    chart
+                        .configure_series_labels()
+                        .position(SeriesLabelPosition::UpperRight)
+                        .background_style(WHITE.mix(0.85))
+                        .border_style(BLACK)
+                        .label_font(("sans-serif", 11))
+                        .draw()?;
                 }
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK)
-                    .draw()?;
                 Ok(())
             },
         )
