@@ -178,11 +178,13 @@ pub fn held_out_windows(
             sides[side].extend(idx);
             counts[side] += 1;
         }
-        let size = sides[0].len().min(sides[1].len());
-        if best
-            .as_ref()
-            .map_or(size > 0, |b| size > b.1[0].len().min(b.1[1].len()))
-        {
+        // a dataset of the pretraining distribution beats any transfer dataset
+        let size = (!plan.transfer, sides[0].len().min(sides[1].len()));
+        let better = best.as_ref().map_or(size.1 > 0, |b| {
+            let bs = (!plans[b.0].transfer, b.1[0].len().min(b.1[1].len()));
+            size.1 > 0 && size > bs
+        });
+        if better {
             best = Some((d, sides, counts, subjects.len()));
         }
     }
@@ -205,8 +207,13 @@ pub fn held_out_windows(
     let conditioning = sets.pop().context("internal: no conditioning set")?;
     Ok(StudySets {
         description: format!(
-            "labelled windows of {}: conditioning windows from {} of its {} downstream subjects, reference windows from {} others (subject-disjoint; none seen in pretraining); {} of {} available per side{}",
+            "labelled windows of {}{}: conditioning windows from {} of its {} downstream subjects, reference windows from {} others (subject-disjoint; none seen in pretraining); {} of {} available per side{}",
             spec.name,
+            if plans[d].transfer {
+                " (a transfer dataset: no other dataset had labelled downstream windows)"
+            } else {
+                ""
+            },
             counts[0],
             downstream,
             counts[1],
