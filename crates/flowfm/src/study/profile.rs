@@ -139,7 +139,7 @@ impl Profile {
     /// 1,000 from the default profile on; the quick profile keeps every metric at a tiny size.
     pub fn generation_windows(self) -> usize {
         match self {
-            Profile::Quick => 40,
+            Profile::Quick => 32,
             Profile::Default => 1000,
             Profile::Full => 2000,
         }
