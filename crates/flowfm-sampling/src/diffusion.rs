@@ -354,6 +354,163 @@ fn check_streams(streams: &[SeededRng], x: &Tensor) -> Result<()> {
 mod tests {
     use super::*;
 
+    use candle_core::{DType, Device};
+
+    /// alpha_bar of the linear DDPM schedule (betas 1e-4 .. 0.02, T = 1000), computed
+    /// independently with numpy: `np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))` at steps
+    /// 0, 99, 499 and 999.
+    const ALPHA_BAR_NUMPY: [(usize, f64); 4] = [
+        (0, 0.9999),
+        (99, 0.89701814567496),
+        (499, 0.07858724288177824),
+        (999, 4.035829765375676e-05),
+    ];
+
+    #[test]
+    fn the_linear_schedule_alpha_bar_matches_numpy() {
+        let s = NoiseSchedule::ddpm_linear();
+        for (k, v) in ALPHA_BAR_NUMPY {
+            assert!(
+                (s.alpha_bar()[k] - v).abs() <= 1e-10 * v,
+                "alpha_bar[{k}] = {} vs numpy {v}",
+                s.alpha_bar()[k]
+            );
+        }
+    }
+
+    fn t(v: &[f64]) -> Tensor {
+        Tensor::from_vec(v.to_vec(), (1, 1, v.len()), &Device::Cpu).unwrap()
+    }
+
+    fn values(x: &Tensor) -> Vec<f64> {
+        x.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    }
+
+    /// DDIM, Song et al. 2021 eq. 12, written out on scalars:
+    /// x_prev = sqrt(a_prev) (x - sqrt(1 - a) eps) / sqrt(a) + sqrt(1 - a_prev - sigma^2) eps
+    ///          + sigma z,  sigma = eta sqrt((1 - a_prev) / (1 - a)) sqrt(1 - a / a_prev).
+    fn ddim_closed_form(x: f64, eps: f64, a: f64, a_prev: f64, eta: f64, z: f64) -> f64 {
+        let sigma = eta * ((1.0 - a_prev) / (1.0 - a)).sqrt() * (1.0 - a / a_prev).sqrt();
+        let x0 = (x - (1.0 - a).sqrt() * eps) / a.sqrt();
+        a_prev.sqrt() * x0 + (1.0 - a_prev - sigma * sigma).sqrt() * eps + sigma * z
+    }
+
+    #[test]
+    fn the_ddim_step_is_the_closed_form_of_the_ddim_paper() {
+        let schedule = NoiseSchedule::ddpm_linear();
+        let (xs, es, zs) = (
+            [0.3, -1.2, 2.5, 0.0],
+            [0.9, -0.4, 1.1, -2.0],
+            [0.5, -1.5, 0.25, 1.0],
+        );
+        let eps = t(&es);
+        let den = |x: &Tensor, _: &DiffusionSteps, _: &Conditioning| -> Result<Tensor> {
+            eps.broadcast_as(x.shape())?.contiguous()
+        };
+        // (k, k_prev) with alpha_bar from numpy: the first DDIM step of ddim-10 on T = 1000
+        // (999 -> 888 is not in the table, so use pairs of tabulated steps) and the last one
+        for ((k, a), prev) in [
+            ((999, ALPHA_BAR_NUMPY[3].1), Some(ALPHA_BAR_NUMPY[2])),
+            ((499, ALPHA_BAR_NUMPY[2].1), Some(ALPHA_BAR_NUMPY[1])),
+            ((99, ALPHA_BAR_NUMPY[1].1), None),
+        ] {
+            for eta in [0.0, 0.5, 1.0] {
+                let got = ddim_step(
+                    &den,
+                    &t(&xs),
+                    k,
+                    prev.map(|p| p.0),
+                    &schedule,
+                    &Conditioning::None,
+                    eta,
+                    Some(&t(&zs)),
+                    None,
+                )
+                .unwrap();
+                let a_prev = prev.map_or(1.0, |p| p.1);
+                for (i, g) in values(&got).iter().enumerate() {
+                    let want = ddim_closed_form(xs[i], es[i], a, a_prev, eta, zs[i]);
+                    assert!(
+                        (g - want).abs() <= 1e-9 * (1.0 + want.abs()),
+                        "k {k} eta {eta} [{i}]: {g} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The exact noise prediction for data x_0 ~ N(mu, s^2) (independent per value):
+    /// E[eps | x_k] = sqrt(1 - a) (x_k - sqrt(a) mu) / (a s^2 + 1 - a).
+    fn gaussian_oracle(
+        schedule: &NoiseSchedule,
+        mu: f64,
+        s: f64,
+    ) -> impl Fn(&Tensor, &DiffusionSteps, &Conditioning) -> Result<Tensor> + '_ {
+        move |x: &Tensor, k: &DiffusionSteps, _: &Conditioning| {
+            let a = schedule.alpha_bar()[k.steps()[0]];
+            x.affine(1.0, -a.sqrt() * mu)?
+                .affine((1.0 - a).sqrt() / (a * s * s + 1.0 - a), 0.0)
+        }
+    }
+
+    fn mean_var(v: &[f64]) -> (f64, f64) {
+        let n = v.len() as f64;
+        let m = v.iter().sum::<f64>() / n;
+        (
+            m,
+            v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0),
+        )
+    }
+
+    #[test]
+    fn with_the_exact_noise_prediction_ddim_and_ddpm_recover_gaussian_data() {
+        // x_0 ~ N(1, 0.5^2): a sampler fed the exact eps must end at that law. 4000 values: the
+        // Monte-Carlo sd of the mean is 0.5 / sqrt(4000) = 0.008, of the variance
+        // 0.25 sqrt(2 / 4000) = 0.0056.
+        let schedule = NoiseSchedule::ddpm_linear();
+        let (mu, s) = (1.0, 0.5);
+        let oracle = gaussian_oracle(&schedule, mu, s);
+        let n = 4000;
+        let mut rng = SeededRng::new(7);
+        let mut streams: Vec<SeededRng> = (0..1).map(|i| rng.derive_indexed("s", i)).collect();
+        let init = Tensor::from_vec(rng.normal_vec(n), (1, 1, n), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        for steps in [50, 200] {
+            let seq = ddim_timesteps(1000, steps, StepSpacing::Linspace).unwrap();
+            let (x, nfe) = ddim_sample(
+                &oracle,
+                &init,
+                &Conditioning::None,
+                &schedule,
+                &seq,
+                0.0,
+                None,
+                &mut streams,
+            )
+            .unwrap();
+            assert_eq!(nfe.0, steps);
+            let (m, v) = mean_var(&values(&x));
+            assert!((m - mu).abs() < 0.03, "ddim-{steps}: mean {m}");
+            assert!((v - s * s).abs() < 0.03, "ddim-{steps}: variance {v}");
+        }
+        let (x, _) = ddpm_sample(
+            &oracle,
+            &init,
+            &Conditioning::None,
+            &schedule,
+            &DdpmOptions::default(),
+            &mut streams,
+        )
+        .unwrap();
+        let (m, v) = mean_var(&values(&x));
+        assert!(
+            (m - mu).abs() < 0.03 && (v - s * s).abs() < 0.03,
+            "ddpm: {m} {v}"
+        );
+    }
+
     #[test]
     fn ddim_sequences_are_increasing_and_sized() {
         for spacing in [

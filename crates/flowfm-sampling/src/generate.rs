@@ -52,6 +52,9 @@ pub struct Generated {
     pub nfe: Nfe,
     /// Network calls in total (summed over chunks).
     pub calls: usize,
+    /// `(windows, wall seconds)` of each chunk, in order: the time of the sampler alone (noise
+    /// for the initial state is drawn before the first chunk), for per-batch cost statistics.
+    pub chunk_secs: Vec<(usize, f64)>,
 }
 
 /// A diffusion sampler choice.
@@ -118,10 +121,13 @@ where
     let size = max_batch.unwrap_or(batch).min(batch);
     let mut parts = Vec::new();
     let (mut nfe, mut calls) = (Nfe(0), 0);
+    let mut chunk_secs = Vec::new();
     let mut s = 0;
     while s < batch {
         let len = size.min(batch - s);
+        let t = std::time::Instant::now();
         let (x, n) = f(s, len)?;
+        chunk_secs.push((len, t.elapsed().as_secs_f64()));
         parts.push(x);
         nfe = nfe.max(n);
         calls += n.0;
@@ -131,6 +137,7 @@ where
         x: Tensor::cat(&parts, 0)?,
         nfe,
         calls,
+        chunk_secs,
     })
 }
 

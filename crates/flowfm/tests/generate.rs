@@ -1,14 +1,15 @@
 //! Generation from tiny trained runs: stores written with the right shape and attributes and read
 //! back, seeded determinism independent of batch size, Euler converging to the dopri5 solution at
-//! first order, the fitted representation Gaussian matching its data, the study table filled, the
-//! speed-up selection, and field-named errors for bad samplers and inputs.
+//! first order, the fitted representation Gaussian matching its data, the study table filled with
+//! intervals and its floor, and field-named errors for bad samplers and inputs (the speed-up
+//! selection is tested on hand-made intervals in `generation::matched`).
 
 use candle_core::{DType, Device, Tensor};
 use flowfm::encode::windows_tensor;
 use flowfm::generation::{
-    generation_study, matched_speedup, run_generation, CovarianceFactor, CovarianceKind,
-    GenerateJob, GenerateMode, GenerateSummary, GenerationStudy, GeneratorKind, ReferenceEncoder,
-    RepresentationGaussian, SamplerSpec, StudyConditioning, StudyConfig, StudyRow, TrainedModels,
+    generation_study, run_generation, CovarianceFactor, CovarianceKind, GenerateJob, GenerateMode,
+    GenerateSummary, GenerationStudy, GeneratorKind, ReferenceEncoder, RepresentationGaussian,
+    SamplerSpec, StudyConfig, StudySets, TrainedModels,
 };
 use flowfm::train::config::{Experiment, ExperimentFile};
 use flowfm::train::pretrain::{pretrain, PretrainOptions};
@@ -388,11 +389,20 @@ fn fitted_gaussian_matches_its_data_and_its_draws_match_it() {
     assert!(matches!(auto.factor, CovarianceFactor::Diagonal { .. }));
 }
 
+fn study_sets(n: usize) -> StudySets {
+    StudySets {
+        conditioning: synthetic_pool(n, 21),
+        reference: synthetic_pool(n, 22),
+        description: "synthetic".into(),
+        requested: n,
+    }
+}
+
 #[test]
 fn study_table_has_every_cell_filled_for_a_tiny_configuration() {
     let flow = flow_models();
     let diffusion = diffusion_models();
-    let real = synthetic_pool(12, 21);
+    let sets = study_sets(12);
     let mut cfg = StudyConfig::with_steps(
         ReferenceEncoder::random_like(flow.encoder.config()),
         &[1, 4],
@@ -403,7 +413,10 @@ fn study_table_has_every_cell_filled_for_a_tiny_configuration() {
     cfg.flow_samplers.push("dopri5-1e-2".parse().unwrap());
     cfg.batch_size = 6;
     cfg.discriminative.steps = 50;
-    let study: GenerationStudy = generation_study(&flow, &diffusion, &real, &cfg).unwrap();
+    cfg.discriminative_folds = 3;
+    cfg.bootstrap.resamples = 100;
+    cfg.classifier.n_trees = 10;
+    let study: GenerationStudy = generation_study(&flow, &diffusion, &sets, &cfg).unwrap();
     let labels: Vec<&str> = study.rows.iter().map(|r| r.sampler.as_str()).collect();
     assert_eq!(
         labels,
@@ -420,107 +433,44 @@ fn study_table_has_every_cell_filled_for_a_tiny_configuration() {
     assert_eq!(&nfe[..2], &[1, 4]);
     assert_eq!(&nfe[3..], &[2, 10, T]);
     for r in &study.rows {
-        for (name, v) in [
-            ("ms_per_window", r.ms_per_window),
-            ("frechet", r.frechet),
-            ("mmd2", r.mmd2),
-            ("discriminative", r.discriminative),
-            ("spectral_l1", r.spectral_l1),
-            ("spectral_db", r.spectral_db),
-            ("recon_rmse", r.recon_rmse),
-            ("recon_corr", r.recon_corr),
-        ] {
-            assert!(v.is_finite(), "{} {name} = {v}", r.sampler);
+        assert_eq!(r.windows, 12);
+        assert_eq!(r.batch_ms_per_window.len(), 2, "two timed batches of 6");
+        for (name, i, _) in r.quality.metrics() {
+            assert!(
+                i.estimate.is_finite() && i.lower <= i.upper,
+                "{} {name} = {i:?}",
+                r.sampler
+            );
+            assert_eq!(i.sizes, vec![12, 12], "{} {name}", r.sampler);
         }
-        assert!(r.ms_per_window > 0.0 && r.frechet >= 0.0 && r.discriminative <= 0.5);
+        assert!(r.ms_per_window > 0.0 && r.quality.frechet.estimate >= 0.0);
+        assert!((0.0..=0.5).contains(&r.quality.discriminative.estimate));
+        assert!((0.0..=1.0).contains(&r.quality.label_agreement.estimate));
+        assert!((-1.0..=1.0).contains(&r.consistency.estimate));
     }
-    assert!(study.real_halves_frechet.is_finite());
+    // the floor is real vs real at the same sizes; its label agreement is the classifier's
+    // accuracy on the real conditioning windows
+    for (name, i, _) in study.floor.metrics() {
+        assert!(i.estimate.is_finite(), "floor {name} = {i:?}");
+    }
+    assert_eq!(study.num_windows, 12);
+    assert_eq!(study.consistency_chance.len(), 2);
     assert!(!study.speedup_note.is_empty());
+    let (s, note) = study.speedup_at_matched_quality();
+    assert_eq!(s.is_some(), study.speedup.is_some());
+    assert_eq!(note, study.speedup_note);
     let md = study.to_markdown();
     assert!(!md.contains("n/a"), "an empty cell:\n{md}");
     let table_rows = md.lines().filter(|l| l.starts_with("| ")).count();
     assert_eq!(
         table_rows,
-        1 + study.rows.len(),
-        "header + one line per setting:\n{md}"
+        2 + study.rows.len(),
+        "header + floor + one line per setting:\n{md}"
     );
     let back: GenerationStudy =
         serde_json::from_str(&serde_json::to_string(&study).unwrap()).unwrap();
-    assert_eq!(back.rows.len(), study.rows.len());
-    assert_eq!(back.rows[5].sampler, "ddpm-50");
+    assert_eq!(back, study);
     assert_eq!(study.efficiency().unwrap().len(), study.rows.len());
-
-    // Fitted-Gaussian conditioning fills the same cells.
-    cfg.conditioning = StudyConditioning::FittedGaussian(CovarianceKind::Diagonal);
-    cfg.flow_samplers.truncate(1);
-    cfg.diffusion_samplers.truncate(1);
-    let g = generation_study(&flow, &diffusion, &real, &cfg).unwrap();
-    assert_eq!(g.rows.len(), 2);
-    assert!(g
-        .rows
-        .iter()
-        .all(|r| r.frechet.is_finite() && r.recon_rmse.is_finite()));
-}
-
-fn row(method: &str, sampler: &str, nfe: usize, ms: f64, fd: f64) -> StudyRow {
-    StudyRow {
-        method: method.into(),
-        sampler: sampler.into(),
-        nfe,
-        ms_per_window: ms,
-        frechet: fd,
-        frechet_features: fd,
-        mmd2: 0.0,
-        mmd_bandwidth: 1.0,
-        discriminative: 0.0,
-        spectral_l1: 0.0,
-        spectral_db: 0.0,
-        recon_rmse: 0.0,
-        recon_corr: 0.0,
-    }
-}
-
-#[test]
-fn speedup_is_the_fastest_flow_setting_no_worse_than_ddpm() {
-    let rows = vec![
-        row("flowfm", "euler-1", 1, 1.0, 9.0),
-        row("flowfm", "euler-4", 4, 4.0, 2.0),
-        row("flowfm", "euler-8", 8, 8.0, 1.5),
-        row("diffusion", "ddim-10", 10, 10.0, 3.0),
-        row("diffusion", "ddpm-1000", 1000, 1000.0, 2.0),
-    ];
-    let (s, note) = matched_speedup(&rows);
-    let s = s.expect("euler-4 ties DDPM's Frechet distance");
-    assert_eq!(s.flow_sampler, "euler-4");
-    assert_eq!(s.baseline_sampler, "ddpm-1000");
-    Tolerance::F64.assert_close(&[s.factor, s.nfe_ratio], &[250.0, 250.0]);
-    assert!(note.contains("euler-4"), "{note}");
-
-    let worse: Vec<StudyRow> = rows
-        .iter()
-        .cloned()
-        .map(|mut r| {
-            if r.method == "flowfm" {
-                r.frechet += 10.0;
-            }
-            r
-        })
-        .collect();
-    let (none, note) = matched_speedup(&worse);
-    assert!(none.is_none());
-    assert!(
-        note.contains("no flow setting") && note.contains("euler-8"),
-        "{note}"
-    );
-    // A flow setting as good in the encoder's features but worse in the hand-crafted ones (e.g.
-    // the right shape at the wrong scale) does not count as matching DDPM.
-    let mut scaled = rows.clone();
-    scaled[1].frechet_features = 5.0;
-    let (s, _) = matched_speedup(&scaled);
-    assert_eq!(s.expect("euler-8 still matches").flow_sampler, "euler-8");
-
-    let (none, note) = matched_speedup(&rows[..3]);
-    assert!(none.is_none() && note.contains("no DDPM"), "{note}");
 }
 
 #[test]
@@ -612,7 +562,7 @@ fn bad_inputs_are_errors_naming_the_file_or_field() {
     ));
     assert!(e.starts_with("sampler:"), "{e}");
 
-    // The study refuses swapped runs and too few windows.
+    // The study refuses swapped runs, too few windows and sets of different sizes.
     let diffusion = diffusion_models();
     let cfg = StudyConfig::with_steps(
         ReferenceEncoder::random_like(models.encoder.config()),
@@ -621,21 +571,25 @@ fn bad_inputs_are_errors_naming_the_file_or_field() {
         &[2],
         false,
     );
-    let e = err_text(generation_study(&diffusion, &models, &pool, &cfg));
+    let sets = study_sets(10);
+    let e = err_text(generation_study(&diffusion, &models, &sets, &cfg));
     assert!(e.starts_with("flow:"), "{e}");
-    let e = err_text(generation_study(
-        &models,
-        &diffusion,
-        &synthetic_pool(5, 1),
-        &cfg,
-    ));
-    assert!(e.starts_with("real:"), "{e}");
+    let e = err_text(generation_study(&models, &diffusion, &study_sets(5), &cfg));
+    assert!(e.starts_with("conditioning:"), "{e}");
+    let mut uneven = study_sets(10);
+    uneven.reference = synthetic_pool(11, 3);
+    let e = err_text(generation_study(&models, &diffusion, &uneven, &cfg));
+    assert!(e.starts_with("reference:"), "{e}");
+    let mut unlabelled = study_sets(10);
+    unlabelled.reference.y[4] = -1;
+    let e = err_text(generation_study(&models, &diffusion, &unlabelled, &cfg));
+    assert!(e.contains("reference: window 4"), "{e}");
     let mut bad = cfg.clone();
     bad.diffusion_samplers = vec![SamplerSpec::Ddim {
         steps: 500,
         eta: 0.0,
     }];
-    let e = err_text(generation_study(&models, &diffusion, &pool, &bad));
+    let e = err_text(generation_study(&models, &diffusion, &sets, &bad));
     assert!(
         e.contains("diffusion_samplers[0]") && e.contains("steps:"),
         "{e}"

@@ -115,7 +115,11 @@ pub fn mmd2_rbf(x: &Embeddings<'_>, y: &Embeddings<'_>, config: &MmdConfig) -> R
 }
 
 /// Median distance between distinct points of the pooled set (strided to `max_points`).
-fn median_distance(x: &DMatrix<f64>, y: &DMatrix<f64>, max_points: usize) -> Result<f64> {
+pub(crate) fn median_distance(
+    x: &DMatrix<f64>,
+    y: &DMatrix<f64>,
+    max_points: usize,
+) -> Result<f64> {
     if max_points < 2 {
         return Err(EvalError::invalid(
             "config.median_max_points",

@@ -1,12 +1,15 @@
 //! Generation from trained runs: sampler specifications ([`sampler`]), generators loaded from a
 //! run directory ([`models`]), the `flowfm generate` job ([`job`]; unconditional-style samples
-//! draw representations from flowfm-eval's `RepresentationGaussian`), and the generation study's
-//! rows, metrics and speed-up ([`quality`]).
+//! draw representations from flowfm-eval's `RepresentationGaussian`), and the generation study:
+//! its settings and results ([`quality`]), measurements ([`measure`]) and matched quality with
+//! the speed-up ([`matched`]).
 //!
 //! **Invariant:** `generation` reads checkpoints and never writes one; it never names `train`'s
 //! loops, `downstream` or `study`.
 
 pub mod job;
+pub mod matched;
+pub mod measure;
 pub mod models;
 pub mod quality;
 pub mod sampler;
@@ -16,9 +19,11 @@ pub use flowfm_eval::generative::gaussian::{
     CovarianceFactor, CovarianceKind, RepresentationGaussian,
 };
 pub use job::{encode_window_set, run_generation, GenerateJob, GenerateMode, GenerateSummary};
+pub use matched::{matched_speedup, unmatched_metrics};
+pub use measure::generation_study;
 pub use models::{Generation, GeneratorNet, TrainedModels};
 pub use quality::{
-    generation_study, matched_speedup, ExampleWindow, GenerationStudy, ReferenceEncoder, Speedup,
-    StudyConditioning, StudyConfig, StudyRow,
+    ExampleWindow, GenerationStudy, Quality, ReferenceEncoder, Speedup, StudyConfig, StudyRow,
+    StudySets,
 };
 pub use sampler::{GeneratorKind, SamplerSpec};

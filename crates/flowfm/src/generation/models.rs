@@ -309,6 +309,11 @@ impl TrainedModels {
             calls: out.calls,
             total_secs,
             ms_per_window: 1000.0 * total_secs / n as f64,
+            batch_ms_per_window: out
+                .chunk_secs
+                .iter()
+                .map(|&(len, secs)| 1000.0 * secs / len.max(1) as f64)
+                .collect(),
         })
     }
 }
@@ -327,6 +332,8 @@ pub struct Generation {
     pub total_secs: f64,
     /// `1000 * total_secs / N`.
     pub ms_per_window: f64,
+    /// Milliseconds per window of each batch of at most `batch_size` windows, in order.
+    pub batch_ms_per_window: Vec<f64>,
 }
 
 impl TrainedModels {

@@ -1,24 +1,19 @@
-//! The generation study's measurements: a grid of samplers of a flow run and a diffusion run on
-//! the same real windows (NFE, ms per window, Frechet distance and MMD in a fixed reference
-//! encoder's feature space and in standardised hand-crafted features, discriminative score,
-//! spectral distance, reconstruction error), and the speed-up of the fastest flow setting that
-//! is at least as good as DDPM-T on every distance ([`matched_speedup`]).
+//! The generation study's settings and results: which real windows it uses ([`StudySets`]), its
+//! configuration ([`StudyConfig`]), one row of intervals per sampler ([`StudyRow`], [`Quality`]),
+//! the real-vs-real noise floor, and the speed-up at matched quality ([`Speedup`],
+//! [`GenerationStudy::speedup_at_matched_quality`]). The measurements are in [`super::measure`],
+//! the matching in [`super::matched`].
 
-use super::models::TrainedModels;
-use super::sampler::{GeneratorKind, SamplerSpec};
-use crate::encode::{encode_tensor, load_encoder, windows_tensor};
-use anyhow::{ensure, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use super::sampler::SamplerSpec;
+use crate::encode::load_encoder;
+use anyhow::Result;
+use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use flowfm_core::init::seeded_var_builder;
-use flowfm_core::SeededRng;
 use flowfm_data::window::WindowSet;
-use flowfm_eval::generative::gaussian::{CovarianceKind, RepresentationGaussian};
-use flowfm_eval::{
-    discriminative_score, frechet_distance_from_stats, mmd2_rbf, reconstruction_error,
-    spectral_distance, DiscriminativeConfig, Embeddings, FeatureConfig, FeatureExtractor,
-    GaussianStats, GenerationEfficiency, MmdConfig, Windows,
-};
+use flowfm_eval::generative::matched::Better;
+use flowfm_eval::stats::{BootstrapConfig, Interval};
+use flowfm_eval::{DiscriminativeConfig, ForestConfig, GenerationEfficiency, MmdConfig};
 use flowfm_models::{EncoderConfig, HarNet, NormKind};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -80,36 +75,46 @@ impl ReferenceEncoder {
     }
 }
 
-/// What the generated windows of the study are conditioned on.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StudyConditioning {
-    /// Each real window's own representation (one pass serves every metric).
-    OwnRepresentations,
-    /// Draws from a Gaussian fitted to the real windows' representations (each method's own
-    /// encoder); reconstruction error still comes from a second, own-representation pass.
-    FittedGaussian(CovarianceKind),
+/// The real windows of the study: labelled windows of subjects never seen in pretraining, in two
+/// subject-disjoint sets of the same size.
+#[derive(Clone, Debug)]
+pub struct StudySets {
+    /// Windows whose own representations condition generation (one generated window each).
+    pub conditioning: WindowSet,
+    /// Windows every set is compared with, and that the label classifier is trained on.
+    pub reference: WindowSet,
+    /// How the sets were chosen (dataset, subjects, and whether fewer windows than asked for
+    /// existed), for the report.
+    pub description: String,
+    /// Windows per set that were asked for.
+    pub requested: usize,
 }
 
-/// Settings of [`generation_study`]. Sizes are parametric so CI can run it at tiny scale.
+/// Settings of [`super::generation_study`]. Sizes are parametric so CI can run it at tiny scale.
 #[derive(Clone, Debug, Serialize)]
 pub struct StudyConfig {
     /// Flow solvers, in table order.
     pub flow_samplers: Vec<SamplerSpec>,
     /// Diffusion samplers, in table order.
     pub diffusion_samplers: Vec<SamplerSpec>,
-    /// Windows per network call (timed batches).
+    /// Windows per network call (timed batches; the speed-up interval needs at least 2 per
+    /// sampler).
     pub batch_size: usize,
-    /// Seed of noise, drawn representations and the discriminator's split.
+    /// Seed of noise, classifiers, folds and bootstrap draws.
     pub seed: u64,
     /// Feature space of Frechet distance and MMD.
     pub reference: ReferenceEncoder,
-    /// What generation is conditioned on.
-    pub conditioning: StudyConditioning,
-    /// MMD settings (RBF, median heuristic by default).
+    /// MMD settings: the bandwidth is the median pairwise distance within the reference set
+    /// (over at most `median_max_points` windows), one for every row.
     pub mmd: MmdConfig,
     /// Real-vs-generated classifier settings.
     pub discriminative: DiscriminativeConfig,
+    /// Folds of the cross-validated real-vs-generated classifier.
+    pub discriminative_folds: usize,
+    /// Resamples and confidence of every interval (windows resampled; shared by all rows).
+    pub bootstrap: BootstrapConfig,
+    /// The label classifier (a random forest on hand-crafted features of the reference set).
+    pub classifier: ForestConfig,
     /// Clip diffusion's predicted `x_0` to `[-c, c]` g at every step (the usual DDPM practice
     /// of clipping to the data range); `None` samples unclipped.
     pub diffusion_clip_x0: Option<f64>,
@@ -117,7 +122,7 @@ pub struct StudyConfig {
 
 impl StudyConfig {
     /// The paper's grid: flow Euler at 1/2/4/8/16/32 steps and dopri5; diffusion DDIM at
-    /// 10/20/50/100 steps and DDPM over all `T`; own-representation conditioning.
+    /// 10/20/50/100 steps and DDPM over all `T`.
     pub fn paper(reference: ReferenceEncoder) -> Self {
         Self::with_steps(
             reference,
@@ -142,11 +147,55 @@ impl StudyConfig {
             batch_size: 64,
             seed: 0,
             reference,
-            conditioning: StudyConditioning::OwnRepresentations,
             mmd: MmdConfig::default(),
             discriminative: DiscriminativeConfig::default(),
+            discriminative_folds: 5,
+            bootstrap: BootstrapConfig {
+                resamples: 200,
+                confidence: 0.95,
+            },
+            classifier: ForestConfig::default(),
             diffusion_clip_x0: None,
         }
+    }
+}
+
+/// Distribution distances and label agreement of one set of windows against the reference set,
+/// each a point estimate with its percentile bootstrap interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    /// Frechet distance in the reference encoder's features (lower is better).
+    pub frechet: Interval,
+    /// Frechet distance in standardised, compressed hand-crafted features, which see amplitude
+    /// (lower is better).
+    pub frechet_features: Interval,
+    /// Unbiased MMD² (RBF, the reference set's median-distance bandwidth) in the reference
+    /// encoder's features (lower is better).
+    pub mmd2: Interval,
+    /// `|accuracy - 0.5|` of a cross-validated real-vs-generated classifier (lower is better).
+    pub discriminative: Interval,
+    /// L1 distance of the normalised mean power spectra, in [0, 2] (lower is better).
+    pub spectral_l1: Interval,
+    /// Log-spectral distance in dB (lower is better).
+    pub spectral_db: Interval,
+    /// Fraction of windows the reference-trained classifier gives their source window's label
+    /// (higher is better); for the real floor set, the classifier's accuracy on it (the ceiling).
+    pub label_agreement: Interval,
+}
+
+impl Quality {
+    /// Every metric with its name and direction, in table order: all of them decide matched
+    /// quality.
+    pub fn metrics(&self) -> [(&'static str, &Interval, Better); 7] {
+        [
+            ("Frechet (encoder)", &self.frechet, Better::Lower),
+            ("Frechet (features)", &self.frechet_features, Better::Lower),
+            ("MMD²", &self.mmd2, Better::Lower),
+            ("discriminative", &self.discriminative, Better::Lower),
+            ("spectral L1", &self.spectral_l1, Better::Lower),
+            ("spectral dB", &self.spectral_db, Better::Lower),
+            ("label agreement", &self.label_agreement, Better::Higher),
+        ]
     }
 }
 
@@ -159,73 +208,77 @@ pub struct StudyRow {
     pub sampler: String,
     /// Network evaluations per window.
     pub nfe: usize,
-    /// Milliseconds of sampling per window.
+    /// Windows generated.
+    pub windows: usize,
+    /// Milliseconds of sampling per window over all batches.
     pub ms_per_window: f64,
-    /// Frechet distance to the real windows in the reference feature space (lower is better).
-    pub frechet: f64,
-    /// Frechet distance in the space of hand-crafted window features (per-axis and magnitude
-    /// statistics, spectral bands, autocorrelation), each standardised by the real windows' mean
-    /// and sd and compressed as `sign(z) ln(1 + |z|)`. Unlike the reference encoder, whose group norm divides out a window's scale, it
-    /// sees amplitude, so a sample of the right shape at the wrong scale scores badly here.
-    pub frechet_features: f64,
-    /// Unbiased squared MMD (RBF) in the reference feature space.
-    pub mmd2: f64,
-    /// RBF bandwidth the median heuristic chose.
-    pub mmd_bandwidth: f64,
-    /// `|accuracy - 0.5|` of a held-out real-vs-generated classifier (0 is best).
-    pub discriminative: f64,
-    /// L1 distance of the normalised mean power spectra (in [0, 2]).
-    pub spectral_l1: f64,
-    /// Log-spectral distance in dB.
-    pub spectral_db: f64,
-    /// RMSE of reconstructions from each real window's own representation.
-    pub recon_rmse: f64,
-    /// Mean per-window correlation of those reconstructions.
-    pub recon_corr: f64,
+    /// Milliseconds per window of each timed batch (for the speed-up's interval).
+    pub batch_ms_per_window: Vec<f64>,
+    /// Distances to the reference set and label agreement.
+    pub quality: Quality,
+    /// Representation consistency `cos(E(G(E(x))), E(x))` in the method's own encoder (higher is
+    /// better; not comparable across methods, whose encoders differ, so not part of matching).
+    pub consistency: Interval,
+    /// Metrics on which this row's interval neither overlaps nor beats the DDPM baseline's
+    /// (empty: matched quality; all of them for the baseline row itself are trivially matched).
+    pub unmatched: Vec<String>,
 }
 
-/// The speed-up of a flow setting over the DDPM baseline at no worse Frechet distance.
+/// The speed-up of the fastest flow setting at matched quality over the DDPM baseline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Speedup {
     /// The flow sampler.
     pub flow_sampler: String,
     /// The baseline sampler (`ddpm-T`).
     pub baseline_sampler: String,
-    /// `baseline ms per window / flow ms per window`.
-    pub factor: f64,
+    /// `baseline ms per window / flow ms per window`, with the percentile bootstrap interval of
+    /// the ratio of mean per-batch times (batches of each resampled on their own).
+    pub factor: Interval,
     /// `baseline NFE / flow NFE`.
     pub nfe_ratio: f64,
-    /// Flow Frechet distance.
-    pub flow_frechet: f64,
-    /// Baseline Frechet distance.
-    pub baseline_frechet: f64,
 }
 
-/// Results of [`generation_study`]: serialisable, rendered by [`GenerationStudy::to_markdown`].
+/// Results of [`super::generation_study`]: serialisable, rendered by
+/// [`GenerationStudy::to_markdown`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GenerationStudy {
     /// One row per sampler setting, flow first.
     pub rows: Vec<StudyRow>,
-    /// Real windows compared against (and conditioned on).
+    /// The real conditioning windows against the reference set, at the same sizes as every row:
+    /// the value a perfect generator would reach (its label agreement is the classifier's
+    /// accuracy on those real windows, the ceiling).
+    pub floor: Quality,
+    /// Windows per set (conditioning, reference, and generated per sampler).
     pub num_windows: usize,
+    /// Windows per set that were asked for.
+    pub requested_windows: usize,
+    /// How the real sets were chosen.
+    pub sets: String,
+    /// The label classifier.
+    pub classifier: String,
     /// Where it ran.
     pub device: String,
     /// The reference encoder.
     pub reference_encoder: String,
-    /// The conditioning.
-    pub conditioning: StudyConditioning,
-    /// Frechet distance between two halves of the real windows: the noise floor at this size.
-    pub real_halves_frechet: f64,
+    /// The MMD bandwidth (median pairwise distance within the reference set's features).
+    pub mmd_bandwidth: f64,
+    /// Per method, the mean `cos(E(x_i), E(x_j))` over pairs of different real conditioning
+    /// windows: the consistency of a generator that ignored its condition.
+    pub consistency_chance: Vec<(String, f64)>,
     /// Parameters of the flow generator.
     pub flow_generator_params: usize,
     /// Parameters of the diffusion generator.
     pub diffusion_generator_params: usize,
-    /// Speed-up of the fastest flow setting at least as good as DDPM-T (`None`: see the note).
+    /// Bootstrap resamples and confidence of every interval.
+    pub bootstrap: BootstrapConfig,
+    /// Folds of the cross-validated real-vs-generated classifier.
+    pub discriminative_folds: usize,
+    /// Speed-up of the fastest flow setting at matched quality (`None`: see the note).
     pub speedup: Option<Speedup>,
     /// How the speed-up was found, or why there is none.
     pub speedup_note: String,
-    /// The first real window and, per row, its reconstruction from its own representation (for
-    /// the report's real-vs-generated plot).
+    /// The first conditioning window and, per row, the window generated from its representation
+    /// (for the report's real-vs-generated plot).
     #[serde(default)]
     pub examples: Vec<ExampleWindow>,
 }
@@ -243,111 +296,155 @@ pub struct ExampleWindow {
     pub values: Vec<f32>,
 }
 
-/// The fastest (by ms per window) flow row whose Frechet distance is at most the DDPM row's,
-/// with its speed-up; `None` and a reason when there is no DDPM row or no flow row qualifies.
-pub fn matched_speedup(rows: &[StudyRow]) -> (Option<Speedup>, String) {
-    let Some(base) = rows
-        .iter()
-        .find(|r| r.method == "diffusion" && r.sampler.starts_with("ddpm"))
-    else {
-        return (
-            None,
-            "no DDPM row in the study, so no speed-up is reported".into(),
-        );
-    };
-    let flows: Vec<&StudyRow> = rows.iter().filter(|r| r.method == "flowfm").collect();
-    let best = flows
-        .iter()
-        .filter(|r| {
-            r.frechet.is_finite()
-                && r.frechet <= base.frechet
-                && (!base.frechet_features.is_finite()
-                    || r.frechet_features <= base.frechet_features)
-        })
-        .min_by(|a, b| a.ms_per_window.total_cmp(&b.ms_per_window));
-    match best {
-        Some(r) => {
-            let s = Speedup {
-                flow_sampler: r.sampler.clone(),
-                baseline_sampler: base.sampler.clone(),
-                factor: base.ms_per_window / r.ms_per_window,
-                nfe_ratio: base.nfe as f64 / r.nfe.max(1) as f64,
-                flow_frechet: r.frechet,
-                baseline_frechet: base.frechet,
-            };
-            let note = format!(
-                "fastest flow setting with both Frechet distances <= {}'s ({:.4} encoder, {:.3} features): {} ({:.4}, {:.3}), {:.1}x faster per window, {:.1}x fewer network evaluations",
-                base.sampler, base.frechet, base.frechet_features, r.sampler, r.frechet, r.frechet_features, s.factor, s.nfe_ratio
-            );
-            (Some(s), note)
-        }
-        None => {
-            let closest = flows
-                .iter()
-                .filter(|r| r.frechet.is_finite())
-                .min_by(|a, b| a.frechet.total_cmp(&b.frechet));
-            let note = match closest {
-                Some(c) => format!(
-                    "no flow setting reached {}'s Frechet distances ({:.4} encoder, {:.3} features) on both; the best flow setting by the encoder distance was {} at {:.4} ({:.3} features)",
-                    base.sampler, base.frechet, base.frechet_features, c.sampler, c.frechet, c.frechet_features
-                ),
-                None => "no flow rows with a finite Frechet distance".to_string(),
-            };
-            (None, note)
-        }
-    }
-}
-
 fn cell(v: f64, decimals: usize) -> String {
     flowfm_eval::markdown::number(v, decimals)
 }
 
+fn iv(i: &Interval, decimals: usize) -> String {
+    flowfm_eval::markdown::interval(i, decimals)
+}
+
+/// Decimals of the metrics in [`Quality::metrics`] order.
+const DECIMALS: [usize; 7] = [3, 3, 4, 3, 3, 2, 3];
+
 impl GenerationStudy {
+    /// The speed-up at matched quality with its interval, or `None` and the reason (no DDPM row,
+    /// or no flow setting whose intervals overlap or beat DDPM's on every metric).
+    pub fn speedup_at_matched_quality(&self) -> (Option<&Speedup>, &str) {
+        (self.speedup.as_ref(), &self.speedup_note)
+    }
+
     /// The study as a Markdown table plus its notes.
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
+        let conf = 100.0 * self.bootstrap.confidence;
         s.push_str(
-            "| Method | Sampler | NFE | ms / window | Frechet (encoder) | Frechet (features) | MMD² | Discr. | Spectral L1 | Spectral dB | Recon. RMSE | Recon. corr |\n",
+            "| Method | Sampler | NFE | ms / window | Frechet (encoder) | Frechet (features) | MMD² | Discr. | Spectral L1 | Spectral dB | Label agreement | Consistency | Matches DDPM |\n",
         );
-        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("|---|---|---:|---:|---|---|---|---|---|---|---|---|---|\n");
+        let quality_cells = |q: &Quality| -> String {
+            q.metrics()
+                .iter()
+                .zip(DECIMALS)
+                .map(|((_, i, _), d)| iv(i, d))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        };
+        s.push_str(&format!(
+            "| real (floor) | conditioning windows | 0 | 0 | {} | 1 (identity) | floor |\n",
+            quality_cells(&self.floor)
+        ));
+        let baseline = self.speedup_baseline();
         for r in &self.rows {
+            let matched = if Some(r.sampler.as_str()) == baseline && r.method == "diffusion" {
+                "baseline".to_string()
+            } else if baseline.is_none() {
+                "no baseline".to_string()
+            } else if r.unmatched.is_empty() {
+                "yes".to_string()
+            } else {
+                format!("no ({})", r.unmatched.join(", "))
+            };
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
                 flowfm_eval::markdown::escape(&r.method),
                 flowfm_eval::markdown::escape(&r.sampler),
                 r.nfe,
                 cell(r.ms_per_window, 3),
-                cell(r.frechet, 4),
-                cell(r.frechet_features, 3),
-                cell(r.mmd2, 5),
-                cell(r.discriminative, 3),
-                cell(r.spectral_l1, 4),
-                cell(r.spectral_db, 2),
-                cell(r.recon_rmse, 4),
-                cell(r.recon_corr, 3),
+                quality_cells(&r.quality),
+                iv(&r.consistency, 3),
+                matched,
             ));
         }
         s.push('\n');
         s.push_str(&format!(
-            "{} real windows on {}; conditioning: {}; features: {}; generator parameters: flow {}, diffusion {}.\n",
+            "Every cell is `estimate [{conf:.0} % interval]`: a percentile bootstrap over {} resamples of the windows (reference and compared set each resampled, the same draws for every row, classifiers not refitted). \
+             {} windows per set{}; {}. Generated windows: one per conditioning window, from its own representation; {} per sampler on {}.\n",
+            self.bootstrap.resamples,
+            self.num_windows,
+            if self.num_windows < self.requested_windows {
+                format!(" (fewer than the {} asked for: all that exist)", self.requested_windows)
+            } else {
+                String::new()
+            },
+            self.sets,
             self.num_windows,
             self.device,
-            match self.conditioning {
-                StudyConditioning::OwnRepresentations => "each real window's own representation".to_string(),
-                StudyConditioning::FittedGaussian(k) => format!("draws from a Gaussian ({k:?} covariance) fitted to the real windows' representations"),
-            },
+        ));
+        s.push_str(&format!(
+            "The floor row compares the real conditioning windows with the reference set at the same sizes: what a perfect generator would score (its label agreement is the classifier's accuracy on real windows, the ceiling). \
+             Frechet (encoder) and MMD² (bandwidth {}) are measured in the features of the {}, whose group norm divides out each window's scale; Frechet (features) uses hand-crafted features (statistics, spectral bands, autocorrelation), standardised by the reference set and compressed as sign(z) ln(1 + |z|), and sees amplitude. \
+             Discr. is |accuracy - 0.5| of a {}-fold cross-validated logistic regression telling reference from compared windows. Label agreement: {}.\n",
+            cell(self.mmd_bandwidth, 4),
             self.reference_encoder,
+            self.discriminative_folds,
+            self.classifier,
+        ));
+        s.push_str(&format!(
+            "Consistency is cos(E(G(E(x))), E(x)) in each method's own encoder (phase-free: the encoder is shift-invariant, so no generator can be asked to recover a window sample by sample); it is not comparable between methods and does not enter matching. A generator ignoring its condition would score {}. Generator parameters: flow {}, diffusion {}.\n",
+            self.consistency_chance
+                .iter()
+                .map(|(m, v)| format!("{m} {}", cell(*v, 3)))
+                .collect::<Vec<_>>()
+                .join(", "),
             self.flow_generator_params,
             self.diffusion_generator_params,
         ));
+        s.push_str(&self.ddim_check());
         s.push_str(&format!(
-            "Frechet distance between two halves of the real windows (noise floor at this size): {}. \
-             Frechet (encoder) is measured in the features of a fixed random encoder whose group norm divides out each window's scale; \
-             Frechet (features) uses hand-crafted features (statistics, spectral bands, autocorrelation), standardised by the real windows and compressed as sign(z) ln(1 + |z|); it sees amplitude.\n",
-            cell(self.real_halves_frechet, 4)
+            "Matched quality: a flow setting matches DDPM when its interval overlaps or beats DDPM's on every metric from Frechet (encoder) to label agreement. Speed-up: {}.\n",
+            self.speedup_note
         ));
-        s.push_str(&format!("Speed-up: {}.\n", self.speedup_note));
         s
+    }
+
+    /// The DDIM check: each stochastic DDIM row (eta > 0) against the deterministic row of the
+    /// same steps and against DDPM, in the feature Frechet distance (empty without such rows).
+    fn ddim_check(&self) -> String {
+        let fd = |label: &str| {
+            self.rows
+                .iter()
+                .find(|r| r.method == "diffusion" && r.sampler == label)
+                .map(|r| &r.quality.frechet_features)
+        };
+        let mut parts = Vec::new();
+        for r in self.rows.iter().filter(|r| r.method == "diffusion") {
+            let Some((head, rest)) = r.sampler.split_once("-eta") else {
+                continue;
+            };
+            // `ddim-50-eta1 (x0 clip 4.5)` -> `ddim-50 (x0 clip 4.5)`
+            let tail = rest.find(' ').map_or("", |i| &rest[i..]);
+            let deterministic = format!("{head}{tail}");
+            if let Some(d) = fd(&deterministic) {
+                parts.push(format!(
+                    "{} {} vs {} {}",
+                    r.sampler,
+                    iv(&r.quality.frechet_features, 3),
+                    deterministic,
+                    iv(d, 3)
+                ));
+            }
+        }
+        if parts.is_empty() {
+            return String::new();
+        }
+        let ddpm = self
+            .speedup_baseline()
+            .and_then(fd)
+            .map(|i| format!(" (DDPM: {})", iv(i, 3)))
+            .unwrap_or_default();
+        format!(
+            "DDIM check, Frechet (features) at equal network evaluations: {}{ddpm}. The samplers are verified in flowfm-sampling's tests (the DDIM step equals the closed form of Song et al. 2021, eq. 12, on the schedule's alpha-bar checked against numpy; DDIM at 50 and 200 steps and DDPM fed the exact noise prediction of Gaussian data recover its mean and variance), so where eta 1 is much closer to DDPM than eta 0 at the same steps, the gap is the deterministic sampler carrying the network's noise-prediction error to the end, which DDPM's and eta 1's injected noise partly corrects: a property of the short-trained model, not a sampler bug.\n",
+            parts.join("; ")
+        )
+    }
+
+    /// The baseline sampler's label (the DDPM row), if any.
+    pub fn speedup_baseline(&self) -> Option<&str> {
+        self.rows
+            .iter()
+            .find(|r| r.method == "diffusion" && r.sampler.starts_with("ddpm"))
+            .map(|r| r.sampler.as_str())
     }
 
     /// The rows as generation-efficiency records (for the efficiency tables).
@@ -360,340 +457,10 @@ impl GenerationStudy {
                     r.sampler.clone(),
                     self.device.clone(),
                     r.nfe,
-                    self.num_windows,
-                    r.ms_per_window * self.num_windows as f64 / 1000.0,
+                    r.windows,
+                    r.ms_per_window * r.windows as f64 / 1000.0,
                 )?)
             })
             .collect()
-    }
-}
-
-fn device_name(d: &Device) -> String {
-    if d.is_cuda() {
-        "cuda".to_string()
-    } else if d.is_metal() {
-        "metal".to_string()
-    } else {
-        "cpu".to_string()
-    }
-}
-
-/// Everything about the real windows that every row is compared with.
-struct RealReference<'a> {
-    windows: Windows<'a>,
-    stats: GaussianStats,
-    features_space: StandardisedFeatures,
-    feature_stats: GaussianStats,
-    features: Embeddings<'static>,
-    sample_rate_hz: f64,
-}
-
-/// Hand-crafted window features standardised by the real windows' per-feature mean and sd.
-struct StandardisedFeatures {
-    extractor: FeatureExtractor,
-    mean: Vec<f64>,
-    sd: Vec<f64>,
-}
-
-impl StandardisedFeatures {
-    fn fit(real: &Windows<'_>, sample_rate_hz: f64) -> Result<(Self, Embeddings<'static>)> {
-        let extractor = FeatureExtractor::new(
-            FeatureConfig {
-                sample_rate_hz,
-                ..FeatureConfig::default()
-            },
-            real.channels(),
-            real.len_samples(),
-        )?;
-        let table = extractor.extract(real)?;
-        let (rows, cols) = (table.rows(), table.cols());
-        let mut mean = vec![0.0; cols];
-        let mut sd = vec![0.0; cols];
-        for j in 0..cols {
-            let col: Vec<f64> = (0..rows)
-                .map(|i| table.row(i)[j])
-                .filter(|v| v.is_finite())
-                .collect();
-            let m = col.iter().sum::<f64>() / col.len().max(1) as f64;
-            let v = col.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / col.len().max(1) as f64;
-            mean[j] = m;
-            sd[j] = if v.sqrt() > 1e-12 { v.sqrt() } else { 1.0 };
-        }
-        let me = Self {
-            extractor,
-            mean,
-            sd,
-        };
-        let emb = me.embed(real)?;
-        Ok((me, emb))
-    }
-
-    /// Standardised features, compressed as `sign(z) ln(1 + |z|)` so that one feature far out
-    /// (say, the energy above 8 Hz of noisy samples against anti-aliased real windows, hundreds of
-    /// real sds away) cannot swamp the rest; a non-finite feature (e.g. the autocorrelation of a
-    /// constant window) becomes the real mean (0).
-    fn embed(&self, w: &Windows<'_>) -> Result<Embeddings<'static>> {
-        let table = self.extractor.extract(w)?;
-        let (rows, cols) = (table.rows(), table.cols());
-        let mut out = Vec::with_capacity(rows * cols);
-        for i in 0..rows {
-            for (j, v) in table.row(i).iter().enumerate() {
-                let z = (v - self.mean[j]) / self.sd[j];
-                let c = z.signum() * z.abs().ln_1p();
-                out.push(if c.is_finite() { c as f32 } else { 0.0 });
-            }
-        }
-        let t = Tensor::from_vec(out, (rows, cols), &Device::Cpu)?;
-        Ok(Embeddings::from_tensor(&t)?)
-    }
-}
-
-#[allow(clippy::too_many_arguments)] // one row of the study: each argument is a distinct input of it
-fn study_row(
-    models: &TrainedModels,
-    sampler: &SamplerSpec,
-    z_own: &Tensor,
-    z_dist: Option<&Tensor>,
-    reference: &HarNet,
-    real: &RealReference<'_>,
-    cfg: &StudyConfig,
-    index: usize,
-) -> Result<(StudyRow, ExampleWindow)> {
-    let mut label = sampler.label(models.schedule.num_steps());
-    if let (GeneratorKind::Diffusion, Some(c)) = (models.kind(), cfg.diffusion_clip_x0) {
-        label = format!("{label} (x0 clip {c:.1})");
-    }
-    let ctx = || format!("{} {label}", models.kind().method_name());
-    let clip = cfg.diffusion_clip_x0;
-    let own = models
-        .sample_with_clip(z_own, sampler, cfg.batch_size, cfg.seed, clip)
-        .with_context(ctx)?;
-    let dist = match z_dist {
-        Some(z) => models
-            .sample_with_clip(z, sampler, cfg.batch_size, cfg.seed, clip)
-            .with_context(ctx)?,
-        None => own.clone(),
-    };
-    let gen_windows = Windows::from_tensor(&dist.x)?;
-    let own_windows = Windows::from_tensor(&own.x)?;
-    let feats = Embeddings::from_tensor(&encode_tensor(reference, &dist.x, cfg.batch_size)?)?;
-    let frechet = frechet_distance_from_stats(&real.stats, &GaussianStats::fit(&feats)?)?;
-    let frechet_features = frechet_distance_from_stats(
-        &real.feature_stats,
-        &GaussianStats::fit(&real.features_space.embed(&gen_windows)?)?,
-    )?;
-    let mmd = mmd2_rbf(&real.features, &feats, &cfg.mmd)?;
-    let mut rng = SeededRng::new(cfg.seed).derive_indexed("discriminator", index as u64);
-    let disc = discriminative_score(&real.windows, &gen_windows, &cfg.discriminative, &mut rng)?;
-    let spec = spectral_distance(&real.windows, &gen_windows, real.sample_rate_hz)?;
-    let rec = reconstruction_error(&real.windows, &own_windows)?;
-    let example = ExampleWindow {
-        method: models.kind().method_name().to_string(),
-        sampler: label.clone(),
-        channels: own.x.dim(1)?,
-        values: own.x.narrow(0, 0, 1)?.flatten_all()?.to_vec1::<f32>()?,
-    };
-    let row = StudyRow {
-        method: models.kind().method_name().to_string(),
-        sampler: label,
-        nfe: dist.nfe_per_window,
-        ms_per_window: dist.ms_per_window,
-        frechet,
-        frechet_features,
-        mmd2: mmd.mmd2,
-        mmd_bandwidth: mmd.bandwidth,
-        discriminative: disc.score,
-        spectral_l1: spec.l1,
-        spectral_db: spec.log_spectral_db,
-        recon_rmse: rec.rmse,
-        recon_corr: rec.corr_mean,
-    };
-    Ok((row, example))
-}
-
-/// Evaluates every sampler setting of a flow run and a diffusion run on the same real windows.
-///
-/// Per setting: NFE and sampling time per window (the networks are warmed up first; encoding
-/// and metrics are not timed), Frechet distance and MMD (RBF, median heuristic) between the
-/// reference encoder's features of real and generated windows, the discriminative score and
-/// spectral distance on the windows themselves, and the reconstruction error of generation
-/// conditioned on each real window's own representation. Then the speed-up of the fastest flow
-/// setting whose Frechet distance is at most DDPM-T's ([`matched_speedup`]).
-///
-/// `real` needs at least 8 windows of the models' shape.
-pub fn generation_study(
-    flow: &TrainedModels,
-    diffusion: &TrainedModels,
-    real: &WindowSet,
-    cfg: &StudyConfig,
-) -> Result<GenerationStudy> {
-    ensure!(
-        flow.kind() == GeneratorKind::Flow,
-        "flow: {} holds a {} generator",
-        flow.generator_path.display(),
-        flow.kind().method_name()
-    );
-    ensure!(
-        diffusion.kind() == GeneratorKind::Diffusion,
-        "diffusion: {} holds a {} generator",
-        diffusion.generator_path.display(),
-        diffusion.kind().method_name()
-    );
-    ensure!(
-        flow.window_shape() == diffusion.window_shape(),
-        "diffusion: windows of {:?} (channels, samples), the flow run's are {:?}",
-        diffusion.window_shape(),
-        flow.window_shape()
-    );
-    flow.check_windows(real)?;
-    let n = real.num_windows();
-    ensure!(n >= 8, "real: the study needs at least 8 windows, got {n}");
-    ensure!(cfg.batch_size >= 1, "batch_size: must be at least 1");
-    for (field, list, models) in [
-        ("flow_samplers", &cfg.flow_samplers, flow),
-        ("diffusion_samplers", &cfg.diffusion_samplers, diffusion),
-    ] {
-        for (i, s) in list.iter().enumerate() {
-            s.validate(models.kind(), models.schedule.num_steps())
-                .with_context(|| format!("{field}[{i}] = `{s}`"))?;
-        }
-    }
-
-    let reference = cfg.reference.build(&flow.device)?;
-    let (c, l) = flow.window_shape();
-    let rc = reference.config();
-    ensure!(
-        rc.in_channels == c && rc.window_len == l,
-        "reference: the reference encoder reads {} x {}, the windows are {c} x {l}",
-        rc.in_channels,
-        rc.window_len
-    );
-    let x_real = windows_tensor(real, &flow.device)?;
-    let real_feats = encode_tensor(&reference, &x_real, cfg.batch_size)?;
-    let half = n / 2;
-    let real_halves_frechet = frechet_distance_from_stats(
-        &GaussianStats::fit(&Embeddings::from_tensor(&real_feats.narrow(0, 0, half)?)?)?,
-        &GaussianStats::fit(&Embeddings::from_tensor(&real_feats.narrow(
-            0,
-            half,
-            n - half,
-        )?)?)?,
-    )?;
-    let features = Embeddings::from_tensor(&real_feats)?;
-    let real_windows = Windows::new(&real.x, n, real.channels, real.window_len)?;
-    let (features_space, real_hand) =
-        StandardisedFeatures::fit(&real_windows, real.sample_rate_hz)?;
-    let reference_real = RealReference {
-        windows: real_windows,
-        stats: GaussianStats::fit(&features)?,
-        features_space,
-        feature_stats: GaussianStats::fit(&real_hand)?,
-        features,
-        sample_rate_hz: real.sample_rate_hz,
-    };
-
-    let mut rows = Vec::new();
-    let mut examples = vec![ExampleWindow {
-        method: "real".into(),
-        sampler: String::new(),
-        channels: real.channels,
-        values: real.x[..real.channels * real.window_len].to_vec(),
-    }];
-    let mut index = 0;
-    for (models, samplers, warm) in [
-        (flow, &cfg.flow_samplers, SamplerSpec::Euler { steps: 1 }),
-        (
-            diffusion,
-            &cfg.diffusion_samplers,
-            SamplerSpec::Ddim { steps: 1, eta: 0.0 },
-        ),
-    ] {
-        if samplers.is_empty() {
-            continue;
-        }
-        let z_own = models.encode(&x_real, cfg.batch_size)?;
-        let z_dist = match cfg.conditioning {
-            StudyConditioning::OwnRepresentations => None,
-            StudyConditioning::FittedGaussian(kind) => {
-                let g = RepresentationGaussian::fit(&z_own, kind)?;
-                let mut rng = SeededRng::new(cfg.seed).derive("representations");
-                Some(g.sample(n, &mut rng, &models.device)?)
-            }
-        };
-        // Warm-up: first calls pay for allocation and kernel setup.
-        let warm_n = cfg.batch_size.min(n);
-        models.sample(
-            &z_own.narrow(0, 0, warm_n)?,
-            &warm,
-            cfg.batch_size,
-            cfg.seed,
-        )?;
-        for s in samplers {
-            let (row, example) = study_row(
-                models,
-                s,
-                &z_own,
-                z_dist.as_ref(),
-                &reference,
-                &reference_real,
-                cfg,
-                index,
-            )?;
-            rows.push(row);
-            examples.push(example);
-            index += 1;
-        }
-    }
-    let (speedup, speedup_note) = matched_speedup(&rows);
-    Ok(GenerationStudy {
-        rows,
-        num_windows: n,
-        device: device_name(&flow.device),
-        reference_encoder: cfg.reference.describe(),
-        conditioning: cfg.conditioning,
-        real_halves_frechet,
-        flow_generator_params: flow.generator_params,
-        diffusion_generator_params: diffusion.generator_params,
-        speedup,
-        speedup_note,
-        examples,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn windows(n: usize, scale: f32, seed: u64) -> Vec<f32> {
-        let mut rng = SeededRng::new(seed);
-        (0..n * 3 * 300)
-            .map(|i| {
-                let t = (i % 300) as f32 / 30.0;
-                scale * ((2.0 * std::f32::consts::PI * 2.0 * t).sin() + 0.3 * rng.normal() as f32)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_feature_frechet_distance_sees_a_change_of_scale() {
-        let real = windows(48, 1.0, 1);
-        let same = windows(48, 1.0, 2);
-        let scaled = windows(48, 50.0, 3);
-        fn w(x: &[f32]) -> Windows<'_> {
-            Windows::new(x, 48, 3, 300).unwrap()
-        }
-        let (space, real_emb) = StandardisedFeatures::fit(&w(&real), 30.0).unwrap();
-        let stats = GaussianStats::fit(&real_emb).unwrap();
-        let d = |x: &Vec<f32>| {
-            let e = space.embed(&w(x)).unwrap();
-            frechet_distance_from_stats(&stats, &GaussianStats::fit(&e).unwrap()).unwrap()
-        };
-        let near = d(&same);
-        let far = d(&scaled);
-        assert!(near.is_finite() && far.is_finite());
-        assert!(
-            far > 100.0 * near.max(1e-3),
-            "scaled windows should be far: {far} vs {near}"
-        );
     }
 }

@@ -7,12 +7,12 @@
 //! dataset.
 
 use super::profile::Profile;
-use crate::datasets::{combine_unlabelled, DatasetSpec, PreparedStore};
+use crate::datasets::{DatasetSpec, PreparedStore};
+use crate::generation::StudySets;
 use crate::train::pretrain::ValidationProbe;
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use flowfm_core::SeededRng;
-use flowfm_data::window::WindowSet;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
@@ -141,40 +141,94 @@ pub fn validation_probe(
     }))
 }
 
-/// Up to `n` windows of the downstream subjects of every dataset (none of them seen in
-/// pretraining), drawn with a seeded shuffle, as one unlabelled set.
+/// The real windows of the generation study: labelled windows of one dataset's downstream
+/// subjects (never seen in pretraining), split by subject into a conditioning set and a reference
+/// set of the same size (up to `n` each, all that exist on the smaller side when fewer).
+///
+/// One dataset, so one label space for the label-agreement classifier: among the datasets that
+/// take part in pretraining (held-out subjects of the distribution the generators learned;
+/// transfer datasets only when no other has labelled downstream windows), the one whose smaller
+/// side is largest. Its downstream subjects are shuffled (seeded) and dealt one by one to
+/// the side holding fewer labelled windows so far; each side's windows are then drawn with a
+/// seeded shuffle.
 pub fn held_out_windows(
     prepared: &[(DatasetSpec, PreparedStore)],
     plans: &[SubjectPlan],
     n: usize,
     seed: u64,
-) -> Result<WindowSet> {
-    let mut candidates: Vec<(usize, usize)> = Vec::new();
-    for (d, ((_, p), plan)) in prepared.iter().zip(plans).enumerate() {
-        let keep: BTreeSet<i64> = plan.downstream_subjects.iter().copied().collect();
-        candidates.extend(
-            (0..p.store.num_windows())
-                .filter(|&i| keep.contains(&p.store.subject[i]))
-                .map(|i| (d, i)),
-        );
-    }
-    SeededRng::new(seed)
-        .derive("generation-windows")
-        .shuffle(&mut candidates);
-    candidates.truncate(n);
-    let mut sets = Vec::new();
-    for (d, (_, p)) in prepared.iter().enumerate() {
-        let mut idx: Vec<usize> = candidates
-            .iter()
-            .filter(|(dd, _)| *dd == d)
-            .map(|(_, i)| *i)
-            .collect();
-        idx.sort_unstable();
-        if !idx.is_empty() {
-            sets.push(p.store.load_subset(&idx)?);
+) -> Result<StudySets> {
+    let rng = SeededRng::new(seed).derive("generation-windows");
+    // (dataset, [conditioning windows, reference windows], subjects per side, downstream subjects)
+    type Candidate = (usize, [Vec<usize>; 2], [usize; 2], usize);
+    let mut best: Option<Candidate> = None;
+    for (d, ((spec, p), plan)) in prepared.iter().zip(plans).enumerate() {
+        let mut subjects = plan.downstream_subjects.clone();
+        rng.derive(&format!("subjects/{}", spec.name))
+            .shuffle(&mut subjects);
+        let mut sides: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+        let mut counts = [0usize; 2];
+        for s in &subjects {
+            let idx: Vec<usize> = (0..p.store.num_windows())
+                .filter(|&i| p.store.y[i] >= 0 && p.store.subject[i] == *s)
+                .collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let side = usize::from(sides[1].len() < sides[0].len());
+            sides[side].extend(idx);
+            counts[side] += 1;
+        }
+        // a dataset of the pretraining distribution beats any transfer dataset
+        let size = (!plan.transfer, sides[0].len().min(sides[1].len()));
+        let better = best.as_ref().map_or(size.1 > 0, |b| {
+            let bs = (!plans[b.0].transfer, b.1[0].len().min(b.1[1].len()));
+            size.1 > 0 && size > bs
+        });
+        if better {
+            best = Some((d, sides, counts, subjects.len()));
         }
     }
-    combine_unlabelled(&sets)
+    let Some((d, mut sides, counts, downstream)) = best else {
+        bail!("generation: no dataset has labelled windows of two downstream subjects")
+    };
+    let (spec, p) = &prepared[d];
+    let available = sides[0].len().min(sides[1].len());
+    let take = n.min(available);
+    let mut sets = Vec::with_capacity(2);
+    for (side, name) in sides.iter_mut().zip(["conditioning", "reference"]) {
+        rng.derive(name).shuffle(side);
+        side.truncate(take);
+        side.sort_unstable();
+        let mut ws = p.store.load_subset(side)?;
+        ws.dataset = spec.name.clone();
+        sets.push(ws);
+    }
+    let reference = sets.pop().context("internal: no reference set")?;
+    let conditioning = sets.pop().context("internal: no conditioning set")?;
+    Ok(StudySets {
+        description: format!(
+            "labelled windows of {}{}: conditioning windows from {} of its {} downstream subjects, reference windows from {} others (subject-disjoint; none seen in pretraining); {} of {} available per side{}",
+            spec.name,
+            if plans[d].transfer {
+                " (a transfer dataset: no other dataset had labelled downstream windows)"
+            } else {
+                ""
+            },
+            counts[0],
+            downstream,
+            counts[1],
+            take,
+            available,
+            if take < n {
+                format!(", fewer than the {n} asked for")
+            } else {
+                String::new()
+            }
+        ),
+        conditioning,
+        reference,
+        requested: n,
+    })
 }
 
 #[cfg(test)]

@@ -169,19 +169,52 @@ pub fn check_report(dir: &Path) -> Result<Vec<String>> {
             problems.push(format!("no generation rows for `{method}`"));
         }
     }
+    let finite = |v: &Value, ptr: &str| {
+        v.pointer(ptr)
+            .and_then(|v| v.as_f64())
+            .map(f64::is_finite)
+            .unwrap_or(false)
+    };
+    const GENERATION_METRICS: [&str; 7] = [
+        "frechet",
+        "frechet_features",
+        "mmd2",
+        "discriminative",
+        "spectral_l1",
+        "spectral_db",
+        "label_agreement",
+    ];
     for r in &gen {
-        for f in ["ms_per_window", "frechet", "mmd2", "discriminative"] {
-            if !r
-                .get(f)
-                .and_then(|v| v.as_f64())
-                .map(f64::is_finite)
-                .unwrap_or(false)
-            {
+        let mut fields = vec!["/ms_per_window".to_string()];
+        for m in GENERATION_METRICS {
+            for end in ["estimate", "lower", "upper"] {
+                fields.push(format!("/quality/{m}/{end}"));
+            }
+        }
+        fields.push("/consistency/estimate".into());
+        for f in fields {
+            if !finite(r, &f) {
                 problems.push(format!(
                     "generation {} {}: `{f}` is not a finite number",
                     r["method"], r["sampler"]
                 ));
             }
+        }
+    }
+    if !gen.is_empty() {
+        for m in GENERATION_METRICS {
+            if !finite(&js, &format!("/generation/floor/{m}/upper")) {
+                problems.push(format!(
+                    "generation: the real-vs-real floor of `{m}` is not a finite number"
+                ));
+            }
+        }
+        if js
+            .pointer("/generation/speedup_note")
+            .and_then(|v| v.as_str())
+            .is_none_or(str::is_empty)
+        {
+            problems.push("generation: no speed-up note (matched speed-up or why none)".into());
         }
     }
     for (i, line) in md.lines().enumerate() {

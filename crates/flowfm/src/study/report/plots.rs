@@ -388,22 +388,27 @@ impl Report {
         )
     }
 
-    /// Frechet distance against network evaluations per window (log axis), flow vs diffusion,
-    /// with the real-vs-real noise floor (`nfe_quality.svg`).
+    /// Frechet distance (encoder features) against network evaluations per window (log axis),
+    /// flow vs diffusion, with the real-vs-real floor at the same sizes and the upper end of its
+    /// interval (`nfe_quality.svg`).
     pub fn plot_nfe_quality(&mut self, dir: &Path, study: &GenerationStudy) -> Result<()> {
         let finite: Vec<&StudyRow> = (study.rows.iter())
-            .filter(|r| r.frechet.is_finite() && r.nfe > 0)
+            .filter(|r| r.quality.frechet.estimate.is_finite() && r.nfe > 0)
             .collect();
         let max_nfe = finite.iter().map(|r| r.nfe).max().unwrap_or(1).max(2) as f64;
-        let floor = study.real_halves_frechet;
-        let hi = (finite.iter().map(|r| r.frechet))
-            .chain([floor].into_iter().filter(|v| v.is_finite()))
+        let floor = study.floor.frechet.estimate;
+        let hi = (finite.iter().map(|r| r.quality.frechet.upper))
+            .chain(
+                [floor, study.floor.frechet.upper]
+                    .into_iter()
+                    .filter(|v| v.is_finite()),
+            )
             .fold(1e-6f64, f64::max);
         let curves = (["flowfm", "diffusion"].iter().enumerate())
             .map(|(i, method)| {
                 let mut points: Vec<(f64, f64)> = (finite.iter())
                     .filter(|r| r.method == *method)
-                    .map(|r| ((r.nfe as f64).log10(), r.frechet))
+                    .map(|r| ((r.nfe as f64).log10(), r.quality.frechet.estimate))
                     .collect();
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
                 Curve {
@@ -414,7 +419,13 @@ impl Report {
             })
             .collect();
         let references = if floor.is_finite() {
-            vec![("real vs real (noise floor)".to_string(), floor)]
+            vec![
+                ("real vs real (floor)".to_string(), floor),
+                (
+                    "floor, upper end of its interval".to_string(),
+                    study.floor.frechet.upper,
+                ),
+            ]
         } else {
             vec![]
         };
@@ -443,20 +454,23 @@ impl Report {
         )
     }
 
-    /// A real window next to its reconstructions by the best flow setting and by DDPM
-    /// (`examples.svg`): one panel per window, one line per channel.
+    /// A real conditioning window next to the windows generated from its representation by the
+    /// matched (or best) flow setting and by DDPM (`examples.svg`): one panel per window, one
+    /// line per channel. The encoder is shift-invariant, so the generated windows need not be
+    /// in phase with the real one.
     pub fn plot_examples(&mut self, dir: &Path, study: &GenerationStudy) -> Result<()> {
         let pick = |method: &str, prefer: Option<&str>| -> Option<&ExampleWindow> {
             let rows: Vec<(&StudyRow, &ExampleWindow)> = (study.rows.iter())
                 .zip(study.examples.iter().skip(1))
                 .filter(|(r, _)| r.method == method)
                 .collect();
+            let fd = |r: &StudyRow| r.quality.frechet.estimate;
             prefer
                 .and_then(|p| rows.iter().find(|(r, _)| r.sampler == p))
                 .or_else(|| {
                     (rows.iter())
-                        .filter(|(r, _)| r.frechet.is_finite())
-                        .min_by(|a, b| a.0.frechet.total_cmp(&b.0.frechet))
+                        .filter(|(r, _)| fd(r).is_finite())
+                        .min_by(|a, b| fd(a.0).total_cmp(&fd(b.0)))
                 })
                 .map(|(_, e)| *e)
         };
@@ -482,7 +496,7 @@ impl Report {
             dir,
             "examples.svg",
             size,
-            "A real window and its reconstructions (one line per axis)",
+            "A real window and windows generated from its representation (one line per axis)",
             |root| {
                 let areas = root.split_evenly((panels.len().max(1), 1));
                 for (area, (title, e)) in areas.iter().zip(&panels) {
