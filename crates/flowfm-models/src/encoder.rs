@@ -287,9 +287,9 @@ impl ResBlock {
         let h = self
             .conv1
             .forward(&self.bn1.forward_act_recording(x, Activation::Relu, rec)?)?;
-        let h = self
-            .conv2
-            .forward(&self.bn2.forward_act_recording(&h, Activation::Relu, rec)?)?;
+        let h =
+            self.conv2
+                .forward(&self.bn2.forward_act_recording(&h, Activation::Relu, rec)?)?;
         x + h
     }
 }

@@ -151,11 +151,7 @@ impl ChannelMoments {
         let mean: Vec<f64> = mean_t.flatten_all()?.to_vec1()?;
         let m2: Vec<f64> = m2_t.flatten_all()?.to_vec1()?;
         if self.count == 0.0 {
-            *self = Self {
-                count: n,
-                mean,
-                m2,
-            };
+            *self = Self { count: n, mean, m2 };
             return Ok(());
         }
         if self.mean.len() != c {

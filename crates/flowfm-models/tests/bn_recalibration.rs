@@ -66,7 +66,8 @@ fn batches(x: &[f32], sizes: &[usize]) -> Vec<Result<Tensor>> {
     sizes
         .iter()
         .map(|&b| {
-            let t = Tensor::from_slice(&x[start * per..(start + b) * per], (b, 3, 12), &Device::Cpu);
+            let t =
+                Tensor::from_slice(&x[start * per..(start + b) * per], (b, 3, 12), &Device::Cpu);
             start += b;
             t
         })
@@ -160,7 +161,9 @@ fn every_layer_gets_the_batch_statistics_of_a_training_forward_over_one_batch() 
                 panic!("{full}: {m}");
             }
             assert!(
-                got.iter().zip(std::iter::repeat(initial)).any(|(g, i)| (g - i).abs() > 1e-3),
+                got.iter()
+                    .zip(std::iter::repeat(initial))
+                    .any(|(g, i)| (g - i).abs() > 1e-3),
                 "{full} still at its initial value"
             );
         }

@@ -242,8 +242,15 @@ fn early_stopping_on_the_validation_loss_restores_the_best_weights() -> Result<(
         },
         &losses,
     )?;
-    assert_eq!((out.best_step, restored), (27, 27.0), "0.4 at step 27 is lower still");
-    assert!(!out.stopped_early, "the scripted losses end with the budget");
+    assert_eq!(
+        (out.best_step, restored),
+        (27, 27.0),
+        "0.4 at step 27 is lower still"
+    );
+    assert!(
+        !out.stopped_early,
+        "the scripted losses end with the budget"
+    );
 
     // The budget caps training: validations at 4, 8 and at the last step, 10.
     let (out, restored) = scripted(
@@ -288,15 +295,26 @@ fn the_step_budget_has_a_floor_for_small_datasets() {
         min_steps: 600,
         ..DownstreamConfig::default()
     };
-    assert_eq!(cfg.step_budget(3), 600, "20 epochs of 3 batches is below the floor");
-    assert_eq!(cfg.step_budget(100), 2000, "20 epochs of 100 batches is above it");
+    assert_eq!(
+        cfg.step_budget(3),
+        600,
+        "20 epochs of 3 batches is below the floor"
+    );
+    assert_eq!(
+        cfg.step_budget(100),
+        2000,
+        "20 epochs of 100 batches is above it"
+    );
     let no_floor = DownstreamConfig {
         min_steps: 0,
         ..cfg
     };
     assert_eq!(no_floor.step_budget(3), 60);
     let d = DownstreamConfig::default();
-    assert!(d.step_budget(1) >= 500, "the default recipe trains small data");
+    assert!(
+        d.step_budget(1) >= 500,
+        "the default recipe trains small data"
+    );
     assert_eq!(d.patience, 5);
     assert!(Tolerance::F64.close(d.val_fraction, 0.125));
 }

@@ -54,7 +54,12 @@ fn validation_subjects_are_an_eighth_of_the_training_fold_at_least_one_and_disjo
             );
             assert!(!train.is_empty(), "{}: a subject is left to train", p.name);
             assert!(train.is_disjoint(&val) && train.is_disjoint(&test) && val.is_disjoint(&test));
-            assert_eq!(fold_train + test.len(), n, "{}: every subject is placed", p.name);
+            assert_eq!(
+                fold_train + test.len(),
+                n,
+                "{}: every subject is placed",
+                p.name
+            );
             // Window indices follow the subjects.
             assert!(p.val.indices.iter().all(|&i| val.contains(&s[i])));
             assert_eq!(p.val.indices.len(), 3 * val.len());
@@ -140,7 +145,10 @@ fn the_default_recipe_trains_a_scratch_encoder_above_the_majority_class_on_adl()
     );
     assert_eq!(r.folds.len(), 3);
     for f in &r.folds {
-        let t = f.training.as_ref().expect("fine-tuning records its training");
+        let t = f
+            .training
+            .as_ref()
+            .expect("fine-tuning records its training");
         eprintln!(
             "{}: kappa {:.3}, macro F1 {:.3}, best step {} of {} (budget {}), {:.1} s",
             f.name,
@@ -159,29 +167,18 @@ fn the_default_recipe_trains_a_scratch_encoder_above_the_majority_class_on_adl()
         assert!(!f.val_subjects.is_empty() && f.val_windows > 0);
         // The majority class of the training windows, predicted for every test window.
         let mut counts = vec![0usize; num_classes];
-        let labels: Vec<usize> = f
-            .train_subjects
-            .iter()
-            .flat_map(|s| {
-                (0..ws.y.len())
-                    .filter(move |&i| ws.subject[i] == *s && ws.y[i] >= 0)
-                    .map(|i| ws.y[i] as usize)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        for &y in &labels {
-            counts[y] += 1;
+        for (&y, s) in ws.y.iter().zip(&ws.subject) {
+            if y >= 0 && f.train_subjects.contains(s) {
+                counts[y as usize] += 1;
+            }
         }
         let majority = (0..num_classes).max_by_key(|&c| counts[c]).unwrap_or(0);
         let truth: Vec<usize> = (0..num_classes)
             .flat_map(|c| std::iter::repeat(c).take(f.report.confusion.support(c) as usize))
             .collect();
-        let baseline = ConfusionMatrix::from_predictions(
-            &truth,
-            &vec![majority; truth.len()],
-            num_classes,
-        )?
-        .report();
+        let baseline =
+            ConfusionMatrix::from_predictions(&truth, &vec![majority; truth.len()], num_classes)?
+                .report();
         assert!(
             f.report.cohen_kappa > 0.0 && f.report.cohen_kappa > baseline.cohen_kappa,
             "{}: kappa {} (majority class {})",

@@ -281,7 +281,9 @@ pub(super) fn validation_loss(logits: &Tensor, truth: &[usize], weights: &[f64])
         truth.len(),
         logits.device(),
     )?;
-    let weighted = truth.iter().any(|&c| weights.get(c).is_some_and(|&w| w > 0.0));
+    let weighted = truth
+        .iter()
+        .any(|&c| weights.get(c).is_some_and(|&w| w > 0.0));
     let loss = weighted_cross_entropy(logits, &y, weighted.then_some(weights))?;
     Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
