@@ -188,7 +188,10 @@ fn random_forest_separates_the_synthetic_activities() -> Result<()> {
 
 /// Runs the early-stopping loop on scripted validation losses; the "weight" records the last
 /// step taken before it was snapshotted. Returns the outcome and the restored weight.
-fn scripted(rule: StoppingRule, losses: &[f64]) -> Result<(flowfm::downstream::TrainOutcome, f32)> {
+fn scripted(
+    rule: StoppingRule,
+    losses: &[f64],
+) -> Result<(flowfm::downstream::TrainOutcome, usize)> {
     let w = Var::from_tensor(&Tensor::new(&[-1f32], &Device::Cpu)?)?;
     let calls = std::cell::Cell::new(0usize);
     let out = train_with_early_stopping(
@@ -207,7 +210,8 @@ fn scripted(rule: StoppingRule, losses: &[f64]) -> Result<(flowfm::downstream::T
             })
         },
     )?;
-    let restored = w.as_tensor().to_vec1::<f32>()?[0];
+    // Step counts are small integers, exact in f32.
+    let restored = w.as_tensor().to_vec1::<f32>()?[0].round() as usize;
     Ok((out, restored))
 }
 
@@ -229,7 +233,7 @@ fn early_stopping_on_the_validation_loss_restores_the_best_weights() -> Result<(
     assert!(out.stopped_early);
     assert!(Tolerance::F64.close(out.best_val_loss, 0.8));
     assert!(Tolerance::F64.close(out.best_val_macro_f1, 0.2));
-    assert_eq!(restored, 6.0, "the weights of step 6 are restored");
+    assert_eq!(restored, 6, "the weights of step 6 are restored");
     let steps: Vec<usize> = out.history.iter().map(|h| h.step).collect();
     assert_eq!(steps, vec![3, 6, 9, 12, 15, 18, 21]);
 
@@ -244,7 +248,7 @@ fn early_stopping_on_the_validation_loss_restores_the_best_weights() -> Result<(
     )?;
     assert_eq!(
         (out.best_step, restored),
-        (27, 27.0),
+        (27, 27),
         "0.4 at step 27 is lower still"
     );
     assert!(
@@ -263,7 +267,7 @@ fn early_stopping_on_the_validation_loss_restores_the_best_weights() -> Result<(
     )?;
     let steps: Vec<usize> = out.history.iter().map(|h| h.step).collect();
     assert_eq!(steps, vec![4, 8, 10]);
-    assert_eq!((out.steps_run, out.best_step, restored), (10, 8, 8.0));
+    assert_eq!((out.steps_run, out.best_step, restored), (10, 8, 8));
     assert!(!out.stopped_early);
 
     // A NaN validation loss is never the best once a number was seen.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// `windows_per_subject` windows for each of `n` subjects (ids 100, 101, ...).
 fn subjects(n: usize, windows_per_subject: usize) -> Vec<i64> {
     (0..n)
-        .flat_map(|s| std::iter::repeat(100 + s as i64).take(windows_per_subject))
+        .flat_map(|s| std::iter::repeat_n(100 + s as i64, windows_per_subject))
         .collect()
 }
 
@@ -29,7 +29,7 @@ fn subjects(n: usize, windows_per_subject: usize) -> Vec<i64> {
 fn validation_subjects_are_an_eighth_of_the_training_fold_at_least_one_and_disjoint() -> Result<()>
 {
     let fraction = DownstreamConfig::default().val_fraction;
-    assert_eq!(fraction, 0.125);
+    assert!(flowfm_core::Tolerance::F64.close(fraction, 0.125));
     for (n, protocol) in [
         (16, Protocol::Loso),
         (3, Protocol::Loso),
@@ -174,7 +174,7 @@ fn the_default_recipe_trains_a_scratch_encoder_above_the_majority_class_on_adl()
         }
         let majority = (0..num_classes).max_by_key(|&c| counts[c]).unwrap_or(0);
         let truth: Vec<usize> = (0..num_classes)
-            .flat_map(|c| std::iter::repeat(c).take(f.report.confusion.support(c) as usize))
+            .flat_map(|c| std::iter::repeat_n(c, f.report.confusion.support(c) as usize))
             .collect();
         let baseline =
             ConfusionMatrix::from_predictions(&truth, &vec![majority; truth.len()], num_classes)?

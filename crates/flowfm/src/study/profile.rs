@@ -71,11 +71,11 @@ impl Profile {
             Profile::Quick => {
                 // A smoke test of the recipe on tiny models: a short floor, the same rule.
                 cfg.max_epochs = if probe { 30 } else { 2 };
-                cfg.min_steps = if probe { 0 } else { 60 };
-                cfg.eval_every = 10;
+                cfg.min_steps = if probe { 0 } else { 40 };
+                cfg.eval_every = 20;
                 cfg.patience = 5;
                 cfg.batch_size = 32;
-                cfg.bn_recalibration_windows = 256;
+                cfg.bn_recalibration_windows = 128;
                 cfg.forest_trees = 30;
                 cfg.lr = if probe { 1e-2 } else { 1e-3 };
             }
