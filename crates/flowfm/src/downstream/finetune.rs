@@ -288,7 +288,9 @@ pub(super) fn validation_loss(logits: &Tensor, truth: &[usize], weights: &[f64])
     Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
-/// Recalibrates the encoder's batch norm on windows held in memory, `batch` at a time.
+/// Recalibrates the encoder's batch norm on windows held in memory, in batches of at most
+/// `batch` windows and of equal size up to one (no tiny trailing batch whose statistics would
+/// normalise the deeper layers' inputs).
 fn recalibrate(
     encoder: &HarNet,
     x: &[f32],
@@ -298,6 +300,7 @@ fn recalibrate(
 ) -> Result<()> {
     let (n, c, l) = shape;
     let per = c * l;
+    let batch = n.div_ceil(n.div_ceil(batch.max(1)).max(1)).max(1);
     let batches = (0..n).step_by(batch.max(1)).map(|start| {
         let end = (start + batch).min(n);
         Tensor::from_slice(&x[start * per..end * per], (end - start, c, l), device)
