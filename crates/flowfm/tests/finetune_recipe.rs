@@ -196,3 +196,35 @@ fn the_default_recipe_trains_a_scratch_encoder_above_the_majority_class_on_adl()
     }
     Ok(())
 }
+
+#[test]
+fn every_profile_fine_tunes_with_the_recipe() {
+    use flowfm::study::Profile;
+    for profile in [Profile::Quick, Profile::Default, Profile::Full] {
+        for protocol in [Protocol::Loso, Protocol::KFold { k: 5 }] {
+            let cfg = profile.downstream_config(Mode::FineTune, protocol, 3);
+            cfg.validate().expect("a valid config");
+            assert_eq!(
+                (cfg.mode, cfg.protocol, cfg.seed),
+                (Mode::FineTune, protocol, 3)
+            );
+            assert_eq!(cfg.patience, 5, "{profile:?}");
+            assert!(
+                flowfm_core::Tolerance::F64.close(cfg.val_fraction, 0.125),
+                "{profile:?}"
+            );
+            // A handful of batches per epoch still trains for the floor.
+            assert!(cfg.step_budget(3) >= cfg.min_steps, "{profile:?}");
+            assert!(
+                cfg.eval_every < cfg.step_budget(3),
+                "{profile:?}: validated more than once"
+            );
+            let floor = if profile == Profile::Quick { 40 } else { 600 };
+            assert!(
+                cfg.step_budget(3) >= floor,
+                "{profile:?}: {}",
+                cfg.step_budget(3)
+            );
+        }
+    }
+}
