@@ -8,7 +8,7 @@
 //! `floor(L / f)`: the presets' factors multiply to the window length and end at length 1.
 
 use crate::error::ModelError;
-use crate::layers::{detached_var_builder, Norm, NormKind};
+use crate::layers::{detached_var_builder, BatchNormRecorder, Norm, NormKind};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use flowfm_core::{Encoder, ForwardMode};
@@ -282,6 +282,16 @@ impl ResBlock {
             .forward(&self.bn2.forward_act(&h, mode, Activation::Relu)?)?;
         x + h
     }
+
+    fn forward_recording(&self, x: &Tensor, rec: &mut BatchNormRecorder) -> Result<Tensor> {
+        let h = self
+            .conv1
+            .forward(&self.bn1.forward_act_recording(x, Activation::Relu, rec)?)?;
+        let h =
+            self.conv2
+                .forward(&self.bn2.forward_act_recording(&h, Activation::Relu, rec)?)?;
+        x + h
+    }
 }
 
 /// One stage; fields `conv`, `blocks`, `bn` (the blur downsampler has no parameters).
@@ -301,6 +311,23 @@ impl Stage {
         }
         let h = self.bn.forward_act(&h, mode, Activation::Relu)?;
         self.down.forward(&h)
+    }
+
+    fn forward_recording(&self, x: &Tensor, rec: &mut BatchNormRecorder) -> Result<Tensor> {
+        let mut h = self.conv.forward(x)?;
+        for block in &self.blocks {
+            h = block.forward_recording(&h, rec)?;
+        }
+        let h = self.bn.forward_act_recording(&h, Activation::Relu, rec)?;
+        self.down.forward(&h)
+    }
+
+    /// The norms in the order [`Stage::forward_recording`] visits them.
+    fn norms(&self) -> impl Iterator<Item = &Norm> {
+        self.blocks
+            .iter()
+            .flat_map(|b| [&b.bn1, &b.bn2])
+            .chain(std::iter::once(&self.bn))
     }
 }
 
@@ -336,6 +363,19 @@ impl Layers {
             h = stage.forward(&h, mode)?;
         }
         h.flatten_from(1)
+    }
+
+    fn forward_recording(&self, x: &Tensor, rec: &mut BatchNormRecorder) -> Result<Tensor> {
+        rec.start_batch();
+        let mut h = x.clone();
+        for stage in &self.stages {
+            h = stage.forward_recording(&h, rec)?;
+        }
+        Ok(h)
+    }
+
+    fn norms(&self) -> impl Iterator<Item = &Norm> {
+        self.stages.iter().flat_map(Stage::norms)
     }
 }
 
@@ -400,6 +440,51 @@ impl HarNet {
     pub fn encode_detached(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
         self.detached.forward(&x.detach(), ForwardMode::Eval)
+    }
+
+    /// Recalibrates batch norm: sets every layer's running mean and (unbiased) running variance
+    /// to the statistics of that layer's inputs over all windows of `batches`, pooled exactly
+    /// (not a moving average, so the result does not depend on how the windows are batched for
+    /// the first layer, and on the batching only through the batch statistics that normalise
+    /// the deeper layers' inputs, as in training mode). The passes run on the detached twin in
+    /// training mode (batch statistics), build no autograd graph and change no parameter.
+    /// Returns the number of layers set (0 for a group-norm encoder, which has nothing to
+    /// recalibrate). Call it on the training windows after the weights changed and before the
+    /// network predicts in evaluation mode.
+    ///
+    /// # Shapes
+    /// - every batch: `(batch, in_channels, window_len)`
+    pub fn recalibrate_batch_norm<I>(&self, batches: I) -> Result<usize>
+    where
+        I: IntoIterator<Item = Result<Tensor>>,
+    {
+        if !self.detached.norms().any(Norm::is_batch) {
+            return Ok(0);
+        }
+        let mut rec = BatchNormRecorder::default();
+        let mut seen = 0usize;
+        for x in batches {
+            let x = x?;
+            self.check_input(&x)?;
+            self.detached.forward_recording(&x.detach(), &mut rec)?;
+            seen += 1;
+        }
+        if seen == 0 {
+            candle_core::bail!("batch-norm recalibration needs at least one batch of windows");
+        }
+        let norms: Vec<&Norm> = self.detached.norms().filter(|n| n.is_batch()).collect();
+        if norms.len() != rec.layers.len() {
+            candle_core::bail!(
+                "batch-norm recalibration saw {} layers, the encoder has {}",
+                rec.layers.len(),
+                norms.len()
+            );
+        }
+        for (norm, moments) in norms.iter().zip(&rec.layers) {
+            let (mean, var) = moments.mean_and_unbiased_var()?;
+            norm.set_running(&mean, &var)?;
+        }
+        Ok(norms.len())
     }
 }
 

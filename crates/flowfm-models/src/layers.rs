@@ -1,7 +1,7 @@
 //! Building blocks shared by the networks: the choice of normalisation, sinusoidal time
 //! embeddings, a graph-free ("detached") view of a `VarBuilder`, and parameter counting.
 
-use candle_core::{DType, Device, Result, Shape, Tensor};
+use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 use flowfm_core::ForwardMode;
@@ -69,6 +69,147 @@ impl Norm {
             Norm::Batch(bn) => bn.forward_act(x, mode, activation),
             Norm::Group(gn) => gn.forward_act(x, activation),
         }
+    }
+}
+
+impl Norm {
+    /// The training-mode forward (batch statistics) that also adds this layer's input to
+    /// `rec` when it is a batch norm; group norm has no running statistics and is applied as is.
+    ///
+    /// # Shapes
+    /// - `x`: `(batch, channels, samples)`; returns the same shape
+    pub(crate) fn forward_act_recording(
+        &self,
+        x: &Tensor,
+        activation: Activation,
+        rec: &mut BatchNormRecorder,
+    ) -> Result<Tensor> {
+        match self {
+            Norm::Batch(bn) => {
+                rec.observe(x)?;
+                bn.forward_act(x, ForwardMode::Train, activation)
+            }
+            Norm::Group(gn) => gn.forward_act(x, activation),
+        }
+    }
+
+    /// Whether the layer keeps running statistics (batch norm).
+    pub(crate) fn is_batch(&self) -> bool {
+        matches!(self, Norm::Batch(_))
+    }
+
+    /// Overwrites the running mean and variance of a batch norm in place (the variables are
+    /// shared with the `VarMap`, so checkpoints and the detached twin see the new values).
+    pub(crate) fn set_running(&self, mean: &[f64], var: &[f64]) -> Result<()> {
+        let Norm::Batch(bn) = self else {
+            candle_core::bail!("set_running: group norm has no running statistics");
+        };
+        for (t, values, what) in [
+            (bn.running_mean(), mean, "mean"),
+            (bn.running_var(), var, "variance"),
+        ] {
+            if t.elem_count() != values.len() {
+                candle_core::bail!(
+                    "set_running: {} running {what} values for {} channels",
+                    values.len(),
+                    t.elem_count()
+                );
+            }
+            let new = Tensor::from_slice(values, values.len(), t.device())?.to_dtype(t.dtype())?;
+            // `Var::from_tensor` of a variable shares its storage: `set` writes the layer's buffer.
+            Var::from_tensor(t)?.set(&new)?;
+        }
+        Ok(())
+    }
+}
+
+/// Per-channel count, mean and sum of squared deviations of the values seen so far, pooled
+/// over batches with the parallel update of Chan, Golub and LeVeque (exact, whatever the batch
+/// sizes).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ChannelMoments {
+    count: f64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+impl ChannelMoments {
+    /// Adds every value of `x` `(batch, channels, samples)`, channel by channel.
+    pub(crate) fn add(&mut self, x: &Tensor) -> Result<()> {
+        let (b, c, l) = x.dims3()?;
+        let n = (b * l) as f64;
+        if n == 0.0 {
+            return Ok(());
+        }
+        let xf = x.detach().to_dtype(DType::F64)?;
+        let mean_t = xf.mean_keepdim(2)?.mean_keepdim(0)?;
+        let m2_t = xf
+            .broadcast_sub(&mean_t)?
+            .sqr()?
+            .sum_keepdim(2)?
+            .sum_keepdim(0)?;
+        let mean: Vec<f64> = mean_t.flatten_all()?.to_vec1()?;
+        let m2: Vec<f64> = m2_t.flatten_all()?.to_vec1()?;
+        if self.count == 0.0 {
+            *self = Self { count: n, mean, m2 };
+            return Ok(());
+        }
+        if self.mean.len() != c {
+            candle_core::bail!(
+                "batch-norm recalibration: {c} channels after {} (inputs changed shape)",
+                self.mean.len()
+            );
+        }
+        let total = self.count + n;
+        for ((m, s), (bm, bs)) in self
+            .mean
+            .iter_mut()
+            .zip(self.m2.iter_mut())
+            .zip(mean.iter().zip(&m2))
+        {
+            let delta = bm - *m;
+            *m += delta * n / total;
+            *s += bs + delta * delta * self.count * n / total;
+        }
+        self.count = total;
+        Ok(())
+    }
+
+    /// The mean and the unbiased variance (the convention of running variances), per channel;
+    /// needs at least two values per channel.
+    pub(crate) fn mean_and_unbiased_var(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+        if self.count < 2.0 {
+            candle_core::bail!(
+                "batch-norm recalibration needs at least two values per channel, got {}",
+                self.count
+            );
+        }
+        let var = self.m2.iter().map(|s| s / (self.count - 1.0)).collect();
+        Ok((self.mean.clone(), var))
+    }
+}
+
+/// The inputs of every batch-norm layer of a network during recalibration passes, in the order
+/// the forward visits them: one [`ChannelMoments`] per layer.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BatchNormRecorder {
+    pub(crate) layers: Vec<ChannelMoments>,
+    cursor: usize,
+}
+
+impl BatchNormRecorder {
+    /// Call before each batch's forward.
+    pub(crate) fn start_batch(&mut self) {
+        self.cursor = 0;
+    }
+
+    fn observe(&mut self, x: &Tensor) -> Result<()> {
+        if self.cursor == self.layers.len() {
+            self.layers.push(ChannelMoments::default());
+        }
+        self.layers[self.cursor].add(x)?;
+        self.cursor += 1;
+        Ok(())
     }
 }
 

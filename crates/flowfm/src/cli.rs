@@ -250,7 +250,8 @@ pub(crate) struct DownstreamArgs {
     /// `loso` or `kfold:K`.
     #[arg(long, default_value = "kfold:5")]
     pub(crate) protocol: String,
-    /// Most training epochs (early stopping on validation macro F1).
+    /// Training epochs of the step budget: at most max(EPOCHS x batches, the recipe's step floor)
+    /// steps, with early stopping on the validation loss.
     #[arg(long)]
     pub(crate) epochs: Option<usize>,
     /// Learning rate.

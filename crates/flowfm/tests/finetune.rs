@@ -1,7 +1,8 @@
 //! Downstream training on a small synthetic labelled set (three activities that differ in
 //! frequency, eight subjects with their own amplitude and wrist orientation): fine-tuning, the
-//! linear probe, kNN and the random forest beat chance on held-out subjects; early stopping
-//! restores the best-validation weights; pretrained encoders load from their checkpoint; bad
+//! linear probe, kNN and the random forest beat chance on held-out subjects; early stopping on
+//! the validation loss restores the best-validation weights; pretrained encoders load from their
+//! checkpoint; bad
 //! configs are errors naming the field; a class missing from a training fold gets weight 0.
 
 use anyhow::Result;
@@ -9,7 +10,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use flowfm::downstream::{
     finetune_fold, finetune_fold_with_model, train_with_early_stopping, DownstreamConfig,
-    EncoderSource, FoldSplit, Mode,
+    EncoderSource, FoldSplit, Mode, StoppingRule, Validation,
 };
 use flowfm::downstream::{run_protocol, DatasetInfo, Protocol, ProtocolOptions};
 use flowfm_core::init::seeded_var_builder;
@@ -71,6 +72,9 @@ fn fast(mode: Mode) -> DownstreamConfig {
         mode,
         protocol: Protocol::KFold { k: 4 },
         max_epochs: 8,
+        // No step floor and about one validation per epoch: these sets are tiny.
+        min_steps: 0,
+        eval_every: 6,
         patience: 3,
         batch_size: 16,
         lr: 3e-3,
@@ -102,7 +106,8 @@ fn fine_tuning_a_scratch_encoder_beats_chance_on_held_out_subjects() -> Result<(
             .training
             .as_ref()
             .expect("fine-tuning records its training");
-        assert!(t.epochs_run >= 1 && t.best_epoch < t.epochs_run);
+        assert!(t.steps_run >= 1 && t.best_step >= 1 && t.best_step <= t.steps_run);
+        assert!(t.steps_run <= t.max_steps);
         assert!(f.val_windows > 0 && !f.val_subjects.is_empty());
     }
     Ok(())
@@ -181,46 +186,158 @@ fn random_forest_separates_the_synthetic_activities() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn early_stopping_restores_the_weights_of_the_best_validation_epoch() -> Result<()> {
-    // The "weight" records the epoch that last wrote it; validation scores are scripted.
+/// Runs the early-stopping loop on scripted validation losses; the "weight" records the last
+/// step taken before it was snapshotted. Returns the outcome and the restored weight.
+fn scripted(
+    rule: StoppingRule,
+    losses: &[f64],
+) -> Result<(flowfm::downstream::TrainOutcome, usize)> {
     let w = Var::from_tensor(&Tensor::new(&[-1f32], &Device::Cpu)?)?;
-    let scores = [0.2, 0.6, 0.5, 0.6, 0.4, 0.9];
-    let current = std::cell::Cell::new(0usize);
+    let calls = std::cell::Cell::new(0usize);
     let out = train_with_early_stopping(
-        10,
-        3,
+        rule,
         std::slice::from_ref(&w),
-        |epoch| {
-            current.set(epoch);
-            w.set(&Tensor::new(&[epoch as f32], &Device::Cpu)?)?;
+        |first, n| {
+            w.set(&Tensor::new(&[(first + n) as f32], &Device::Cpu)?)?;
             Ok(1.0)
         },
-        || Ok(scores[current.get()]),
+        || {
+            let i = calls.get();
+            calls.set(i + 1);
+            Ok(Validation {
+                loss: losses[i],
+                macro_f1: 1.0 - losses[i],
+            })
+        },
     )?;
-    // Best is epoch 1 (0.6; the tie at epoch 3 is no improvement); epochs 2, 3, 4 fail to beat
-    // it, so training stops after epoch 4 and never sees the 0.9 of epoch 5.
-    assert_eq!(out.best_epoch, 1);
-    assert_eq!(out.epochs_run, 5);
+    // Step counts are small integers, exact in f32.
+    let restored = w.as_tensor().to_vec1::<f32>()?[0].round() as usize;
+    Ok((out, restored))
+}
+
+#[test]
+fn early_stopping_on_the_validation_loss_restores_the_best_weights() -> Result<()> {
+    // Validation every 3 steps: losses 1.0, 0.8 (best, step 6), then 0.9, 0.8 (a tie is no
+    // improvement), 0.85, 0.81, 0.95: five validations without a lower loss stop training
+    // after step 21, and the 0.5 of step 24 is never reached.
+    let losses = [1.0, 0.8, 0.9, 0.8, 0.85, 0.81, 0.95, 0.5, 0.4];
+    let rule = StoppingRule {
+        max_steps: 100,
+        eval_every: 3,
+        patience: 5,
+    };
+    let (out, restored) = scripted(rule, &losses)?;
+    assert_eq!(out.best_step, 6);
+    assert_eq!(out.steps_run, 21);
+    assert_eq!(out.history.len(), 7);
     assert!(out.stopped_early);
-    assert!(Tolerance::F64.close(out.best_val_macro_f1, 0.6));
-    let restored = w.as_tensor().to_vec1::<f32>()?[0] as f64;
-    assert!(Tolerance::F64.close(restored, 1.0), "restored {restored}");
+    assert!(Tolerance::F64.close(out.best_val_loss, 0.8));
+    assert!(Tolerance::F64.close(out.best_val_macro_f1, 0.2));
+    assert_eq!(restored, 6, "the weights of step 6 are restored");
+    let steps: Vec<usize> = out.history.iter().map(|h| h.step).collect();
+    assert_eq!(steps, vec![3, 6, 9, 12, 15, 18, 21]);
+
+    // Patience 6 waits one validation more and finds the 0.5 of step 24.
+    let (out, restored) = scripted(
+        StoppingRule {
+            max_steps: 27,
+            patience: 6,
+            ..rule
+        },
+        &losses,
+    )?;
+    assert_eq!(
+        (out.best_step, restored),
+        (27, 27),
+        "0.4 at step 27 is lower still"
+    );
+    assert!(
+        !out.stopped_early,
+        "the scripted losses end with the budget"
+    );
+
+    // The budget caps training: validations at 4, 8 and at the last step, 10.
+    let (out, restored) = scripted(
+        StoppingRule {
+            max_steps: 10,
+            eval_every: 4,
+            patience: 5,
+        },
+        &[3.0, 2.0, 2.5],
+    )?;
+    let steps: Vec<usize> = out.history.iter().map(|h| h.step).collect();
+    assert_eq!(steps, vec![4, 8, 10]);
+    assert_eq!((out.steps_run, out.best_step, restored), (10, 8, 8));
+    assert!(!out.stopped_early);
+
+    // A NaN validation loss is never the best once a number was seen.
+    let (out, _) = scripted(
+        StoppingRule {
+            max_steps: 6,
+            eval_every: 2,
+            patience: 5,
+        },
+        &[f64::NAN, 1.0, f64::NAN],
+    )?;
+    assert_eq!(out.best_step, 4);
+    assert!(scripted(
+        StoppingRule {
+            max_steps: 6,
+            eval_every: 0,
+            patience: 5
+        },
+        &[1.0]
+    )
+    .is_err());
     Ok(())
 }
 
 #[test]
-fn test_predictions_come_from_the_best_validation_epoch() -> Result<()> {
-    // Training is deterministic, so a run cut off right after the best epoch holds exactly the
-    // weights the full run restored: both must predict the test windows identically.
+fn the_step_budget_has_a_floor_for_small_datasets() {
+    let cfg = DownstreamConfig {
+        max_epochs: 20,
+        min_steps: 600,
+        ..DownstreamConfig::default()
+    };
+    assert_eq!(
+        cfg.step_budget(3),
+        600,
+        "20 epochs of 3 batches is below the floor"
+    );
+    assert_eq!(
+        cfg.step_budget(100),
+        2000,
+        "20 epochs of 100 batches is above it"
+    );
+    let no_floor = DownstreamConfig {
+        min_steps: 0,
+        ..cfg
+    };
+    assert_eq!(no_floor.step_budget(3), 60);
+    let d = DownstreamConfig::default();
+    assert!(
+        d.step_budget(1) >= 500,
+        "the default recipe trains small data"
+    );
+    assert_eq!(d.patience, 5);
+    assert!(Tolerance::F64.close(d.val_fraction, 0.125));
+}
+
+#[test]
+fn test_predictions_come_from_the_best_validation() -> Result<()> {
+    // Training is deterministic, so a run whose budget ends at the best validation holds
+    // exactly the weights the full run restored: both must predict the test windows
+    // identically.
     let ws = Arc::new(synthetic(6, 6, 4));
     let split = FoldSplit {
         train: (0..ws.y.len()).filter(|&i| ws.subject[i] <= 4).collect(),
         val: (0..ws.y.len()).filter(|&i| ws.subject[i] == 5).collect(),
         test: (0..ws.y.len()).filter(|&i| ws.subject[i] == 6).collect(),
     };
+    // 72 training windows in batches of 16: 4 batches per epoch, 24 steps, 6 validations.
     let cfg = DownstreamConfig {
         max_epochs: 6,
+        eval_every: 4,
         patience: 6,
         lr: 1e-2,
         ..fast(Mode::FineTune)
@@ -229,21 +346,22 @@ fn test_predictions_come_from_the_best_validation_epoch() -> Result<()> {
     let src = EncoderSource::Scratch(tiny_encoder());
     let full = finetune_fold(&ws, &split, &src, 3, &cfg, &rng, &Device::Cpu)?;
     let t = full.training.as_ref().expect("training record");
-    assert_eq!(t.epochs_run, 6);
+    assert_eq!((t.steps_run, t.history.len()), (24, 6));
     let best = t
         .history
         .iter()
-        .map(|e| e.val_macro_f1)
-        .fold(f64::NEG_INFINITY, f64::max);
-    assert!(Tolerance::F64.close(t.history[t.best_epoch].val_macro_f1, best));
+        .map(|e| e.val_loss)
+        .fold(f64::INFINITY, f64::min);
+    assert!(Tolerance::F64.close(t.best_val_loss, best));
     let cut = DownstreamConfig {
-        max_epochs: t.best_epoch + 1,
+        max_epochs: 1,
+        min_steps: t.best_step,
         ..cfg.clone()
     };
     let short = finetune_fold(&ws, &split, &src, 3, &cut, &rng, &Device::Cpu)?;
     assert_eq!(
-        short.training.as_ref().map(|s| s.best_epoch),
-        Some(t.best_epoch)
+        short.training.as_ref().map(|s| (s.best_step, s.steps_run)),
+        Some((t.best_step, t.best_step))
     );
     assert_eq!(short.predicted, full.predicted);
     Ok(())
@@ -318,6 +436,20 @@ fn bad_configs_are_errors_naming_the_field() {
             "max_epochs",
             DownstreamConfig {
                 max_epochs: 0,
+                ..Default::default()
+            },
+        ),
+        (
+            "eval_every",
+            DownstreamConfig {
+                eval_every: 0,
+                ..Default::default()
+            },
+        ),
+        (
+            "bn_recalibration_windows",
+            DownstreamConfig {
+                bn_recalibration_windows: 0,
                 ..Default::default()
             },
         ),

@@ -74,6 +74,9 @@ fn probe(protocol: Protocol, seed: u64) -> DownstreamConfig {
         mode: Mode::LinearProbe,
         protocol,
         max_epochs: 10,
+        // No step floor, a validation about every epoch: these sets are tiny.
+        min_steps: 0,
+        eval_every: 10,
         patience: 4,
         batch_size: 16,
         lr: 3e-3,

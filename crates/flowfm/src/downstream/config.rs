@@ -100,10 +100,21 @@ pub struct DownstreamConfig {
     pub mode: Mode,
     /// Subject-wise k-fold or leave-one-subject-out.
     pub protocol: Protocol,
-    /// Most epochs of training (fine-tune, linear probe).
+    /// Epochs of the step budget (fine-tune, linear probe): training runs for at most
+    /// `max(max_epochs * batches per epoch, min_steps)` optimiser steps.
     pub max_epochs: usize,
-    /// Stop after this many epochs without a better validation macro F1 (>= 1).
+    /// Floor of the step budget, so that small datasets (a few batches per epoch) still train.
+    pub min_steps: usize,
+    /// Optimiser steps between validations (the early-stopping cadence; the last step of the
+    /// budget is always validated).
+    pub eval_every: usize,
+    /// Stop after this many validations in a row without a lower validation loss (>= 1); the
+    /// weights of the lowest validation loss are restored.
     pub patience: usize,
+    /// At most this many training windows (a seeded sample) recalibrate the encoder's
+    /// batch-norm running statistics before every validation and before the test windows are
+    /// predicted (fine-tune; all of them when fewer).
+    pub bn_recalibration_windows: usize,
     /// Windows per training batch.
     pub batch_size: usize,
     /// Windows per batch when encoding or predicting (no gradients; larger is faster).
@@ -114,7 +125,8 @@ pub struct DownstreamConfig {
     pub weight_decay: f64,
     /// Gradient-norm clipping threshold (none when absent).
     pub grad_clip: Option<f64>,
-    /// Fraction of a training fold's subjects held out for validation, in (0, 1).
+    /// Fraction of a training fold's subjects held out for validation, in (0, 1) (rounded, at
+    /// least one subject, at least one left for training).
     pub val_fraction: f64,
     /// Fine-tune with random rotation and axis permutation ([`Compose::ssl_wearables_finetune`]).
     pub augment: bool,
@@ -131,20 +143,26 @@ pub struct DownstreamConfig {
 }
 
 impl Default for DownstreamConfig {
-    /// Fine-tune, 5-fold, 20 epochs with patience 5, batches of 64, lr 1e-4, weight decay 0,
-    /// a fifth of the training subjects for validation, no augmentation, kNN k = 5, 100 trees.
+    /// The fine-tuning recipe of `docs/decisions.md` ("Fine-tuning and supervised recipe"):
+    /// fine-tune, 5-fold, a budget of `max(20 epochs, 600 steps)` with validation every 25 steps
+    /// and patience 5 on the validation loss, batches of 64, lr 1e-3, weight decay 0, 12.5 % of
+    /// the training subjects for validation, batch norm recalibrated on up to 1024 training
+    /// windows, no augmentation, kNN k = 5, 100 trees.
     fn default() -> Self {
         Self {
             mode: Mode::FineTune,
             protocol: Protocol::KFold { k: 5 },
             max_epochs: 20,
+            min_steps: 600,
+            eval_every: 25,
             patience: 5,
+            bn_recalibration_windows: 1024,
             batch_size: 64,
             eval_batch_size: 256,
-            lr: 1e-4,
+            lr: 1e-3,
             weight_decay: 0.0,
             grad_clip: None,
-            val_fraction: 0.2,
+            val_fraction: 0.125,
             augment: false,
             head_hidden: 512,
             knn_k: 5,
@@ -156,6 +174,15 @@ impl Default for DownstreamConfig {
 }
 
 impl DownstreamConfig {
+    /// The step budget for `batches_per_epoch` batches per epoch:
+    /// `max(max_epochs * batches_per_epoch, min_steps)`, at least 1.
+    pub fn step_budget(&self, batches_per_epoch: usize) -> usize {
+        self.max_epochs
+            .saturating_mul(batches_per_epoch)
+            .max(self.min_steps)
+            .max(1)
+    }
+
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> std::result::Result<(), DownstreamError> {
         if let Protocol::KFold { k } = self.protocol {
@@ -165,7 +192,9 @@ impl DownstreamConfig {
         }
         for (field, v) in [
             ("max_epochs", self.max_epochs),
+            ("eval_every", self.eval_every),
             ("patience", self.patience),
+            ("bn_recalibration_windows", self.bn_recalibration_windows),
             ("batch_size", self.batch_size),
             ("eval_batch_size", self.eval_batch_size),
             ("head_hidden", self.head_hidden),

@@ -1,15 +1,24 @@
-//! Full fine-tuning of an encoder with the SSL-Wearables head on one fold, and early stopping on
-//! the validation macro F1 that restores the best-validation weights before the test fold is
-//! predicted.
+//! Full fine-tuning of an encoder with the SSL-Wearables head on one fold, and the early
+//! stopping shared with the linear probe: a budget of optimiser steps, validation at a fixed step
+//! cadence, patience on the validation loss, and the best-validation weights restored before the
+//! test fold is predicted.
 //!
 //! Fine-tuning follows SSL-Wearables (Yuan et al., npj Digital Medicine 2024): the head
-//! `Linear(d, 512) -> ReLU -> Linear(512, K)` on the encoder, class-weighted cross-entropy with
-//! inverse-frequency weights of the training windows, Adam(W), early stopping on a subject-wise
+//! `Linear(d, 512) -> ReLU -> Linear(512, K)` on the encoder, every layer trained, class-weighted
+//! cross-entropy with inverse-frequency weights of the training windows (the validation loss
+//! uses the same weights), Adam(W), early stopping on the validation loss of a subject-wise
 //! validation split, and optionally the fine-tuning augmentation (random 3-D rotation and random
-//! axis permutation, see [`Compose::ssl_wearables_finetune`]).
+//! axis permutation, see [`Compose::ssl_wearables_finetune`]). The recipe (step budget with a
+//! floor, cadence, patience, learning rate) and its sources are in `docs/decisions.md`
+//! ("Fine-tuning and supervised recipe").
 //!
-//! Every random draw (head and scratch-encoder initialisation, batch order, augmentation) comes
-//! from the [`SeededRng`] the caller passes in.
+//! Batch norm: before every validation and before the test windows are predicted, the encoder's
+//! running statistics are recalibrated on (a seeded sample of) the training windows
+//! ([`HarNet::recalibrate_batch_norm`]), so evaluation never uses statistics that lag the weights
+//! or still sit near their initial values.
+//!
+//! Every random draw (head and scratch-encoder initialisation, batch order, augmentation, the
+//! recalibration sample) comes from the [`SeededRng`] the caller passes in.
 
 use super::config::{DownstreamConfig, EncoderSource};
 use anyhow::{bail, Context, Result};
@@ -18,7 +27,7 @@ use candle_nn::VarMap;
 use flowfm_core::init::seeded_var_builder;
 use flowfm_core::{ForwardMode, SeededRng};
 use flowfm_data::augment::Compose;
-use flowfm_data::batch::{BatchConfig, Batcher, WindowSource};
+use flowfm_data::batch::{Batch, BatchConfig, BatchIter, Batcher, WindowSource};
 use flowfm_models::heads::{Classifier, ClassifierConfig};
 use flowfm_models::{detached_var_builder, HarNet};
 use flowfm_objectives::classification::{inverse_frequency_weights, weighted_cross_entropy};
@@ -28,30 +37,68 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
-/// One epoch of training.
+/// One validation during training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// Epoch (0-based).
-    pub epoch: usize,
-    /// Mean training loss over the epoch's batches.
+pub struct ValidationRecord {
+    /// Optimiser steps taken when the validation ran.
+    pub step: usize,
+    /// Mean training loss over the steps since the previous validation.
     pub train_loss: f64,
-    /// Macro F1 on the validation split after the epoch.
+    /// Validation loss (the training loss function on the validation windows, evaluation mode).
+    pub val_loss: f64,
+    /// Macro F1 on the validation windows (reported, not used for stopping).
     pub val_macro_f1: f64,
+}
+
+/// What a validation measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Validation {
+    /// The loss early stopping minimises.
+    pub loss: f64,
+    /// Macro F1, recorded alongside.
+    pub macro_f1: f64,
+}
+
+/// The step budget and early-stopping rule of one training run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoppingRule {
+    /// Most optimiser steps.
+    pub max_steps: usize,
+    /// Steps between validations (the last step is always validated).
+    pub eval_every: usize,
+    /// Validations in a row without a strictly lower validation loss before stopping.
+    pub patience: usize,
+}
+
+impl StoppingRule {
+    /// The rule of `cfg` for `batches_per_epoch` batches per epoch (budget
+    /// [`DownstreamConfig::step_budget`]).
+    pub fn of(cfg: &DownstreamConfig, batches_per_epoch: usize) -> Self {
+        Self {
+            max_steps: cfg.step_budget(batches_per_epoch),
+            eval_every: cfg.eval_every,
+            patience: cfg.patience,
+        }
+    }
 }
 
 /// What early-stopped training did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainOutcome {
-    /// Epoch (0-based) with the best validation macro F1; its weights were restored.
-    pub best_epoch: usize,
-    /// The best validation macro F1.
+    /// Steps taken at the validation with the lowest loss; its weights were restored.
+    pub best_step: usize,
+    /// The lowest validation loss.
+    pub best_val_loss: f64,
+    /// The validation macro F1 at that step.
     pub best_val_macro_f1: f64,
-    /// Epochs trained.
-    pub epochs_run: usize,
-    /// Whether training stopped before `max_epochs` for lack of improvement.
+    /// Optimiser steps taken.
+    pub steps_run: usize,
+    /// The step budget.
+    pub max_steps: usize,
+    /// Whether training stopped before the budget for lack of improvement.
     pub stopped_early: bool,
-    /// Every epoch's loss and validation score.
-    pub history: Vec<EpochRecord>,
+    /// Every validation.
+    pub history: Vec<ValidationRecord>,
 }
 
 /// Copies of variables' values, to restore the best-validation weights.
@@ -74,57 +121,72 @@ impl Snapshot {
     }
 }
 
-/// Trains for up to `max_epochs`, calling `run_epoch(epoch)` (returns the mean training loss)
-/// then `validate()` (returns the validation macro F1) each epoch, and stops once `patience`
-/// epochs in a row did not strictly improve on the best score. The values of `vars` (include
-/// batch-norm buffers) at the best epoch are restored before returning, so whatever is
-/// predicted afterwards uses the best-validation weights. A non-finite training loss is an
-/// error naming the epoch; a NaN validation score never counts as an improvement.
+/// Trains in chunks of `rule.eval_every` steps up to `rule.max_steps`: `train_steps(first, n)`
+/// takes optimiser steps `first..first + n` and returns their mean loss, then `validate()`
+/// measures the validation loss. Training stops once `rule.patience` validations in a row did
+/// not strictly lower the best loss. The values of `vars` (include batch-norm buffers) at the
+/// best validation are restored before returning, so whatever is predicted afterwards uses the
+/// best-validation weights. A non-finite training loss is an error naming the step; a NaN
+/// validation loss never counts as an improvement (except over an earlier NaN's absence).
 pub fn train_with_early_stopping(
-    max_epochs: usize,
-    patience: usize,
+    rule: StoppingRule,
     vars: &[Var],
-    mut run_epoch: impl FnMut(usize) -> Result<f64>,
-    mut validate: impl FnMut() -> Result<f64>,
+    mut train_steps: impl FnMut(usize, usize) -> Result<f64>,
+    mut validate: impl FnMut() -> Result<Validation>,
 ) -> Result<TrainOutcome> {
-    if max_epochs == 0 || patience == 0 {
-        bail!("early stopping needs max_epochs >= 1 and patience >= 1");
+    if rule.max_steps == 0 || rule.eval_every == 0 || rule.patience == 0 {
+        bail!(
+            "early stopping needs max_steps, eval_every and patience >= 1, got {:?}",
+            rule
+        );
     }
-    let mut best: Option<(usize, f64, Snapshot)> = None;
+    let mut best: Option<(usize, Validation, Snapshot)> = None;
+    let mut since_best = 0usize;
     let mut history = Vec::new();
     let mut stopped_early = false;
-    for epoch in 0..max_epochs {
-        let train_loss = run_epoch(epoch)?;
+    let mut step = 0usize;
+    while step < rule.max_steps {
+        let n = rule.eval_every.min(rule.max_steps - step);
+        let train_loss = train_steps(step, n)?;
         if !train_loss.is_finite() {
-            bail!("training diverged: mean loss {train_loss} in epoch {epoch}");
+            bail!(
+                "training diverged: mean loss {train_loss} over steps {step}..{}",
+                step + n
+            );
         }
+        step += n;
         let val = validate()?;
-        history.push(EpochRecord {
-            epoch,
+        history.push(ValidationRecord {
+            step,
             train_loss,
-            val_macro_f1: val,
+            val_loss: val.loss,
+            val_macro_f1: val.macro_f1,
         });
         let improved = match &best {
             None => true,
-            Some((_, b, _)) => val > *b || (b.is_nan() && !val.is_nan()),
+            Some((_, b, _)) => val.loss < b.loss || (b.loss.is_nan() && !val.loss.is_nan()),
         };
         if improved {
-            best = Some((epoch, val, Snapshot::take(vars)?));
-        } else if let Some((b, _, _)) = &best {
-            if epoch - b >= patience {
-                stopped_early = epoch + 1 < max_epochs;
+            best = Some((step, val, Snapshot::take(vars)?));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= rule.patience {
+                stopped_early = step < rule.max_steps;
                 break;
             }
         }
     }
-    let Some((best_epoch, best_val, snap)) = best else {
-        bail!("no epoch was trained");
+    let Some((best_step, best_val, snap)) = best else {
+        bail!("no step was trained");
     };
     snap.restore()?;
     Ok(TrainOutcome {
-        best_epoch,
-        best_val_macro_f1: best_val,
-        epochs_run: history.len(),
+        best_step,
+        best_val_loss: best_val.loss,
+        best_val_macro_f1: best_val.macro_f1,
+        steps_run: step,
+        max_steps: rule.max_steps,
         stopped_early,
         history,
     })
@@ -187,34 +249,110 @@ pub(super) fn macro_f1(truth: &[usize], pred: &[usize], num_classes: usize) -> R
     Ok(flowfm_eval::ConfusionMatrix::from_predictions(truth, pred, num_classes)?.macro_f1())
 }
 
-/// Predicts windows held in memory `(n, C, L)` with the encoder's detached view and `head`.
-fn predict_windows(
+/// Logits `(n, K)` of windows held in memory `(n, C, L)`, from the encoder's detached view
+/// (evaluation mode) and `head`, `batch` windows at a time.
+fn logits_of(
     encoder: &HarNet,
     head: &Classifier,
     x: &[f32],
     shape: (usize, usize, usize),
     batch: usize,
     device: &Device,
-) -> Result<Vec<usize>> {
+) -> Result<Tensor> {
     let (n, c, l) = shape;
     let per = c * l;
-    let mut out = Vec::with_capacity(n);
+    let mut parts = Vec::with_capacity(n.div_ceil(batch.max(1)));
     let mut start = 0;
     while start < n {
         let end = (start + batch).min(n);
         let xb = Tensor::from_slice(&x[start * per..end * per], (end - start, c, l), device)?;
-        out.extend(argmax_rows(&head.forward(&encoder.encode_detached(&xb)?)?)?);
+        parts.push(head.forward(&encoder.encode_detached(&xb)?)?);
         start = end;
     }
-    Ok(out)
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// The validation loss of `logits` for classes `truth`: the training loss (cross-entropy with
+/// the training windows' class weights); the plain mean when every validation window belongs to
+/// a class absent from training (weight 0).
+pub(super) fn validation_loss(logits: &Tensor, truth: &[usize], weights: &[f64]) -> Result<f64> {
+    let y = Tensor::from_vec(
+        truth.iter().map(|&c| c as i64).collect::<Vec<_>>(),
+        truth.len(),
+        logits.device(),
+    )?;
+    let weighted = truth
+        .iter()
+        .any(|&c| weights.get(c).is_some_and(|&w| w > 0.0));
+    let loss = weighted_cross_entropy(logits, &y, weighted.then_some(weights))?;
+    Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// Recalibrates the encoder's batch norm on windows held in memory, in batches of at most
+/// `batch` windows and of equal size up to one (no tiny trailing batch whose statistics would
+/// normalise the deeper layers' inputs).
+fn recalibrate(
+    encoder: &HarNet,
+    x: &[f32],
+    shape: (usize, usize, usize),
+    batch: usize,
+    device: &Device,
+) -> Result<()> {
+    let (n, c, l) = shape;
+    let per = c * l;
+    let batch = n.div_ceil(n.div_ceil(batch.max(1)).max(1)).max(1);
+    let batches = (0..n).step_by(batch.max(1)).map(|start| {
+        let end = (start + batch).min(n);
+        Tensor::from_slice(&x[start * per..end * per], (end - start, c, l), device)
+    });
+    encoder
+        .recalibrate_batch_norm(batches)
+        .context("recalibrating batch norm on training windows")?;
+    Ok(())
+}
+
+/// An endless stream of training batches: epoch after epoch of `batcher`.
+struct BatchStream<'a, S: WindowSource + 'static> {
+    batcher: &'a Batcher<S>,
+    epoch: u64,
+    current: Option<BatchIter>,
+}
+
+impl<'a, S: WindowSource + 'static> BatchStream<'a, S> {
+    fn new(batcher: &'a Batcher<S>) -> Self {
+        Self {
+            batcher,
+            epoch: 0,
+            current: None,
+        }
+    }
+
+    fn next_batch(&mut self) -> Result<Batch> {
+        for _ in 0..2 {
+            let iter = match &mut self.current {
+                Some(it) => it,
+                None => {
+                    let it = self.batcher.epoch(self.epoch);
+                    self.epoch += 1;
+                    self.current.insert(it)
+                }
+            };
+            match iter.next() {
+                Some(b) => return Ok(b?),
+                None => self.current = None,
+            }
+        }
+        bail!("the training batcher yields no batch (no training windows)")
+    }
 }
 
 /// Fine-tunes a fresh copy of the encoder from `encoder_src` with the classification head on
-/// `split.train` (indices into `source`), early-stopping on the macro F1 of `split.val`, and
-/// predicts `split.test` with the best-validation weights. Every label of the split must lie in
-/// `0..num_classes`. The encoder is initialised from `rng.derive("encoder")` (scratch) or the
-/// checkpoint; the head from `rng.derive("head")`; batches and augmentation from
-/// `rng.derive("batches")`.
+/// `split.train` (indices into `source`) for the step budget of `cfg`, early-stopping on the
+/// validation loss of `split.val` (batch norm recalibrated on training windows first), and
+/// predicts `split.test` with the best-validation weights, recalibrated again. Every label of the
+/// split must lie in `0..num_classes`. The encoder is initialised from `rng.derive("encoder")`
+/// (scratch) or the checkpoint; the head from `rng.derive("head")`; batches and augmentation
+/// from `rng.derive("batches")`; the recalibration sample from `rng.derive("bn_recalibration")`.
 pub fn finetune_fold<S: WindowSource + 'static>(
     source: &Arc<S>,
     split: &FoldSplit,
@@ -343,29 +481,42 @@ pub fn finetune_fold_with_model<S: WindowSource + 'static>(
     let (c, l) = (source.channels(), source.window_len());
     let x_val = source.read_windows(&split.val)?;
     let x_test = source.read_windows(&split.test)?;
+    // The batch-norm recalibration sample: a seeded subset of the training windows, fixed for
+    // the run (so recalibrating the same weights twice gives the same statistics).
+    let mut recal_idx: Vec<usize> = {
+        let order = rng.derive("bn_recalibration").permutation(n_train);
+        order
+            .into_iter()
+            .take(cfg.bn_recalibration_windows)
+            .map(|i| split.train[i])
+            .collect()
+    };
+    recal_idx.sort_unstable();
+    let x_recal = source.read_windows(&recal_idx)?;
+    let recal_shape = (recal_idx.len(), c, l);
 
-    let run_epoch = |epoch: usize| -> Result<f64> {
+    let mut stream = BatchStream::new(&batcher);
+    let train_steps = |first: usize, n: usize| -> Result<f64> {
         let mut total = 0.0;
-        let mut batches = 0usize;
-        for batch in batcher.epoch(epoch as u64) {
-            let batch = batch?;
+        for step in first..first + n {
+            let batch = stream.next_batch()?;
             let z = encoder.forward(&batch.x, ForwardMode::Train)?;
             let logits = head.forward(&z)?;
             let loss = weighted_cross_entropy(&logits, &batch.y, Some(&weights))?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
-                bail!("fine-tuning diverged: loss {value} in epoch {epoch}, batch {batches}");
+                bail!("fine-tuning diverged: loss {value} at step {step}");
             }
             let mut grads = loss.backward()?;
             clip_grad_norm(&mut grads, &trainable_vars, cfg.grad_clip)?;
             opt.step(&grads, cfg.lr)?;
             total += value;
-            batches += 1;
         }
-        Ok(total / batches.max(1) as f64)
+        Ok(total / n.max(1) as f64)
     };
-    let validate = || -> Result<f64> {
-        let pred = predict_windows(
+    let validate = || -> Result<Validation> {
+        recalibrate(&encoder, &x_recal, recal_shape, cfg.eval_batch_size, device)?;
+        let logits = logits_of(
             &encoder,
             &head_eval,
             &x_val,
@@ -373,18 +524,24 @@ pub fn finetune_fold_with_model<S: WindowSource + 'static>(
             cfg.eval_batch_size,
             device,
         )?;
-        macro_f1(&y_val, &pred, num_classes)
+        Ok(Validation {
+            loss: validation_loss(&logits, &y_val, &weights)?,
+            macro_f1: macro_f1(&y_val, &argmax_rows(&logits)?, num_classes)?,
+        })
     };
-    let training =
-        train_with_early_stopping(cfg.max_epochs, cfg.patience, &all_vars, run_epoch, validate)?;
-    let predicted = predict_windows(
+    let rule = StoppingRule::of(cfg, batcher.num_batches());
+    let training = train_with_early_stopping(rule, &all_vars, train_steps, validate)?;
+    // The restored snapshot already holds the statistics recalibrated for its weights; this
+    // pass recomputes them from the same windows, so the test never depends on that ordering.
+    recalibrate(&encoder, &x_recal, recal_shape, cfg.eval_batch_size, device)?;
+    let predicted = argmax_rows(&logits_of(
         &encoder,
         &head_eval,
         &x_test,
         (split.test.len(), c, l),
         cfg.eval_batch_size,
         device,
-    )?;
+    )?)?;
     Ok((
         FoldOutcome {
             truth: y_test,

@@ -19,7 +19,7 @@ pub mod protocol;
 pub use config::{DownstreamConfig, DownstreamError, EncoderSource, Mode, Protocol};
 pub use finetune::{
     finetune_fold, finetune_fold_with_model, train_with_early_stopping, FineTunedModel,
-    FoldOutcome, FoldSplit, TrainOutcome,
+    FoldOutcome, FoldSplit, StoppingRule, TrainOutcome, Validation, ValidationRecord,
 };
 pub use protocol::{
     labelled_windows, plan_folds, run_protocol, DatasetInfo, ProtocolOptions, ProtocolResult,

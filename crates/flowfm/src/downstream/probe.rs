@@ -3,7 +3,10 @@
 //! (probe mini-batches, forest seed) comes from the [`SeededRng`] the caller passes in.
 
 use super::config::DownstreamConfig;
-use super::finetune::{argmax_rows, macro_f1, train_with_early_stopping, FoldOutcome, FoldSplit};
+use super::finetune::{
+    argmax_rows, macro_f1, train_with_early_stopping, validation_loss, FoldOutcome, FoldSplit,
+    StoppingRule, Validation,
+};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -31,8 +34,9 @@ fn gather_rows(data: &[f32], dim: usize, idx: &[usize]) -> Result<Vec<f32>> {
 }
 
 /// Trains a linear probe on cached representations: rows `split.train` of `reps` (standardised
-/// with the training rows' per-dimension mean and sd), early-stopped on the macro F1 of
-/// `split.val`, then predicts `split.test`. `labels[i]` is the class of row `i`. Initialisation
+/// with the training rows' per-dimension mean and sd) for the step budget of `cfg`,
+/// early-stopped on the validation loss of `split.val` (the rule of the fine-tune, see
+/// [`super::finetune::train_with_early_stopping`]), then predicts `split.test`. `labels[i]` is the class of row `i`. Initialisation
 /// from `rng.derive("head")`, mini-batch order from `rng.derive("batches")`.
 pub fn linear_probe_fold(
     reps: &Embeddings<'_>,
@@ -134,13 +138,18 @@ pub fn linear_probe_fold(
         },
     )?;
     let batch_rng = rng.derive("batches");
-    let run_epoch = |epoch: usize| -> Result<f64> {
-        let order = batch_rng
-            .derive_indexed("epoch", epoch as u64)
-            .permutation(n);
+    let batches_per_epoch = n.div_ceil(cfg.batch_size);
+    let mut order: Vec<usize> = Vec::new();
+    let train_steps = |first: usize, steps: usize| -> Result<f64> {
         let mut total = 0.0;
-        let mut batches = 0usize;
-        for chunk in order.chunks(cfg.batch_size) {
+        for step in first..first + steps {
+            let (epoch, b) = (step / batches_per_epoch, step % batches_per_epoch);
+            if b == 0 || order.is_empty() {
+                order = batch_rng
+                    .derive_indexed("epoch", epoch as u64)
+                    .permutation(n);
+            }
+            let chunk = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(n)];
             let idx = Tensor::from_vec(
                 chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(),
                 chunk.len(),
@@ -154,19 +163,22 @@ pub fn linear_probe_fold(
             clip_grad_norm(&mut grads, &all_vars, cfg.grad_clip)?;
             opt.step(&grads, cfg.lr)?;
             total += value;
-            batches += 1;
         }
-        Ok(total / batches.max(1) as f64)
+        Ok(total / steps.max(1) as f64)
     };
-    let validate = || -> Result<f64> {
-        macro_f1(
-            &y_val,
-            &argmax_rows(&probe_eval.forward(&x_val)?)?,
-            num_classes,
-        )
+    let validate = || -> Result<Validation> {
+        let logits = probe_eval.forward(&x_val)?;
+        Ok(Validation {
+            loss: validation_loss(&logits, &y_val, &weights)?,
+            macro_f1: macro_f1(&y_val, &argmax_rows(&logits)?, num_classes)?,
+        })
     };
-    let training =
-        train_with_early_stopping(cfg.max_epochs, cfg.patience, &all_vars, run_epoch, validate)?;
+    let training = train_with_early_stopping(
+        StoppingRule::of(cfg, batches_per_epoch),
+        &all_vars,
+        train_steps,
+        validate,
+    )?;
     let predicted = argmax_rows(&probe_eval.forward(&x_test)?)?;
     Ok(FoldOutcome {
         truth: y_test,

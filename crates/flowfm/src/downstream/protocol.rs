@@ -189,7 +189,7 @@ pub struct FoldRecord {
     pub test_windows: usize,
     /// Inverse-frequency class weights of the training windows (empty without a loss).
     pub class_weights: Vec<f64>,
-    /// Early stopping: best epoch (whose weights were tested), history.
+    /// Early stopping: best step (whose weights were tested), history of validations.
     pub training: Option<TrainOutcome>,
     /// Test metrics, with the confusion matrix.
     pub report: ClassificationReport,
@@ -431,7 +431,12 @@ pub fn run_protocol<S: WindowSource + 'static>(
             let best = outcome
                 .training
                 .as_ref()
-                .map(|t| format!(", best epoch {} of {}", t.best_epoch, t.epochs_run))
+                .map(|t| {
+                    format!(
+                        ", best step {} of {} (budget {}), val loss {:.3}",
+                        t.best_step, t.steps_run, t.max_steps, t.best_val_loss
+                    )
+                })
                 .unwrap_or_default();
             eprintln!(
                 "{} {} {}: macro F1 {:.3}, kappa {:.3}, {} test windows{best} ({wall_s:.1} s)",

@@ -30,8 +30,10 @@ use std::time::Instant;
 
 /// Version of the downstream stage's semantics; bump it when the same config and inputs would
 /// now give other results, so cached results are not reused (3: one run per seed, encoders from
-/// `runs/<method>/seed-<s>`, every pretrained encoder fine-tuned from the default profile on).
-pub const DOWNSTREAM_STAGE_VERSION: u32 = 3;
+/// `runs/<method>/seed-<s>`, every pretrained encoder fine-tuned from the default profile on; 4:
+/// the fine-tune recipe: a step budget with a floor, early stopping on validation loss, 12.5 %
+/// validation subjects, batch norm recalibrated before validation and test).
+pub const DOWNSTREAM_STAGE_VERSION: u32 = 4;
 
 /// Version of the generation stage's semantics (2: Frechet distance in hand-crafted features
 /// added, and the speed-up requires both distances to match DDPM; 3: those features compressed
