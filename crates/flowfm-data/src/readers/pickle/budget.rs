@@ -365,15 +365,20 @@ mod tests {
     #[test]
     fn memo_doubling_is_counted_exponentially() {
         let small = decoded_bytes(&doubling(4));
-        assert_eq!(
-            small,
-            NODE_BYTES * ((1 << 5) - 1),
-            "a full binary tree of depth 4"
-        );
+        // Every x_i stays on the stack (BINPUT does not pop): trees of 1, 3, 7, 15 and 31 nodes.
+        assert_eq!(small, NODE_BYTES * (1 + 3 + 7 + 15 + 31));
         assert!(decoded_bytes(&doubling(60)) > 1 << 50);
         assert!(check(&doubling(10)).is_ok());
         let err = check(&doubling(60)).unwrap_err();
         assert!(err.contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn load_pickle_refuses_the_blow_up_before_building_it() {
+        // The fuzzer's finding in miniature: 60 doublings would be 2^60 nodes.
+        let err = crate::readers::pickle::load_pickle(&doubling(60)).unwrap_err();
+        assert!(err.contains("limit") && err.contains("memo"), "{err}");
+        assert!(crate::readers::pickle::load_pickle(&doubling(3)).is_ok());
     }
 
     #[test]
