@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz [--seconds N] [--targets a,b] [--no-seeds]`: builds the cargo-fuzz targets of
+//! `cargo xtask fuzz [--seconds N] [--targets a,b] [--skip a,b] [--no-seeds]`: builds the cargo-fuzz targets of
 //! `fuzz/` and runs each for N seconds (default 60), one after the other.
 //!
 //! - cargo-fuzz is installed from crates.io (`cargo install cargo-fuzz --locked`) when missing.
@@ -72,6 +72,11 @@ fn parse(args: &[String]) -> Result<Options> {
                         all.join(", ")
                     );
                 }
+            }
+            "--skip" => {
+                let v = it.next().context("--skip needs a value")?;
+                let skip: Vec<&str> = v.split(',').map(str::trim).collect();
+                o.targets.retain(|t| !skip.contains(&t.as_str()));
             }
             "--no-seeds" => o.seeds = false,
             other => bail!("fuzz: unknown option `{other}`"),
@@ -328,6 +333,9 @@ mod tests {
         let o = a(&["--seconds", "5", "--targets", "pickle,config"]).unwrap();
         assert_eq!((o.seconds, o.targets.len()), (5, 2));
         assert!(a(&["--targets", "nope"]).is_err());
+        let s = a(&["--skip", "store_open,config"]).unwrap();
+        assert_eq!(s.targets.len(), DATA_TARGETS.len() - 1);
+        assert!(!s.targets.iter().any(|t| t == "store_open"));
         assert!(a(&["--seconds", "0"]).is_err());
     }
 }

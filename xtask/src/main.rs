@@ -55,7 +55,7 @@ commands:
                             embed and predict --recording on a synthetic D-day 100 Hz recording (default 7,
                             written once to target/bench-recording): windows/s next to the encoder's own
                             evaluation throughput, peak RSS (/usr/bin/time -v)
-  fuzz [--seconds N] [--targets a,b] [--no-seeds]
+  fuzz [--seconds N] [--targets a,b] [--skip a,b] [--no-seeds]
                             build the cargo-fuzz targets of fuzz/ (stable, RUSTC_BOOTSTRAP=1, no sanitizer;
                             installs cargo-fuzz when missing) and run each N seconds (default 60); fails
                             on any finding, whose input stays in fuzz/artifacts/<target>/
