@@ -137,8 +137,16 @@ fn run_status(mut c: Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Seeds of the `config` target: every experiment file of `configs/`.
+/// A valid CSV dataset spec (seed of the `csv_spec` target).
+const CSV_SPEC_SEED: &str = "name = \"phone\"\nchannels = [\"acc_x\", \"acc_y\", \"acc_z\"]\n\
+units = \"g\"\nrate_hz = 50.0\ntime_column = \"t\"\ntime_unit = \"ms\"\n\
+label_column = \"label\"\nfile_pattern = \"{subject}_{*}.csv\"\n";
+
+/// Seeds of the `config` target (every experiment file of `configs/`) and of `csv_spec`.
 fn config_seeds(root: &Path, corpus: &Path) -> Result<()> {
+    let spec_dir = corpus.join("csv_spec");
+    std::fs::create_dir_all(&spec_dir)?;
+    std::fs::write(spec_dir.join("seed-phone.toml"), CSV_SPEC_SEED)?;
     let dir = corpus.join(CONFIG_TARGET);
     std::fs::create_dir_all(&dir)?;
     let configs = root.join("configs");
