@@ -62,6 +62,47 @@ pub fn ensure_system_deps() -> Result<()> {
     Ok(())
 }
 
+/// Makes sure GNU time is at `/usr/bin/time` (its `-v` report gives the peak resident memory of
+/// the benchmarks); installs the `time` package with apt-get when missing and we are root.
+pub fn ensure_gnu_time() -> Result<()> {
+    apt_install_unless(Path::new("/usr/bin/time").is_file(), &["time"])?;
+    if !Path::new("/usr/bin/time").is_file() {
+        bail!("`apt-get install time` did not provide /usr/bin/time");
+    }
+    Ok(())
+}
+
+/// Installs the Debian packages `pkgs` with apt-get unless `present`; an error saying what to
+/// install when we cannot (no apt-get, not root).
+pub fn apt_install_unless(present: bool, pkgs: &[&str]) -> Result<()> {
+    if present {
+        return Ok(());
+    }
+    let has_apt = Command::new("apt-get")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    let list = pkgs.join(" ");
+    if !(has_apt && is_root()) {
+        bail!("missing system package(s); install them and rerun: sudo apt-get install -y {list}");
+    }
+    eprintln!("xtask: installing {list} with apt-get");
+    let update = Command::new("apt-get").args(["update", "-qq"]).status()?;
+    if !update.success() {
+        bail!("`apt-get update` failed ({update}); install {list} by hand");
+    }
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(pkgs)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()?;
+    if !install.success() {
+        bail!("`apt-get install {list}` failed ({install})");
+    }
+    Ok(())
+}
+
 /// Installs the Python packages the interoperability tests use, when pip is available.
 pub fn ensure_python_test_deps() {
     let wanted = ["h5py", "safetensors", "numpy"];

@@ -6,13 +6,18 @@
 //! - `cargo xtask reproduce [--quick|--full] [--data-dir DIR] [--force] [--name NAME]`: the study.
 //! - `cargo xtask results [--name NAME]`: publish a finished report as `docs/results.md`.
 //! - `cargo xtask bench`: the criterion benchmarks.
+//! - `cargo xtask bench-recording [--days D]`: `embed`/`predict --recording` on a synthetic
+//!   recording of D days (default 7): throughput and peak memory (`bench_recording`).
+//! - `cargo xtask fuzz [--seconds N]`: build and run every cargo-fuzz target (`fuzz`).
 //! - `cargo xtask deps`: only the dependency check/installation.
 //!
 //! Architecture invariant: xtask never links candle or any flowfm crate; it drives the `flowfm`
 //! binary and cargo.
 
 mod bench_prepare;
+mod bench_recording;
 mod deps;
+mod fuzz;
 mod reproduce;
 mod results;
 
@@ -46,6 +51,14 @@ commands:
   bench                     run the criterion benchmarks
   bench-prepare --data-dir DIR [--repeats N]
                             time `flowfm prepare` on WISDM watch accel against a pandas script
+  bench-recording [--days D] [--work DIR] [--batch N] [--no-build]
+                            embed and predict --recording on a synthetic D-day 100 Hz recording (default 7,
+                            written once to target/bench-recording): windows/s next to the encoder's own
+                            evaluation throughput, peak RSS (/usr/bin/time -v)
+  fuzz [--seconds N] [--targets a,b] [--skip a,b] [--no-seeds]
+                            build the cargo-fuzz targets of fuzz/ (stable, RUSTC_BOOTSTRAP=1, no sanitizer;
+                            installs cargo-fuzz when missing) and run each N seconds (default 60); fails
+                            on any finding, whose input stays in fuzz/artifacts/<target>/
   deps                      only check and install the system dependencies";
 
 fn run() -> Result<()> {
@@ -96,6 +109,8 @@ fn run() -> Result<()> {
             cargo(&["bench", "-p", "flowfm-benches"])
         }
         "bench-prepare" => bench_prepare::run(&args[1..]),
+        "bench-recording" => bench_recording::run(&args[1..]),
+        "fuzz" => fuzz::run(&args[1..]),
         "deps" => {
             deps::ensure_system_deps()?;
             deps::ensure_python_test_deps();

@@ -11,6 +11,8 @@
 
 use serde_pickle::{DeOptions, HashableValue, Value};
 
+pub mod budget;
+
 /// How to interpret an array whose dtype letter was lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NumKind {
@@ -66,8 +68,11 @@ pub struct NdArray {
 /// Decodes a pickle into a `serde_pickle` value, keeping the state of objects of unknown classes
 /// and replacing the classes themselves by `None`.
 ///
-/// A pickle that does not decode is an `Err` with serde_pickle's message.
+/// A pickle that does not decode is an `Err` with serde_pickle's message; one whose decoding
+/// would build more than [`budget::limit_bytes`] (memo references that `serde_pickle` copies,
+/// nested to blow up exponentially) is an `Err` before any of it is built.
 pub fn load_pickle(bytes: &[u8]) -> Result<Value, String> {
+    budget::check(bytes)?;
     // `replace_recursive_structures` works around serde_pickle's memo reference counting, which
     // undercounts when restore states holding memo references are cloned (pandas frames): a
     // second visit of such a value reads `None` instead of failing. Every field the decoders use
