@@ -219,7 +219,7 @@ fn every_profile_fine_tunes_with_the_recipe() {
                 cfg.eval_every < cfg.step_budget(3),
                 "{profile:?}: validated more than once"
             );
-            let floor = if profile == Profile::Quick { 40 } else { 600 };
+            let floor = if profile == Profile::Quick { 30 } else { 600 };
             assert!(
                 cfg.step_budget(3) >= floor,
                 "{profile:?}: {}",
