@@ -398,6 +398,26 @@ fn study_sets(n: usize) -> StudySets {
     }
 }
 
+/// Equal JSON trees, numbers within 1e-12 relative.
+fn json_close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-12 * x.abs().max(y.abs()).max(1e-300)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_close(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_close(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 #[test]
 fn study_table_has_every_cell_filled_for_a_tiny_configuration() {
     let flow = flow_models();
@@ -441,7 +461,14 @@ fn study_table_has_every_cell_filled_for_a_tiny_configuration() {
                 "{} {name} = {i:?}",
                 r.sampler
             );
-            assert_eq!(i.sizes, vec![12, 12], "{} {name}", r.sampler);
+            // Set metrics compare 12 generated with 12 reference windows; label agreement is a
+            // mean over the 12 generated windows.
+            let sizes = if name == "label agreement" {
+                vec![12]
+            } else {
+                vec![12, 12]
+            };
+            assert_eq!(i.sizes, sizes, "{} {name}", r.sampler);
         }
         assert!(r.ms_per_window > 0.0 && r.quality.frechet.estimate >= 0.0);
         assert!((0.0..=0.5).contains(&r.quality.discriminative.estimate));
@@ -467,9 +494,15 @@ fn study_table_has_every_cell_filled_for_a_tiny_configuration() {
         2 + study.rows.len(),
         "header + floor + one line per setting:\n{md}"
     );
+    // The study comes back whole from JSON. serde_json's default float parser may land one ulp
+    // off the printed shortest representation, so numbers are compared to 1e-12 relative.
     let back: GenerationStudy =
         serde_json::from_str(&serde_json::to_string(&study).unwrap()).unwrap();
-    assert_eq!(back, study);
+    let (a, b) = (
+        serde_json::to_value(&study).unwrap(),
+        serde_json::to_value(&back).unwrap(),
+    );
+    assert!(json_close(&a, &b), "the study changed through JSON");
     assert_eq!(study.efficiency().unwrap().len(), study.rows.len());
 }
 
