@@ -11,6 +11,7 @@ use crate::train::target::TargetSweep;
 use anyhow::Result;
 use flowfm_eval::markdown;
 use flowfm_eval::stats::Verdict;
+use flowfm_eval::AcrossSeeds;
 use serde_json::{json, Value};
 
 /// Held-out pretext accuracy a learned SSL multi-task task should reach (issue: each task at
@@ -27,6 +28,28 @@ pub struct Section {
     pub key: String,
     /// The section's data.
     pub json: Value,
+}
+
+/// A dataset's name in a table, marked when it took no part in pretraining.
+fn dataset_cell(name: &str) -> String {
+    if is_transfer(name) {
+        format!("{name} (transfer)")
+    } else {
+        name.to_string()
+    }
+}
+
+/// A quantity over seeds: `mean [lower, upper]`, or the mean alone without an interval.
+fn across_seeds(a: &AcrossSeeds, digits: usize) -> String {
+    match &a.interval {
+        Some(iv) => format!(
+            "{} [{}, {}]",
+            fmt(a.mean_sd.mean, digits),
+            fmt(iv.lower, digits),
+            fmt(iv.upper, digits)
+        ),
+        None => fmt(a.mean_sd.mean, digits),
+    }
 }
 
 fn fmt(v: f64, digits: usize) -> String {
@@ -228,10 +251,7 @@ impl Section {
                         let secs = th
                             .secs
                             .as_ref()
-                            .map(|a| match &a.interval {
-                                Some(iv) => format!("{} [{}, {}]", fmt(a.mean_sd.mean, 1), fmt(iv.lower, 1), fmt(iv.upper, 1)),
-                                None => fmt(a.mean_sd.mean, 1),
-                            })
+                            .map(|a| across_seeds(a, 1))
                             .unwrap_or_else(|| "-".into());
                         md.push_str(&format!(" {}/{}, {} |", th.reached, m.summary.seeds, secs));
                     }
@@ -261,10 +281,7 @@ impl Section {
                         "| {} | {} | {} |\n",
                         m.method,
                         m.summary.seeds,
-                        match &a.interval {
-                            Some(iv) => format!("{} [{}, {}]", fmt(a.mean_sd.mean, 3), fmt(iv.lower, 3), fmt(iv.upper, 3)),
-                            None => fmt(a.mean_sd.mean, 3),
-                        }
+                        across_seeds(a, 3)
                     ));
                 }
                 if let Some(area) = &s.area {
@@ -344,13 +361,8 @@ impl Section {
                     .map(|c| markdown::p_value(c.paired.wilcoxon.p_value))
                     .unwrap_or_else(|| "-".into());
                 md.push_str(&format!(
-                    "| {}{} | {} | {} x {} | {} | {} | {} | {} | {} |\n",
-                    r.dataset,
-                    if is_transfer(&r.dataset) {
-                        " (transfer)"
-                    } else {
-                        ""
-                    },
+                    "| {} | {} | {} x {} | {} | {} | {} | {} | {} |\n",
+                    dataset_cell(&r.dataset),
                     r.label,
                     r.seeds,
                     r.folds,
@@ -498,13 +510,8 @@ impl Section {
         for c in comparisons {
             let p = &c.paired;
             md.push_str(&format!(
-                "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                c.dataset,
-                if is_transfer(&c.dataset) {
-                    " (transfer)"
-                } else {
-                    ""
-                },
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                dataset_cell(&c.dataset),
                 c.a,
                 c.b,
                 p.n,
