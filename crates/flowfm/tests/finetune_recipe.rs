@@ -219,7 +219,11 @@ fn every_profile_fine_tunes_with_the_recipe() {
                 cfg.eval_every < cfg.step_budget(3),
                 "{profile:?}: validated more than once"
             );
-            let floor = if profile == Profile::Quick { 30 } else { 600 };
+            let floor = match profile {
+                Profile::Quick => 30,
+                Profile::Default => 200,
+                Profile::Full => 1000,
+            };
             assert!(
                 cfg.step_budget(3) >= floor,
                 "{profile:?}: {}",

@@ -42,6 +42,7 @@ use flowfm_eval::{
     ClassificationReport, ConfusionMatrix, Embeddings, FeatureConfig, FeatureExtractor,
     FeatureTable, FoldResults, FoldSummary, Windows,
 };
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -376,15 +377,15 @@ pub fn run_protocol<S: WindowSource + 'static>(
     };
     let cache_wall_s = cache_start.elapsed().as_secs_f64();
 
-    let mut results = FoldResults::new(&opts.dataset.name, &opts.method);
-    let mut records = Vec::with_capacity(plans.len());
-    for (i, plan) in plans.iter().enumerate() {
+    // Folds are independent (each has its own seeded stream, derived from its index), so they
+    // train concurrently: with small batches one fold cannot keep both cores busy, two folds
+    // can. The results do not depend on the schedule; they are gathered in fold order.
+    let run_fold = |i: usize, plan: &FoldPlan| -> Result<(FoldSplit, FoldOutcome, f64)> {
         let fold_start = Instant::now();
         let fold_rng = root.derive_indexed("fold", i as u64);
-        let (train, val) = (&plan.train, &plan.val);
         let positions = FoldSplit {
-            train: train.indices.clone(),
-            val: val.indices.clone(),
+            train: plan.train.indices.clone(),
+            val: plan.val.indices.clone(),
             test: plan.test.indices.clone(),
         };
         let outcome: FoldOutcome = match &cache {
@@ -422,11 +423,31 @@ pub fn run_protocol<S: WindowSource + 'static>(
             }
         }
         .with_context(|| format!("{} {}: {}", opts.dataset.name, cfg.mode.name(), plan.name))?;
+        Ok((positions, outcome, fold_start.elapsed().as_secs_f64()))
+    };
+    let outcomes: Vec<Result<(FoldSplit, FoldOutcome, f64)>> = if cfg.mode == Mode::FineTune {
+        plans
+            .par_iter()
+            .enumerate()
+            .map(|(i, plan)| run_fold(i, plan))
+            .collect()
+    } else {
+        plans
+            .iter()
+            .enumerate()
+            .map(|(i, plan)| run_fold(i, plan))
+            .collect()
+    };
+
+    let mut results = FoldResults::new(&opts.dataset.name, &opts.method);
+    let mut records = Vec::with_capacity(plans.len());
+    for (plan, done) in plans.iter().zip(outcomes) {
+        let (positions, outcome, wall_s) = done?;
+        let (train, val) = (&plan.train, &plan.val);
         let confusion =
             ConfusionMatrix::from_predictions(&outcome.truth, &outcome.predicted, num_classes)?;
         results.push(&plan.name, &confusion)?;
         let report = confusion.report();
-        let wall_s = fold_start.elapsed().as_secs_f64();
         if opts.verbose {
             let best = outcome
                 .training

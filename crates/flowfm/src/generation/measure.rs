@@ -460,6 +460,7 @@ pub fn generation_study(
         speedup,
         speedup_note,
         examples,
+        wall_s: 0.0,
     })
 }
 

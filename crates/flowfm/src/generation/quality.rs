@@ -281,6 +281,10 @@ pub struct GenerationStudy {
     /// (for the report's real-vs-generated plot).
     #[serde(default)]
     pub examples: Vec<ExampleWindow>,
+    /// Wall seconds the whole study took when it ran (0 until the caller sets it; a reused
+    /// study keeps the time of the run that made it).
+    #[serde(default)]
+    pub wall_s: f64,
 }
 
 /// One window of the real-vs-generated plot.

@@ -151,6 +151,7 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
         pre.time_to_target.as_ref(),
         &gen.study,
     ));
+    report.add(Section::stage_costs(&pre.rows, &down.results, &gen.study));
     report.add(Section::configs(&pre.configs, &down.configs, &gen.config));
     report.plot_nfe_quality(&opts.report_dir, &gen.study)?;
     report.plot_examples(&opts.report_dir, &gen.study)?;

@@ -70,12 +70,13 @@ impl Profile {
         }
     }
 
-    /// The protocol of a dataset: subject-wise 5-fold (3-fold in the quick profile); the full
-    /// profile runs ADL/HMP leave-one-subject-out as SSL-Wearables does. The default profile
-    /// keeps ADL/HMP at 5 folds: with every encoder fine-tuned over 3 seeds, LOSO's 16 folds
-    /// alone would cost about 1.8 hours on 2 cores (docs/decisions.md, fine-tuning recipe).
+    /// The protocol of a dataset: subject-wise 5-fold in the full profile, with ADL/HMP
+    /// leave-one-subject-out as SSL-Wearables does; 3-fold in the quick and default profiles.
+    /// The default profile fine-tunes 4 encoders x 3 seeds on every fold of 4 datasets; at 5
+    /// folds that alone measured about 75 minutes on 2 cores, at 3 folds about 45
+    /// (docs/decisions.md, "Fine-tuning and supervised recipe").
     pub fn protocol_for(self, dataset: &str, subjects: usize) -> Protocol {
-        let k = if self == Profile::Quick { 3 } else { 5 };
+        let k = if self == Profile::Full { 5 } else { 3 };
         if dataset.starts_with("adl") && self == Profile::Full {
             Protocol::Loso
         } else {
@@ -111,11 +112,17 @@ impl Profile {
                 cfg.lr = if probe { 1e-2 } else { 1e-3 };
             }
             Profile::Default => {
-                // CPU scale: every fold trains at least 600 steps (3 epochs when that is more).
-                cfg.max_epochs = if probe { 100 } else { 3 };
-                cfg.min_steps = 600;
-                cfg.eval_every = 25;
+                // CPU scale (docs/decisions.md, "Fine-tuning and supervised recipe"): 144
+                // fine-tuned folds (4 encoders x 3 seeds x 4 datasets x 3 folds) must fit in
+                // under an hour on 2 cores. Batches of 32, at most one epoch or 200 steps,
+                // validation every 10 steps (SSL-Wearables validates once per epoch: about 10
+                // batches of 50 on ADL), patience 5, recalibration on 256 training windows.
+                cfg.max_epochs = if probe { 100 } else { 1 };
+                cfg.min_steps = if probe { 600 } else { 200 };
+                cfg.eval_every = if probe { 25 } else { 10 };
                 cfg.patience = 5;
+                cfg.batch_size = if probe { 64 } else { 32 };
+                cfg.bn_recalibration_windows = 256;
                 cfg.lr = if probe { 1e-2 } else { 1e-3 };
                 cfg.forest_trees = 100;
             }

@@ -42,8 +42,9 @@ pub const DOWNSTREAM_STAGE_VERSION: u32 = 4;
 /// reference sets of one dataset with up to 1,000 windows each, a real-vs-real floor at the same
 /// sizes, bootstrap intervals on every metric, cross-validated discriminator, label agreement and
 /// representation consistency in place of reconstruction error, and the speed-up only at matched
-/// quality (intervals overlapping or beating DDPM's on every metric)).
-pub const GENERATION_STAGE_VERSION: u32 = 6;
+/// quality (intervals overlapping or beating DDPM's on every metric); 7: the study records its
+/// wall time (the report's stage costs)).
+pub const GENERATION_STAGE_VERSION: u32 = 7;
 
 /// What every stage after the data needs to know about the run.
 #[derive(Clone, Copy, Debug)]
@@ -564,7 +565,8 @@ pub fn generation(data: &Data, pool: &Pool, settings: &Settings<'_>) -> Result<G
         }
         _ => {
             let t = Instant::now();
-            let study = generation_study(&flow, &diffusion, &sets, &cfg)?;
+            let mut study = generation_study(&flow, &diffusion, &sets, &cfg)?;
+            study.wall_s = t.elapsed().as_secs_f64();
             eprintln!(
                 "      {} samplers on {} windows each in {:.1} min",
                 study.rows.len(),

@@ -34,6 +34,7 @@ pub fn check_report(dir: &Path) -> Result<Vec<String>> {
         "generation",
         "configs",
         "verdicts",
+        "stage_costs",
     ] {
         if js.get(key).map(|v| v.is_null()).unwrap_or(true) {
             problems.push(format!("report.json has no `{key}` section"));
@@ -47,6 +48,24 @@ pub fn check_report(dir: &Path) -> Result<Vec<String>> {
     };
     if len(&js, "/verdicts/comparisons") == 0 {
         problems.push("the verdicts section has no comparison".into());
+    }
+    // Every stage's time is known, so the profile's cost can be read off the report.
+    let costs = js
+        .pointer("/stage_costs/rows")
+        .and_then(|a| a.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for row in &costs {
+        let secs = row
+            .get("wall_s")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::NAN);
+        if !(secs.is_finite() && secs > 0.0) {
+            problems.push(format!(
+                "stage costs: `{}` has no wall time",
+                row.get("what").and_then(|v| v.as_str()).unwrap_or("?")
+            ));
+        }
     }
     if len(&js, "/datasets/rows") == 0 {
         problems.push("no datasets".into());
@@ -255,7 +274,8 @@ mod tests {
         .unwrap();
         std::fs::write(
             dir.path().join("report.json"),
-            r#"{"meta": {}, "datasets": {"rows": [{"name": "x"}]}, "pretraining": {"runs": []}}"#,
+            r#"{"meta": {}, "datasets": {"rows": [{"name": "x"}]}, "pretraining": {"runs": []},
+                "stage_costs": {"rows": [{"what": "generation", "wall_s": 0.0}, {"what": "knn", "wall_s": 2.5}]}}"#,
         )
         .unwrap();
         std::fs::write(dir.path().join("loss_curves.svg"), "<svg/>").unwrap();
@@ -270,6 +290,9 @@ mod tests {
         assert!(has("no source of the pretraining pool"), "{p:?}");
         assert!(has("no downstream result for `random_forest`"), "{p:?}");
         assert!(has("examples.svg is missing"), "{p:?}");
+        assert!(has("stage costs: `generation` has no wall time"), "{p:?}");
+        assert!(!has("`knn` has no wall time"), "{p:?}");
+        assert!(!has("no `stage_costs` section"), "{p:?}");
         assert!(!has("loss_curves.svg is missing"), "{p:?}");
         assert!(!has("no datasets"), "{p:?}");
     }

@@ -131,6 +131,89 @@ impl Section {
         }
     }
 
+    /// What each stage cost when it ran: pretraining per method, downstream per mode, the
+    /// generation study, and their sum (data preparation excluded: the Data table has it). A
+    /// reused result keeps the time of the invocation that made it, so the sum is what a fresh
+    /// run of the profile costs on the machine that made the results.
+    pub fn stage_costs(
+        pretraining: &[PretrainRow],
+        downstream: &[ProtocolResult],
+        generation: &GenerationStudy,
+    ) -> Self {
+        let mut rows: Vec<(String, String, usize, f64)> = Vec::new();
+        let mut methods: Vec<&str> = Vec::new();
+        for r in pretraining {
+            if !methods.contains(&r.method.as_str()) {
+                methods.push(&r.method);
+            }
+        }
+        for m in methods {
+            let runs: Vec<&PretrainRow> = pretraining.iter().filter(|r| r.method == m).collect();
+            let steps = runs.first().map(|r| r.steps).unwrap_or(0);
+            rows.push((
+                "pretraining".into(),
+                format!("{m}: {} seeds x {steps} steps, probes included", runs.len()),
+                runs.len(),
+                runs.iter().map(|r| r.wall_s).sum(),
+            ));
+        }
+        let mut modes: Vec<&str> = Vec::new();
+        for r in downstream {
+            if !modes.contains(&r.config.mode.name()) {
+                modes.push(r.config.mode.name());
+            }
+        }
+        for mode in modes {
+            let runs: Vec<&ProtocolResult> = downstream
+                .iter()
+                .filter(|r| r.config.mode.name() == mode)
+                .collect();
+            let folds: usize = runs.iter().map(|r| r.folds.len()).sum();
+            rows.push((
+                "downstream".into(),
+                format!("{mode}: {} protocol runs, {folds} folds", runs.len()),
+                runs.len(),
+                runs.iter().map(|r| r.wall_s).sum(),
+            ));
+        }
+        rows.push((
+            "generation".into(),
+            format!(
+                "{} sampler settings x {} windows, metrics and intervals",
+                generation.rows.len(),
+                generation.num_windows
+            ),
+            1,
+            generation.wall_s,
+        ));
+        let total: f64 = rows.iter().map(|r| r.3).sum();
+        let total_runs: usize = rows.iter().map(|r| r.2).sum();
+        let mut md = String::from("| stage | what | runs | wall time |\n|---|---|---:|---:|\n");
+        for (stage, what, runs, secs) in &rows {
+            md.push_str(&format!(
+                "| {stage} | {what} | {runs} | {:.1} min |\n",
+                secs / 60.0
+            ));
+        }
+        md.push_str(&format!(
+            "| **total** | every stage above | {total_runs} | **{:.1} min ({:.2} h)** |\n\nEach time is that of the invocation that produced the result (a reused stage keeps its own), so the total is what a fresh run of this profile costs on the machine in the header, data preparation excluded. Fine-tuning trains the folds of a protocol concurrently, one per core.\n",
+            total / 60.0,
+            total / 3600.0
+        ));
+        let json_rows: Vec<Value> = rows
+            .iter()
+            .map(|(stage, what, runs, secs)| {
+                json!({ "stage": stage, "what": what, "runs": runs, "wall_s": secs })
+            })
+            .collect();
+        Self {
+            title: "Stage costs".into(),
+            markdown: md,
+            key: "stage_costs".into(),
+            json: json!({ "rows": json_rows, "total_s": total }),
+        }
+    }
+
     /// The pretraining table, with the flow/diffusion time-per-step ratio.
     pub fn pretraining(rows: &[PretrainRow]) -> Self {
         let mut md = String::from(
