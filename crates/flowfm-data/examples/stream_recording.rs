@@ -1,8 +1,10 @@
 //! Streams one synthetic CSV recording through `RecordingStream` and prints its throughput;
 //! with `--write DAYS` it first writes the deterministic synthetic recording to PATH.
 //!
-//! `cargo run --release -p flowfm-data --example stream_recording -- PATH [--write DAYS]`
-//! (run it under `/usr/bin/time -v` for the peak resident memory).
+//! `cargo run --release -p flowfm-data --example stream_recording -- PATH [--write DAYS]
+//! [--digest]` (run it under `/usr/bin/time -v` for the peak resident memory and the CPU time).
+//! `--digest` also prints an FNV-1a hash of every output bit (samples, start and end times,
+//! labels) and the stream's counts, so two builds can be checked to give identical output.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -40,9 +42,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut stream = RecordingStream::open(&path, &synthetic_csv_spec(100.0), &cfg)?;
     let mut windows = 0usize;
     let mut checksum = 0f64;
+    let digest = args.iter().any(|a| a == "--digest");
+    let mut fnv = Fnv::default();
     while let Some(b) = stream.next_batch()? {
         windows += b.len();
         checksum += b.x.iter().step_by(97).map(|&v| f64::from(v)).sum::<f64>();
+        if digest {
+            b.x.iter().for_each(|v| fnv.add(u64::from(v.to_bits())));
+            b.start_time_s.iter().for_each(|v| fnv.add(v.to_bits()));
+            b.end_time_s.iter().for_each(|v| fnv.add(v.to_bits()));
+            b.y.iter().for_each(|&v| fnv.add(v as u64));
+        }
     }
     let secs = t.elapsed().as_secs_f64();
     let st = stream.stats();
@@ -56,5 +66,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         windows as f64 / secs,
         stream.peak_buffered_samples()
     );
+    if digest {
+        println!(
+            "digest {:016x}; classes {:?}; {:?}",
+            fnv.0,
+            stream.class_names(),
+            st
+        );
+    }
     Ok(())
+}
+
+/// FNV-1a over 64-bit words (byte by byte, little-endian).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn add(&mut self, v: u64) {
+        for b in v.to_le_bytes() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }

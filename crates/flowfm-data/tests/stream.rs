@@ -443,3 +443,92 @@ fn a_time_column_in_the_wrong_unit_is_an_error_naming_the_likely_mistake() {
         "{err}"
     );
 }
+
+/// Hands out its bytes 1 to 7 at a time, so lines straddle every read boundary.
+struct Trickle {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Trickle {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let k = (1 + self.pos % 7)
+            .min(out.len())
+            .min(self.data.len() - self.pos);
+        out[..k].copy_from_slice(&self.data[self.pos..self.pos + k]);
+        self.pos += k;
+        Ok(k)
+    }
+}
+
+/// The same recording as a plain file, gzip'd (decompressed on the stream's gunzip thread), and
+/// through a reader that returns a few bytes at a time, with CRLF line ends, a blank line, a line
+/// longer than the reader's initial buffer (trailing blanks) and no final line break: the
+/// windows, times, labels and counts are identical bit for bit.
+#[test]
+fn plain_gzip_and_trickled_input_stream_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut body = b"t_ms,x,y,z,label\r\n".to_vec();
+    for i in 0..40_000usize {
+        let label = ["walk", "sit", "", "run"][(i / 700) % 4];
+        write!(
+            body,
+            "{},{:.6},{:.6},{:.6},{label}",
+            i * 10,
+            signal(i, 100.0, 0),
+            signal(i, 100.0, 1),
+            signal(i, 100.0, 2)
+        )
+        .unwrap();
+        if i == 1234 {
+            body.extend(std::iter::repeat_n(b' ', 300_000));
+        }
+        if i + 1 < 40_000 {
+            body.extend_from_slice(b"\r\n");
+        }
+        if i == 5000 {
+            body.extend_from_slice(b"\r\n");
+        }
+    }
+    let plain = tmp.path().join("r.csv");
+    std::fs::write(&plain, &body).unwrap();
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&body).unwrap();
+    let gz_bytes = e.finish().unwrap();
+    let gz = tmp.path().join("r.csv.gz");
+    std::fs::write(&gz, &gz_bytes).unwrap();
+    let scfg = StreamConfig {
+        batch_windows: 16,
+        ..StreamConfig::default()
+    };
+    let sp = spec(100.0, true);
+    let run = |s: &mut RecordingStream| {
+        let mut all = WindowBatch::default();
+        while let Some(b) = s.next_batch().unwrap() {
+            all.x
+                .extend(b.x.iter().map(|v| v.to_bits()).map(f32::from_bits));
+            all.start_time_s.extend(b.start_time_s);
+            all.end_time_s.extend(b.end_time_s);
+            all.y.extend(b.y);
+        }
+        let bits: Vec<u32> = all.x.iter().map(|v| v.to_bits()).collect();
+        (
+            bits,
+            all.start_time_s,
+            all.end_time_s,
+            all.y,
+            s.stats().clone(),
+        )
+    };
+    let want = run(&mut RecordingStream::open(&plain, &sp, &scfg).unwrap());
+    assert_eq!(want.4.samples, 40_000);
+    assert_eq!(want.4.lines, 40_002, "header, samples and the blank line");
+    assert_eq!(want.3.len(), 40, "400 s in windows of 10 s");
+    let from_gz = run(&mut RecordingStream::open(&gz, &sp, &scfg).unwrap());
+    assert!(from_gz == want, "gzip file differs");
+    for data in [body, gz_bytes] {
+        let src = Box::new(Trickle { data, pos: 0 });
+        let got = run(&mut RecordingStream::from_reader("t.csv", src, &sp, &scfg).unwrap());
+        assert!(got == want, "trickled input differs");
+    }
+}

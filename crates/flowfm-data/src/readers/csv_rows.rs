@@ -3,7 +3,7 @@
 //! honoured, whitespace runs allowed) and a row layout that resolves a spec's columns.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,8 +18,12 @@ use crate::error::{DataError, Result};
 /// Longest line accepted (a file without line breaks must not grow the buffer without bound).
 pub(crate) const MAX_LINE_BYTES: usize = 1 << 20;
 
-/// Bytes read per refill of the decompressed stream.
-const READ_BUF_BYTES: usize = 1 << 16;
+/// Initial size of the line buffer (the decompressed stream is read straight into it); it grows
+/// only for a line longer than this, up to [`MAX_LINE_BYTES`].
+const READ_BUF_BYTES: usize = 1 << 17;
+
+/// Raw bytes buffered ahead of the gzip decoder.
+const RAW_BUF_BYTES: usize = 1 << 16;
 
 /// Counts the raw bytes read through it and, optionally, feeds them into a shared sha256.
 struct Tap<R> {
@@ -41,10 +45,119 @@ impl<R: Read> Read for Tap<R> {
     }
 }
 
+/// Decompressed bytes per chunk handed from the gunzip thread to the reader.
+const CHUNK_BYTES: usize = 1 << 17;
+
+/// Chunks decompressed ahead of the reader (besides the one it reads).
+const CHUNKS_AHEAD: usize = 3;
+
+/// What the gunzip thread sends.
+enum Chunk {
+    Data(Vec<u8>),
+    /// The stream ended cleanly.
+    End,
+    Failed(std::io::Error),
+}
+
+/// A reader of a decoder that runs on a thread of its own, [`CHUNKS_AHEAD`] chunks ahead; spent
+/// chunks go back to the thread for reuse. Errors arrive in order, after the bytes before them;
+/// a thread that stops without saying so is an error too. Dropping the reader stops the thread
+/// (its next send fails).
+struct ThreadedGunzip {
+    chunks: std::sync::mpsc::Receiver<Chunk>,
+    spent: std::sync::mpsc::Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ThreadedGunzip {
+    fn spawn<R: Read + Send + 'static>(mut decoder: R) -> std::io::Result<Self> {
+        let (tx, chunks) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_AHEAD);
+        let (spent, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::Builder::new()
+            .name("flowfm-gunzip".into())
+            .spawn(move || loop {
+                let mut buf = recycled.try_recv().unwrap_or_default();
+                buf.resize(CHUNK_BYTES, 0);
+                let mut n = 0;
+                let msg = loop {
+                    match decoder.read(&mut buf[n..]) {
+                        Ok(0) => break None,
+                        Ok(k) => {
+                            n += k;
+                            if n == buf.len() {
+                                break None;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Some(Chunk::Failed(e)),
+                    }
+                };
+                let end = n < buf.len() && msg.is_none();
+                buf.truncate(n);
+                if n > 0 && tx.send(Chunk::Data(buf)).is_err() {
+                    return;
+                }
+                if let Some(m) = msg.or(end.then_some(Chunk::End)) {
+                    let _ = tx.send(m);
+                    return;
+                }
+            })?;
+        Ok(Self {
+            chunks,
+            spent,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        })
+    }
+}
+
+impl Read for ThreadedGunzip {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.chunks.recv() {
+                Ok(Chunk::Data(next)) => {
+                    let spent = std::mem::replace(&mut self.cur, next);
+                    let _ = self.spent.send(spent);
+                    self.pos = 0;
+                }
+                Ok(Chunk::End) => self.done = true,
+                Ok(Chunk::Failed(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Err(std::io::Error::other("the gunzip thread stopped"));
+                }
+            }
+        }
+        let k = (self.cur.len() - self.pos).min(out.len());
+        out[..k].copy_from_slice(&self.cur[self.pos..self.pos + k]);
+        self.pos += k;
+        Ok(k)
+    }
+}
+
 /// Reads lines of at most [`MAX_LINE_BYTES`] from a plain or gzip stream (detected by its magic
 /// bytes), counting them from 1; I/O and decompression errors name the file and line.
+///
+/// The (decompressed) bytes are read in large chunks into one reusable buffer and lines are
+/// handed out as slices of it ([`LineReader::next_line_ref`]): no copy and no allocation per line.
 pub(crate) struct LineReader {
-    inner: Box<dyn BufRead + Send>,
+    inner: Box<dyn Read + Send>,
+    /// `buf[start..end]` is read but not yet handed out.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// `buf[start..scanned]` is known to hold no line break.
+    scanned: usize,
+    eof: bool,
     path: PathBuf,
     line_no: usize,
     hasher: Option<Arc<Mutex<Sha256>>>,
@@ -64,25 +177,57 @@ impl LineReader {
         reader: Box<dyn Read + Send>,
         hash: bool,
     ) -> Result<Self> {
+        Self::with_options(path, reader, hash, false)
+    }
+
+    /// As [`LineReader::from_reader`]; with `gunzip_thread`, a gzip stream is decompressed on a
+    /// thread of its own, a few chunks ahead of the reader (see [`ThreadedGunzip`]).
+    pub(crate) fn with_options(
+        path: PathBuf,
+        reader: Box<dyn Read + Send>,
+        hash: bool,
+        gunzip_thread: bool,
+    ) -> Result<Self> {
         let hasher = hash.then(|| Arc::new(Mutex::new(Sha256::new())));
         let bytes = Arc::new(AtomicU64::new(0));
-        let raw = Tap {
+        let mut raw = Tap {
             inner: reader,
             hasher: hasher.clone(),
             bytes: Arc::clone(&bytes),
         };
-        let mut buffered = BufReader::with_capacity(READ_BUF_BYTES, raw);
-        let head = buffered.fill_buf().map_err(|e| DataError::io(&path, e))?;
-        let inner: Box<dyn BufRead + Send> = if text::is_gzip(head) {
-            Box::new(BufReader::with_capacity(
-                READ_BUF_BYTES,
-                flate2::bufread::MultiGzDecoder::new(buffered),
-            ))
+        // The first two bytes decide gzip or not (a reader may hand out fewer per read).
+        let mut head = [0u8; 2];
+        let mut n = 0;
+        while n < head.len() {
+            match raw.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(DataError::io(&path, e)),
+            }
+        }
+        let gzip = text::is_gzip(&head[..n]);
+        let buffered = BufReader::with_capacity(
+            RAW_BUF_BYTES,
+            std::io::Cursor::new(head[..n].to_vec()).chain(raw),
+        );
+        let inner: Box<dyn Read + Send> = if gzip {
+            let gz = flate2::bufread::MultiGzDecoder::new(buffered);
+            if gunzip_thread {
+                Box::new(ThreadedGunzip::spawn(gz).map_err(|e| DataError::io(&path, e))?)
+            } else {
+                Box::new(gz)
+            }
         } else {
             Box::new(buffered)
         };
         Ok(Self {
             inner,
+            buf: vec![0; READ_BUF_BYTES],
+            start: 0,
+            end: 0,
+            scanned: 0,
+            eof: false,
             path,
             line_no: 0,
             hasher,
@@ -103,11 +248,83 @@ impl LineReader {
     /// The next line into `buf` (without `\n` / `\r\n`); its 1-based number, or `None` at the end.
     pub(crate) fn next_line(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>> {
         buf.clear();
-        let mut any = false;
+        Ok(self.next_line_ref()?.map(|(no, line)| {
+            buf.extend_from_slice(line);
+            no
+        }))
+    }
+
+    /// The next line (without `\n` / `\r\n`) and its 1-based number, or `None` at the end; the
+    /// line borrows the reader's buffer until the next call.
+    pub(crate) fn next_line_ref(&mut self) -> Result<Option<(usize, &[u8])>> {
+        let (a, b) = loop {
+            let from = self.scanned.max(self.start);
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[from..self.end]) {
+                let b = from + i;
+                let a = self.start;
+                self.start = b + 1;
+                self.scanned = self.start;
+                break (a, b);
+            }
+            self.scanned = self.end;
+            if self.eof {
+                if self.start == self.end {
+                    return Ok(None);
+                }
+                let a = self.start;
+                self.start = self.end;
+                break (a, self.end);
+            }
+            self.refill()?;
+        };
+        if b - a > MAX_LINE_BYTES {
+            return Err(self.too_long());
+        }
+        self.line_no += 1;
+        let line = &self.buf[a..b];
+        let line = match line {
+            [head @ .., b'\r'] => head,
+            _ => line,
+        };
+        Ok(Some((self.line_no, line)))
+    }
+
+    fn too_long(&self) -> DataError {
+        DataError::parse(
+            &self.path,
+            self.line_no + 1,
+            format!("line longer than {MAX_LINE_BYTES} bytes (not a text table?)"),
+        )
+    }
+
+    /// Moves the unfinished line to the buffer's front (growing the buffer when the line fills
+    /// it) and reads more bytes after it; sets `eof` at the end of the stream.
+    fn refill(&mut self) -> Result<()> {
+        let pending = self.end - self.start;
+        if pending > MAX_LINE_BYTES {
+            return Err(self.too_long());
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.scanned -= self.start;
+            self.start = 0;
+            self.end = pending;
+        }
+        if self.end == self.buf.len() {
+            let grown = (2 * self.buf.len()).min(MAX_LINE_BYTES + 1);
+            self.buf.resize(grown, 0);
+        }
         loop {
-            let avail = match self.inner.fill_buf() {
-                Ok(a) => a,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     return Err(DataError::parse(
                         &self.path,
@@ -115,39 +332,8 @@ impl LineReader {
                         format!("read failed (corrupt or truncated gzip stream?): {e}"),
                     ))
                 }
-            };
-            if avail.is_empty() {
-                if !any {
-                    return Ok(None);
-                }
-                break;
-            }
-            any = true;
-            match avail.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    buf.extend_from_slice(&avail[..i]);
-                    self.inner.consume(i + 1);
-                    break;
-                }
-                None => {
-                    let n = avail.len();
-                    buf.extend_from_slice(avail);
-                    self.inner.consume(n);
-                }
-            }
-            if buf.len() > MAX_LINE_BYTES {
-                return Err(DataError::parse(
-                    &self.path,
-                    self.line_no + 1,
-                    format!("line longer than {MAX_LINE_BYTES} bytes (not a text table?)"),
-                ));
             }
         }
-        if buf.last() == Some(&b'\r') {
-            buf.pop();
-        }
-        self.line_no += 1;
-        Ok(Some(self.line_no))
     }
 
     /// Lower-case hex sha256 of the raw bytes read so far (call after the last line).
@@ -169,6 +355,14 @@ pub(crate) enum Delim {
     Byte(u8),
     /// Runs of spaces and tabs.
     Whitespace,
+}
+
+/// The high bit of each byte of `w` that equals `b`, nothing else (no borrow crosses bytes).
+fn bytes_equal(w: u64, b: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = w ^ (0x0101_0101_0101_0101 * u64::from(b));
+    // A byte's high bit ends up clear exactly when the byte of `x` is zero.
+    !(((x & LOW7) + LOW7) | x) & !LOW7
 }
 
 /// The fields of one line, as byte ranges into it (or owned copies when quotes were removed).
@@ -204,21 +398,48 @@ impl Fields {
                 true
             }
             Delim::Byte(sep) => {
-                if line.contains(&b'"') {
-                    self.quoted = true;
-                    return text::split_csv(line, sep, &mut self.owned);
-                }
+                // One pass, eight bytes at a time: separators, and the first quote (which
+                // switches to the unquoting splitter).
                 let mut s = 0;
-                for (i, &b) in line.iter().enumerate() {
-                    if b == sep {
-                        self.ranges.push((s, i));
+                let mut at = |i: usize, ranges: &mut Vec<(usize, usize)>| {
+                    if line[i] == sep {
+                        ranges.push((s, i));
                         s = i + 1;
+                        true
+                    } else {
+                        false
+                    }
+                };
+                let words = line.chunks_exact(8);
+                let tail = words.remainder();
+                let mut base = 0;
+                for word in words {
+                    let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+                    let mut hits = bytes_equal(w, sep) | bytes_equal(w, b'"');
+                    while hits != 0 {
+                        let i = base + (hits.trailing_zeros() / 8) as usize;
+                        if !at(i, &mut self.ranges) {
+                            return self.split_quoted(line, sep);
+                        }
+                        hits &= hits - 1;
+                    }
+                    base += 8;
+                }
+                for (k, &b) in tail.iter().enumerate() {
+                    if (b == sep || b == b'"') && !at(base + k, &mut self.ranges) {
+                        return self.split_quoted(line, sep);
                     }
                 }
                 self.ranges.push((s, line.len()));
                 true
             }
         }
+    }
+
+    fn split_quoted(&mut self, line: &[u8], sep: u8) -> bool {
+        self.ranges.clear();
+        self.quoted = true;
+        text::split_csv(line, sep, &mut self.owned)
     }
 
     /// Number of fields.
@@ -249,6 +470,15 @@ pub(crate) fn unit_factor(u: Units) -> f64 {
         Units::MetersPerSecond2 => 1.0 / STANDARD_GRAVITY,
         Units::DegPerSecond => std::f64::consts::PI / 180.0,
         Units::Scale(f) => f,
+    }
+}
+
+/// A finite time field (already trimmed); the slow path only builds the message.
+#[inline]
+fn finite_time(path: &Path, line_no: usize, f: &[u8]) -> Result<f64> {
+    match text::parse_f64(f) {
+        Some(v) if v.is_finite() => Ok(v),
+        _ => text::finite_f64(path, line_no, f, "time"),
     }
 }
 
@@ -453,10 +683,10 @@ impl Layout {
                             ),
                         )
                     })?,
-                    TimeUnit::Seconds => text::finite_f64(path, line_no, f, "time")?,
-                    TimeUnit::Milliseconds => text::finite_f64(path, line_no, f, "time")? * 1e-3,
-                    TimeUnit::Microseconds => text::finite_f64(path, line_no, f, "time")? * 1e-6,
-                    TimeUnit::Nanoseconds => text::finite_f64(path, line_no, f, "time")? * 1e-9,
+                    TimeUnit::Seconds => finite_time(path, line_no, f)?,
+                    TimeUnit::Milliseconds => finite_time(path, line_no, f)? * 1e-3,
+                    TimeUnit::Microseconds => finite_time(path, line_no, f)? * 1e-6,
+                    TimeUnit::Nanoseconds => finite_time(path, line_no, f)? * 1e-9,
                 })
             }
         };
@@ -492,6 +722,46 @@ mod tests {
         assert!(f.split(line, Delim::Whitespace));
         let got: Vec<&[u8]> = (0..f.len()).map(|i| f.get(line, i)).collect();
         assert_eq!(got, vec![&b"12"[..], b"3", b"4"]);
+    }
+
+    #[test]
+    fn fields_split_agrees_with_a_plain_split_at_every_length_and_position() {
+        // Lines of 0 to 40 bytes with separators at every position (so every word boundary and
+        // the tail are exercised), bytes next to the separator's value, and a quote anywhere.
+        let mut f = Fields::default();
+        let mut line = Vec::new();
+        for len in 0..40usize {
+            for seed in 0..60u64 {
+                line.clear();
+                let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ len as u64;
+                for _ in 0..len {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    line.push(match x % 7 {
+                        0 => b';',
+                        1 => b';' + 1,
+                        2 => b';' - 1,
+                        3 => 0x80 | b';',
+                        _ => b'0' + (x % 10) as u8,
+                    });
+                }
+                assert!(f.split(&line, Delim::Byte(b';')));
+                let got: Vec<&[u8]> = (0..f.len()).map(|i| f.get(&line, i)).collect();
+                let want: Vec<&[u8]> = line.split(|&b| b == b';').map(text::trim).collect();
+                assert_eq!(got, want, "{line:?}");
+                if len > 0 {
+                    let q = (x as usize) % len;
+                    line[q] = b'"';
+                    line.push(b'"');
+                    f.split(&line, Delim::Byte(b';'));
+                    assert!(
+                        f.quoted,
+                        "a quote at {q} of {line:?} must take the quoted path"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

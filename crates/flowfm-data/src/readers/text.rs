@@ -128,52 +128,51 @@ const POW10: [f64; 23] = [
 
 /// Parses a decimal number (`-1.25`, `+3`, `.5`, `1e-3`, `NaN`, `inf`) from ASCII bytes.
 ///
-/// Numbers with at most 15 significant digits and a small exponent take an exact fast path
-/// (mantissa and power of ten both exact in f64, so the one division or multiplication rounds
-/// correctly); everything else falls back to the standard library's correctly rounded parser.
-/// Returns `None` for anything that is not a number. `NaN`/`inf` are returned as such: callers
-/// decide whether non-finite values are allowed.
+/// Numbers of at most 19 digits whose digits, read as an integer, are exactly representable in
+/// f64 (at most 2^53) and whose decimal exponent is small take an exact fast path (mantissa and
+/// power of ten both exact in f64, so the one division or multiplication rounds correctly:
+/// Clinger's fast path); everything else falls back to the standard library's correctly rounded
+/// parser, so the result is always the correctly rounded value, bit for bit what `str::parse`
+/// gives. Returns `None` for anything that is not a number. `NaN`/`inf` are returned as such:
+/// callers decide whether non-finite values are allowed.
 pub(crate) fn parse_f64(s: &[u8]) -> Option<f64> {
     let (neg, body) = match s.first()? {
         b'-' => (true, &s[1..]),
         b'+' => (false, &s[1..]),
         _ => (false, s),
     };
+    // Digits accumulate with wrapping arithmetic: more than 19 of them take the slow path.
     let mut mantissa: u64 = 0;
-    let mut digits = 0u32;
-    let mut exp10: i32 = 0;
     let mut i = 0;
-    let mut any_digit = false;
-    while i < body.len() && body[i].is_ascii_digit() {
-        any_digit = true;
-        if digits < 19 {
-            mantissa = mantissa * 10 + u64::from(body[i] - b'0');
-            if mantissa != 0 {
-                digits += 1;
-            }
-        } else {
-            exp10 += 1;
+    while let Some(&b) = body.get(i) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
         }
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
         i += 1;
     }
-    if i < body.len() && body[i] == b'.' {
+    let mut digits = i;
+    let mut exp10: i32 = 0;
+    if body.get(i) == Some(&b'.') {
         i += 1;
-        while i < body.len() && body[i].is_ascii_digit() {
-            any_digit = true;
-            if digits < 19 {
-                mantissa = mantissa * 10 + u64::from(body[i] - b'0');
-                if mantissa != 0 {
-                    digits += 1;
-                }
-                exp10 -= 1;
+        let frac_start = i;
+        while let Some(&b) = body.get(i) {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                break;
             }
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
             i += 1;
         }
+        let frac = i - frac_start;
+        digits += frac;
+        exp10 = -(frac.min(1 << 20) as i32);
     }
-    if !any_digit {
+    if digits == 0 {
         return parse_special(s);
     }
-    if i < body.len() && (body[i] == b'e' || body[i] == b'E') {
+    if let Some(b'e' | b'E') = body.get(i) {
         i += 1;
         let (eneg, start) = match body.get(i) {
             Some(b'-') => (true, i + 1),
@@ -197,7 +196,7 @@ pub(crate) fn parse_f64(s: &[u8]) -> Option<f64> {
     if i != body.len() {
         return None;
     }
-    if digits <= 15 && (-22..=22).contains(&exp10) {
+    if digits <= 19 && mantissa <= 1 << 53 && (-22..=22).contains(&exp10) {
         let m = mantissa as f64;
         let v = if exp10 >= 0 {
             m * POW10[exp10 as usize]
@@ -429,6 +428,47 @@ mod tests {
             let std: f64 = c.parse().expect(c);
             Tolerance::new(1e-15, 0.0).assert_close(&[ours], &[std]);
         }
+    }
+
+    #[test]
+    fn parse_f64_is_bit_identical_to_std_on_generated_decimals() {
+        // A fixed LCG: mantissas of 1 to 22 digits, leading zeros, signs, decimal points and
+        // exponents, so both the fast path and the fallback are exercised.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        let mut fast = 0;
+        for _ in 0..200_000 {
+            let mut c = String::new();
+            match next(3) {
+                0 => c.push('-'),
+                1 => c.push('+'),
+                _ => {}
+            }
+            let int_digits = next(12) as usize;
+            let frac_digits = next(12) as usize;
+            for _ in 0..int_digits {
+                c.push(char::from(b'0' + next(10) as u8));
+            }
+            if frac_digits > 0 || int_digits == 0 {
+                c.push('.');
+                for _ in 0..frac_digits.max(1) {
+                    c.push(char::from(b'0' + next(10) as u8));
+                }
+            }
+            if next(4) == 0 {
+                c.push_str(&format!("e{}", next(60) as i64 - 30));
+            }
+            let std: f64 = c.parse().expect(&c);
+            let ours = parse_f64(c.as_bytes()).expect(&c);
+            assert_eq!(ours.to_bits(), std.to_bits(), "{c}: {ours} vs {std}");
+            fast += usize::from(int_digits + frac_digits <= 15);
+        }
+        assert!(fast > 100_000, "the fast path was exercised {fast} times");
     }
 
     #[test]
