@@ -26,7 +26,7 @@ pub fn is_transfer(dataset: &str) -> bool {
 pub enum Profile {
     /// Tiny models and few steps on real data (minutes on 2 cores; what CI runs).
     Quick,
-    /// CPU scale: width-reduced encoder (about an hour on 2 cores).
+    /// CPU scale: width-reduced encoder (about two hours on 2 cores: README, docs/benchmarks.md).
     Default,
     /// The paper's sizes (for a GPU build).
     Full,
