@@ -42,7 +42,6 @@ use flowfm_eval::{
     ClassificationReport, ConfusionMatrix, Embeddings, FeatureConfig, FeatureExtractor,
     FeatureTable, FoldResults, FoldSummary, Windows,
 };
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -426,10 +425,35 @@ pub fn run_protocol<S: WindowSource + 'static>(
         Ok((positions, outcome, fold_start.elapsed().as_secs_f64()))
     };
     let outcomes: Vec<Result<(FoldSplit, FoldOutcome, f64)>> = if cfg.mode == Mode::FineTune {
-        plans
-            .par_iter()
+        // One OS thread per concurrent fold, outside the rayon pool: a fold blocks on its
+        // batch prefetcher, whose augmentation runs on the pool, so a fold must never occupy a
+        // pool worker (two folds on the two workers of a 2-core pool would wait for each
+        // other's prefetchers forever).
+        let workers = rayon::current_num_threads().clamp(1, plans.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<std::sync::Mutex<Option<Result<(FoldSplit, FoldOutcome, f64)>>>> =
+            plans.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(plan) = plans.get(i) else { break };
+                    let done = run_fold(i, plan);
+                    if let Ok(mut slot) = slots[i].lock() {
+                        *slot = Some(done);
+                    }
+                });
+            }
+        });
+        slots
+            .into_iter()
             .enumerate()
-            .map(|(i, plan)| run_fold(i, plan))
+            .map(|(i, slot)| match slot.into_inner() {
+                Ok(Some(done)) => done,
+                _ => Err(anyhow::anyhow!(
+                    "fold {i}: its worker thread stopped without a result"
+                )),
+            })
             .collect()
     } else {
         plans
