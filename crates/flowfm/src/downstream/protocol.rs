@@ -379,7 +379,8 @@ pub fn run_protocol<S: WindowSource + 'static>(
     // Folds are independent (each has its own seeded stream, derived from its index), so they
     // train concurrently: with small batches one fold cannot keep both cores busy, two folds
     // can. The results do not depend on the schedule; they are gathered in fold order.
-    let run_fold = |i: usize, plan: &FoldPlan| -> Result<(FoldSplit, FoldOutcome, f64)> {
+    type FoldDone = Result<(FoldSplit, FoldOutcome, f64)>;
+    let run_fold = |i: usize, plan: &FoldPlan| -> FoldDone {
         let fold_start = Instant::now();
         let fold_rng = root.derive_indexed("fold", i as u64);
         let positions = FoldSplit {
@@ -424,14 +425,14 @@ pub fn run_protocol<S: WindowSource + 'static>(
         .with_context(|| format!("{} {}: {}", opts.dataset.name, cfg.mode.name(), plan.name))?;
         Ok((positions, outcome, fold_start.elapsed().as_secs_f64()))
     };
-    let outcomes: Vec<Result<(FoldSplit, FoldOutcome, f64)>> = if cfg.mode == Mode::FineTune {
+    let outcomes: Vec<FoldDone> = if cfg.mode == Mode::FineTune {
         // One OS thread per concurrent fold, outside the rayon pool: a fold blocks on its
         // batch prefetcher, whose augmentation runs on the pool, so a fold must never occupy a
         // pool worker (two folds on the two workers of a 2-core pool would wait for each
         // other's prefetchers forever).
         let workers = rayon::current_num_threads().clamp(1, plans.len().max(1));
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let slots: Vec<std::sync::Mutex<Option<Result<(FoldSplit, FoldOutcome, f64)>>>> =
+        let slots: Vec<std::sync::Mutex<Option<FoldDone>>> =
             plans.iter().map(|_| std::sync::Mutex::new(None)).collect();
         std::thread::scope(|scope| {
             for _ in 0..workers {
