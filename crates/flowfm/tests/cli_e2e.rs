@@ -31,18 +31,49 @@ fn flowfm(args: &[&str]) -> String {
     text
 }
 
-fn config(dir: &Path, method: &str) -> PathBuf {
-    let path = dir.join(format!("{method}.toml"));
+/// The sizes that differ between the tests' pretraining configs.
+struct Sizes {
+    seed: u64,
+    width: f64,
+    base_channels: usize,
+    batch_size: usize,
+    steps: usize,
+    checkpoint_every: usize,
+}
+
+/// Writes a pretraining config of `method` with `sizes` to `dir/<file>.toml`.
+fn write_config(dir: &Path, file: &str, method: &str, sizes: &Sizes) -> PathBuf {
+    let Sizes {
+        seed,
+        width,
+        base_channels,
+        batch_size,
+        steps,
+        checkpoint_every,
+    } = sizes;
+    let path = dir.join(format!("{file}.toml"));
     std::fs::write(
         &path,
         format!(
-            "[run]\nname = \"{method}\"\nmethod = \"{method}\"\nseed = 1\n\n[encoder]\nwidth = 0.0625\n\n\
-             [generator]\npreset = \"small\"\nbase_channels = 8\nchannel_mults = [1, 2]\n\n[diffusion]\nnum_steps = 100\n\n\
-             [train]\nbatch_size = 16\nsteps = 24\nlr = 0.003\nwarmup_steps = 2\ncheckpoint_every = 12\nlog_every = 1\n"
+            "[run]\nname = \"{method}\"\nmethod = \"{method}\"\nseed = {seed}\n\n[encoder]\nwidth = {width}\n\n\
+             [generator]\npreset = \"small\"\nbase_channels = {base_channels}\nchannel_mults = [1, 2]\n\n[diffusion]\nnum_steps = 100\n\n\
+             [train]\nbatch_size = {batch_size}\nsteps = {steps}\nlr = 0.003\nwarmup_steps = 2\ncheckpoint_every = {checkpoint_every}\nlog_every = 1\n"
         ),
     )
     .unwrap();
     path
+}
+
+fn config(dir: &Path, method: &str) -> PathBuf {
+    let sizes = Sizes {
+        seed: 1,
+        width: 0.0625,
+        base_channels: 8,
+        batch_size: 16,
+        steps: 24,
+        checkpoint_every: 12,
+    };
+    write_config(dir, method, method, &sizes)
 }
 
 fn losses(run: &Path) -> Vec<f64> {
@@ -265,17 +296,15 @@ fn bad_config_is_rejected_before_anything_runs() {
 /// A 6-step config for the thread-count test (wider encoder and larger batch than [`config`], so
 /// the GEMMs split over threads).
 fn threads_config(dir: &Path, method: &str) -> PathBuf {
-    let path = dir.join(format!("{method}-threads.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "[run]\nname = \"{method}\"\nmethod = \"{method}\"\nseed = 3\n\n[encoder]\nwidth = 0.125\n\n\
-             [generator]\npreset = \"small\"\nbase_channels = 16\nchannel_mults = [1, 2]\n\n[diffusion]\nnum_steps = 100\n\n\
-             [train]\nbatch_size = 32\nsteps = 6\nlr = 0.003\nwarmup_steps = 2\ncheckpoint_every = 6\nlog_every = 1\n"
-        ),
-    )
-    .unwrap();
-    path
+    let sizes = Sizes {
+        seed: 3,
+        width: 0.125,
+        base_channels: 16,
+        batch_size: 32,
+        steps: 6,
+        checkpoint_every: 6,
+    };
+    write_config(dir, &format!("{method}-threads"), method, &sizes)
 }
 
 /// Determinism across thread counts: the same seed gives bit-identical weights after N steps of
