@@ -22,6 +22,10 @@ pub struct AdamWConfig {
     pub eps: f64,
     /// Decoupled weight decay (applied as `p -= lr * wd * p`).
     pub weight_decay: f64,
+    /// AMSGrad (Reddi et al., ICLR 2018): the update divides by the root of the running maximum
+    /// of the second moment instead of the moment itself, as PyTorch's `amsgrad=True` does (the
+    /// maximum is taken over the moments before bias correction).
+    pub amsgrad: bool,
 }
 
 impl Default for AdamWConfig {
@@ -31,69 +35,123 @@ impl Default for AdamWConfig {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.01,
+            amsgrad: false,
         }
     }
 }
 
-/// The moments of one parameter.
+/// The state of one parameter: first moment, second moment and, with AMSGrad, the running
+/// maximum of the second moment (empty otherwise).
 enum Moments {
     /// CPU parameters of `f32`: flat host vectors, updated in place by one fused pass.
-    Host32 { m: Vec<f32>, v: Vec<f32> },
+    Host32 {
+        m: Vec<f32>,
+        v: Vec<f32>,
+        v_max: Vec<f32>,
+    },
     /// CPU parameters of `f64`, likewise.
-    Host64 { m: Vec<f64>, v: Vec<f64> },
+    Host64 {
+        m: Vec<f64>,
+        v: Vec<f64>,
+        v_max: Vec<f64>,
+    },
     /// Other devices and dtypes: tensors, updated by composed candle ops.
-    Tensors { m: Tensor, v: Tensor },
+    Tensors {
+        m: Tensor,
+        v: Tensor,
+        v_max: Option<Tensor>,
+    },
+}
+
+/// The state names of one parameter, in checkpoint order: `adam_m`, `adam_v` and, with AMSGrad,
+/// `adam_vmax`.
+fn state_prefixes(amsgrad: bool) -> &'static [&'static str] {
+    if amsgrad {
+        &["adam_m", "adam_v", "adam_vmax"]
+    } else {
+        &["adam_m", "adam_v"]
+    }
 }
 
 impl Moments {
-    fn zeros(var: &Var) -> Result<Self> {
+    fn zeros(var: &Var, amsgrad: bool) -> Result<Self> {
         let n = var.elem_count();
+        let n_max = if amsgrad { n } else { 0 };
         Ok(match (var.device().is_cpu(), var.dtype()) {
             (true, DType::F32) => Moments::Host32 {
                 m: vec![0.0; n],
                 v: vec![0.0; n],
+                v_max: vec![0.0; n_max],
             },
             (true, DType::F64) => Moments::Host64 {
                 m: vec![0.0; n],
                 v: vec![0.0; n],
+                v_max: vec![0.0; n_max],
             },
             _ => Moments::Tensors {
                 m: var.zeros_like()?,
                 v: var.zeros_like()?,
+                v_max: if amsgrad {
+                    Some(var.zeros_like()?)
+                } else {
+                    None
+                },
             },
         })
     }
 
-    /// `(m, v)` as tensors of the parameter's shape, dtype and device (copies).
-    fn tensors(&self, var: &Var) -> Result<(Tensor, Tensor)> {
+    /// The state as tensors of the parameter's shape, dtype and device (copies), in the order of
+    /// [`state_prefixes`].
+    fn tensors(&self, var: &Var, amsgrad: bool) -> Result<Vec<Tensor>> {
         let (shape, dev) = (var.shape(), var.device());
+        let n = state_prefixes(amsgrad).len();
         Ok(match self {
-            Moments::Host32 { m, v } => (
-                Tensor::from_slice(m, shape, dev)?,
-                Tensor::from_slice(v, shape, dev)?,
-            ),
-            Moments::Host64 { m, v } => (
-                Tensor::from_slice(m, shape, dev)?,
-                Tensor::from_slice(v, shape, dev)?,
-            ),
-            Moments::Tensors { m, v } => (m.copy()?, v.copy()?),
+            Moments::Host32 { m, v, v_max } => [m, v, v_max][..n]
+                .iter()
+                .map(|x| Tensor::from_slice(x, shape, dev))
+                .collect::<Result<_>>()?,
+            Moments::Host64 { m, v, v_max } => [m, v, v_max][..n]
+                .iter()
+                .map(|x| Tensor::from_slice(x, shape, dev))
+                .collect::<Result<_>>()?,
+            Moments::Tensors { m, v, v_max } => [Some(m), Some(v), v_max.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(Tensor::copy)
+                .collect::<Result<_>>()?,
         })
     }
 
-    /// Replaces the moments with copies of `m` and `v` (already checked to have the shape).
-    fn set(&mut self, m_new: &Tensor, v_new: &Tensor) -> Result<()> {
+    /// Replaces the state with copies of `new` (in the order of [`state_prefixes`], already
+    /// checked to have the parameter's shape and to be as many as the state holds).
+    fn set(&mut self, new: &[&Tensor]) -> Result<()> {
+        fn host<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
+            t.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1()
+        }
         match self {
-            Moments::Host32 { m, v } => {
-                *m = m_new.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                *v = v_new.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            Moments::Host32 { m, v, v_max } => {
+                *m = host(new[0])?;
+                *v = host(new[1])?;
+                if let Some(t) = new.get(2) {
+                    *v_max = host(t)?;
+                }
             }
-            Moments::Host64 { m, v } => {
-                *m = m_new.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-                *v = v_new.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+            Moments::Host64 { m, v, v_max } => {
+                *m = host(new[0])?;
+                *v = host(new[1])?;
+                if let Some(t) = new.get(2) {
+                    *v_max = host(t)?;
+                }
             }
-            Moments::Tensors { m, v } => {
-                *m = m_new.to_dtype(m.dtype())?.to_device(m.device())?.copy()?;
-                *v = v_new.to_dtype(v.dtype())?.to_device(v.device())?.copy()?;
+            Moments::Tensors { m, v, v_max } => {
+                let like = |t: &Tensor, to: &Tensor| {
+                    t.to_dtype(to.dtype())?.to_device(to.device())?.copy()
+                };
+                *m = like(new[0], m)?;
+                *v = like(new[1], v)?;
+                if let (Some(t), Some(old)) = (new.get(2), v_max.as_mut()) {
+                    *old = like(t, old)?;
+                }
             }
         }
         Ok(())
@@ -139,6 +197,7 @@ struct Coefficients {
     /// `1 - lr * weight_decay` when the parameter decays.
     decay: Option<f64>,
     lr: f64,
+    amsgrad: bool,
 }
 
 impl Coefficients {
@@ -154,6 +213,7 @@ impl Coefficients {
             eps: cfg.eps,
             decay: (decays && cfg.weight_decay > 0.0).then_some(1.0 - lr * cfg.weight_decay),
             lr,
+            amsgrad: cfg.amsgrad,
         }
     }
 }
@@ -161,17 +221,33 @@ impl Coefficients {
 /// Floating-point element types the fused update runs on.
 trait Real: WithDType {
     fn sqrt(self) -> Self;
+    /// The larger of two values (NaN propagates from either, as `torch.maximum` does).
+    fn max_nan(self, other: Self) -> Self;
 }
 
 impl Real for f32 {
     fn sqrt(self) -> Self {
         f32::sqrt(self)
     }
+    fn max_nan(self, other: Self) -> Self {
+        if self.is_nan() || other.is_nan() {
+            f32::NAN
+        } else {
+            self.max(other)
+        }
+    }
 }
 
 impl Real for f64 {
     fn sqrt(self) -> Self {
         f64::sqrt(self)
+    }
+    fn max_nan(self, other: Self) -> Self {
+        if self.is_nan() || other.is_nan() {
+            f64::NAN
+        } else {
+            self.max(other)
+        }
     }
 }
 
@@ -180,7 +256,15 @@ const CHUNK: usize = 16 * 1024;
 
 /// The fused update of one parameter. Every operation mirrors one candle op of
 /// [`adamw_step_composed`] (`affine` is `x * mul + add`), so the results are bit-identical.
-fn fused_update<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], k: &Coefficients) {
+/// `v_max` is the running maximum of `v` with AMSGrad, empty without.
+fn fused_update<T: Real>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    v_max: &mut [T],
+    k: &Coefficients,
+) {
     let c = |x: f64| T::from_f64(x);
     let (b1, c1, b2, c2) = (
         c(k.beta1),
@@ -197,12 +281,25 @@ fn fused_update<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], k: &Coe
         T::zero(),
     );
     let decay = k.decay.map(c);
-    let run = |p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]| {
-        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+    let amsgrad = k.amsgrad;
+    let run = |p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], v_max: &mut [T]| {
+        for (i, (((p, &g), m), v)) in p
+            .iter_mut()
+            .zip(g)
+            .zip(m.iter_mut())
+            .zip(v.iter_mut())
+            .enumerate()
+        {
             *m = (*m * b1 + zero) + (g * c1 + zero);
             *v = (*v * b2 + zero) + ((g * g) * c2 + zero);
             let m_hat = *m * ih1 + zero;
-            let v_hat = *v * ih2 + zero;
+            let second = if amsgrad {
+                v_max[i] = v_max[i].max_nan(*v);
+                v_max[i]
+            } else {
+                *v
+            };
+            let v_hat = second * ih2 + zero;
             let update = m_hat / (v_hat.sqrt() * one + eps);
             let base = match decay {
                 Some(d) => *p * d + zero,
@@ -211,14 +308,22 @@ fn fused_update<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], k: &Coe
             *p = base - (update * lr + zero);
         }
     };
+    // Without AMSGrad `v_max` is empty and never indexed.
     if p.len() < 2 * CHUNK {
-        run(p, g, m, v);
+        run(p, g, m, v, v_max);
+    } else if amsgrad {
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(v_max.par_chunks_mut(CHUNK))
+            .for_each(|((((p, g), m), v), x)| run(p, g, m, v, x));
     } else {
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
-            .for_each(|(((p, g), m), v)| run(p, g, m, v));
+            .for_each(|(((p, g), m), v)| run(p, g, m, v, &mut []));
     }
 }
 
@@ -251,11 +356,11 @@ impl InplaceOp2 for FusedAdamW<'_> {
             .map_err(|_| candle_core::Error::Msg("fused AdamW: poisoned lock".into()))?;
         let k = &self.coefficients;
         match (s1, s2, &mut **moments) {
-            (CpuStorage::F32(p), CpuStorage::F32(g), Moments::Host32 { m, v }) => {
-                fused_update(&mut p[p0..p1], &g[g0..g1], m, v, k)
+            (CpuStorage::F32(p), CpuStorage::F32(g), Moments::Host32 { m, v, v_max }) => {
+                fused_update(&mut p[p0..p1], &g[g0..g1], m, v, v_max, k)
             }
-            (CpuStorage::F64(p), CpuStorage::F64(g), Moments::Host64 { m, v }) => {
-                fused_update(&mut p[p0..p1], &g[g0..g1], m, v, k)
+            (CpuStorage::F64(p), CpuStorage::F64(g), Moments::Host64 { m, v, v_max }) => {
+                fused_update(&mut p[p0..p1], &g[g0..g1], m, v, v_max, k)
             }
             (p, g, _) => candle_core::bail!(
                 "{}: parameter {:?}, gradient {:?} and moments do not match",
@@ -268,33 +373,64 @@ impl InplaceOp2 for FusedAdamW<'_> {
     }
 }
 
+/// The optimiser state of one parameter as tensors: first and second moment, and with AMSGrad
+/// the running maximum of the second moment.
+#[derive(Clone, Debug)]
+pub struct ComposedState {
+    /// First moment.
+    pub m: Tensor,
+    /// Second moment.
+    pub v: Tensor,
+    /// Running maximum of `v` (AMSGrad only).
+    pub v_max: Option<Tensor>,
+}
+
+impl ComposedState {
+    /// The state before the first step (zeros), for `cfg`.
+    pub fn zeros(var: &Var, cfg: &AdamWConfig) -> Result<Self> {
+        Ok(Self {
+            m: var.zeros_like()?,
+            v: var.zeros_like()?,
+            v_max: if cfg.amsgrad {
+                Some(var.zeros_like()?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
 /// One AdamW update of `var` from its gradient `g` with candle ops (the reference the fused
-/// update is tested against, and the path on devices other than the CPU). Returns the new `(m, v)`.
+/// update is tested against, and the path on devices other than the CPU). Returns the new state.
 ///
 /// # Shapes
-/// - `var`, `g`, `m`, `v`: the parameter's shape
+/// - `var`, `g` and every tensor of `state`: the parameter's shape
 pub fn adamw_step_composed(
     var: &Var,
     g: &Tensor,
-    m: &Tensor,
-    v: &Tensor,
+    state: &ComposedState,
     cfg: &AdamWConfig,
     step: u64,
     lr: f64,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<ComposedState> {
     let k = Coefficients::new(cfg, step, lr, decays(var));
     let g = g.detach();
-    let m = ((m * k.beta1)? + (&g * k.one_minus_beta1)?)?;
-    let v = ((v * k.beta2)? + (g.sqr()? * k.one_minus_beta2)?)?;
+    let m = ((&state.m * k.beta1)? + (&g * k.one_minus_beta1)?)?;
+    let v = ((&state.v * k.beta2)? + (g.sqr()? * k.one_minus_beta2)?)?;
     let m_hat = m.affine(k.inv_bias1, 0.0)?;
-    let v_hat = v.affine(k.inv_bias2, 0.0)?;
+    let v_max = match (&state.v_max, cfg.amsgrad) {
+        (Some(old), true) => Some(old.maximum(&v)?),
+        (None, false) => None,
+        _ => candle_core::bail!("AdamW: AMSGrad state does not match the configuration"),
+    };
+    let v_hat = v_max.as_ref().unwrap_or(&v).affine(k.inv_bias2, 0.0)?;
     let update = (m_hat / (v_hat.sqrt()? + k.eps)?)?;
     let mut p = var.as_tensor().detach();
     if let Some(d) = k.decay {
         p = (&p * d)?;
     }
     var.set(&(p - (update * lr)?)?)?;
-    Ok((m, v))
+    Ok(ComposedState { m, v, v_max })
 }
 
 impl AdamW {
@@ -306,7 +442,7 @@ impl AdamW {
             .map(|(name, var)| {
                 Ok(Slot {
                     decay: decays(&var),
-                    moments: Moments::zeros(&var)?,
+                    moments: Moments::zeros(&var, cfg.amsgrad)?,
                     name,
                     var,
                 })
@@ -343,10 +479,14 @@ impl AdamW {
                 );
             }
             match &mut s.moments {
-                Moments::Tensors { m, v } => {
-                    let (m_new, v_new) = adamw_step_composed(&s.var, g, m, v, &cfg, step, lr)?;
-                    *m = m_new;
-                    *v = v_new;
+                Moments::Tensors { m, v, v_max } => {
+                    let state = ComposedState {
+                        m: m.clone(),
+                        v: v.clone(),
+                        v_max: v_max.clone(),
+                    };
+                    let new = adamw_step_composed(&s.var, g, &state, &cfg, step, lr)?;
+                    (*m, *v, *v_max) = (new.m, new.v, new.v_max);
                 }
                 moments => {
                     let op = FusedAdamW {
@@ -361,17 +501,19 @@ impl AdamW {
         Ok(())
     }
 
-    /// The moments as named tensors (`adam_m.<name>`, `adam_v.<name>`) for checkpoints (copies:
-    /// later steps do not change them).
+    /// The state as named tensors (`adam_m.<name>`, `adam_v.<name>`, and with AMSGrad
+    /// `adam_vmax.<name>`) for checkpoints (copies: later steps do not change them).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::with_capacity(2 * self.slots.len());
+        let prefixes = state_prefixes(self.cfg.amsgrad);
+        let mut out = Vec::with_capacity(prefixes.len() * self.slots.len());
         for s in &self.slots {
             // Building a tensor from a host vector of the parameter's own shape cannot fail on
-            // the CPU; on other devices a failed copy leaves the moment out, which `load_state`
+            // the CPU; on other devices a failed copy leaves the state out, which `load_state`
             // then reports by name.
-            if let Ok((m, v)) = s.moments.tensors(&s.var) {
-                out.push((format!("adam_m.{}", s.name), m));
-                out.push((format!("adam_v.{}", s.name), v));
+            if let Ok(tensors) = s.moments.tensors(&s.var, self.cfg.amsgrad) {
+                for (prefix, t) in prefixes.iter().zip(tensors) {
+                    out.push((format!("{prefix}.{}", s.name), t));
+                }
             }
         }
         out
@@ -379,12 +521,20 @@ impl AdamW {
 
     /// Restores moments and the step count saved by [`AdamW::state_tensors`].
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: u64) -> Result<()> {
+        let prefixes = state_prefixes(self.cfg.amsgrad);
         for s in &mut self.slots {
-            let mut pair = Vec::with_capacity(2);
-            for prefix in ["adam_m", "adam_v"] {
+            let mut pair = Vec::with_capacity(prefixes.len());
+            for prefix in prefixes {
                 let key = format!("{prefix}.{}", s.name);
                 let Some(t) = tensors.get(&key) else {
-                    candle_core::bail!("optimizer state `{key}` is missing from the checkpoint");
+                    let why = if *prefix == "adam_vmax" {
+                        " (the run uses AMSGrad; was the checkpoint written without it?)"
+                    } else {
+                        ""
+                    };
+                    candle_core::bail!(
+                        "optimizer state `{key}` is missing from the checkpoint{why}"
+                    );
                 };
                 if t.shape() != s.var.shape() {
                     candle_core::bail!(
@@ -395,7 +545,7 @@ impl AdamW {
                 }
                 pair.push(t);
             }
-            s.moments.set(pair[0], pair[1])?;
+            s.moments.set(&pair)?;
         }
         self.step = step;
         Ok(())
@@ -600,22 +750,35 @@ mod tests {
     fn fused_update_is_bit_identical_to_the_composed_candle_ops() {
         let mut rng = flowfm_core::SeededRng::new(3);
         let dev = Device::Cpu;
-        let cfg = AdamWConfig::default();
-        for (shape, lr) in [(vec![64usize, 33], 1e-3), (vec![40_000], 3e-2)] {
+        for (shape, lr, amsgrad) in [
+            (vec![64usize, 33], 1e-3, false),
+            (vec![40_000], 3e-2, false),
+            (vec![64usize, 33], 1e-3, true),
+            (vec![40_000], 3e-2, true),
+        ] {
+            let cfg = AdamWConfig {
+                amsgrad,
+                ..AdamWConfig::default()
+            };
             let init = rng
                 .normal_tensor(shape.as_slice(), DType::F32, &dev)
                 .unwrap();
             let fused = Var::from_tensor(&init.copy().unwrap()).unwrap();
             let composed = Var::from_tensor(&init.copy().unwrap()).unwrap();
             let mut opt = AdamW::new(vec![("p".into(), fused.clone())], cfg).unwrap();
-            let (mut m, mut v) = (init.zeros_like().unwrap(), init.zeros_like().unwrap());
+            let mut state = ComposedState::zeros(&composed, &cfg).unwrap();
             for step in 1..=4u64 {
-                let g = rng
+                // Large gradients first, then small ones: the running maximum of the second
+                // moment parts from the moment itself.
+                let scale = if step <= 2 { 3.0 } else { 0.1 };
+                let g = (rng
                     .normal_tensor(shape.as_slice(), DType::F32, &dev)
+                    .unwrap()
+                    * scale)
                     .unwrap();
                 let loss = fused.as_tensor().mul(&g).unwrap().sum_all().unwrap();
                 opt.step(&loss.backward().unwrap(), lr).unwrap();
-                (m, v) = adamw_step_composed(&composed, &g, &m, &v, &cfg, step, lr).unwrap();
+                state = adamw_step_composed(&composed, &g, &state, &cfg, step, lr).unwrap();
                 let a: Vec<f32> = fused.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
                 let b: Vec<f32> = composed
                     .as_tensor()
@@ -633,10 +796,18 @@ mod tests {
                     "step {step}, shape {shape:?}: {differ} elements differ"
                 );
             }
-            let state: HashMap<String, Tensor> = opt.state_tensors().into_iter().collect();
-            let got_m: Vec<f32> = state["adam_m.p"].flatten_all().unwrap().to_vec1().unwrap();
-            let want_m: Vec<f32> = m.flatten_all().unwrap().to_vec1().unwrap();
-            assert_eq!(got_m, want_m);
+            let saved: HashMap<String, Tensor> = opt.state_tensors().into_iter().collect();
+            let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+            assert_eq!(flat(&saved["adam_m.p"]), flat(&state.m));
+            assert_eq!(flat(&saved["adam_v.p"]), flat(&state.v));
+            match &state.v_max {
+                Some(v_max) => {
+                    assert_eq!(flat(&saved["adam_vmax.p"]), flat(v_max));
+                    // The maximum did part from the moment, so the AMSGrad path was exercised.
+                    assert_ne!(flat(v_max), flat(&state.v));
+                }
+                None => assert!(!saved.contains_key("adam_vmax.p")),
+            }
         }
     }
 
@@ -675,6 +846,48 @@ mod tests {
         }
         let v = x.as_tensor().to_vec1::<f32>().unwrap();
         assert!(v.iter().all(|a| a.abs() < 0.05), "{v:?}");
+    }
+
+    #[test]
+    fn amsgrad_state_resumes_identically_and_is_required() {
+        let cfg = AdamWConfig {
+            amsgrad: true,
+            ..AdamWConfig::default()
+        };
+        let make =
+            || Var::from_tensor(&Tensor::new(&[1.0f64, 2.0, -1.0], &Device::Cpu).unwrap()).unwrap();
+        // Gradients that shrink step by step: the maximum of the second moment matters.
+        let loss_of = |v: &Var, k: usize| {
+            let w = Tensor::new(&[4.0 / (1.0 + k as f64), -1.0, 0.5], &Device::Cpu).unwrap();
+            v.as_tensor().mul(&w).unwrap().sum_all().unwrap()
+        };
+        let a = make();
+        let mut oa = AdamW::new(vec![("p".into(), a.clone())], cfg).unwrap();
+        for k in 0..5 {
+            oa.step(&loss_of(&a, k).backward().unwrap(), 0.1).unwrap();
+        }
+        let state: HashMap<String, Tensor> = oa.state_tensors().into_iter().collect();
+        assert!(state.contains_key("adam_vmax.p"));
+        let b = Var::from_tensor(&a.as_tensor().copy().unwrap()).unwrap();
+        let mut ob = AdamW::new(vec![("p".into(), b.clone())], cfg).unwrap();
+        ob.load_state(&state, oa.steps_taken()).unwrap();
+        for k in 5..10 {
+            oa.step(&loss_of(&a, k).backward().unwrap(), 0.1).unwrap();
+            ob.step(&loss_of(&b, k).backward().unwrap(), 0.1).unwrap();
+        }
+        assert_eq!(
+            a.as_tensor().to_vec1::<f64>().unwrap(),
+            b.as_tensor().to_vec1::<f64>().unwrap()
+        );
+        // A checkpoint without the maximum cannot resume an AMSGrad run.
+        let mut without = state.clone();
+        without.remove("adam_vmax.p");
+        let mut oc = AdamW::new(vec![("p".into(), make())], cfg).unwrap();
+        let err = oc.load_state(&without, 5).unwrap_err().to_string();
+        assert!(
+            err.contains("adam_vmax.p") && err.contains("AMSGrad"),
+            "{err}"
+        );
     }
 
     #[test]

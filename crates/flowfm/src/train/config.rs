@@ -291,6 +291,11 @@ pub struct TrainSection {
     /// Decoupled weight decay (not applied to biases and norm parameters).
     #[serde(default = "default_wd")]
     pub weight_decay: f64,
+    /// AMSGrad: divide by the running maximum of the second moment (SSL-Wearables' optimiser,
+    /// `Adam(amsgrad=True)`). Not written back when off, so the configs (and fingerprints) of
+    /// runs without it are unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub amsgrad: bool,
     /// Gradient-norm clipping threshold (none when absent).
     pub grad_clip: Option<f64>,
     /// Decay of the EMA of generator weights used for sampling.

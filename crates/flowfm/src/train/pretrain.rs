@@ -432,6 +432,7 @@ pub fn pretrain<S: WindowSource + 'static>(
         trainable.clone(),
         AdamWConfig {
             weight_decay: train.weight_decay,
+            amsgrad: train.amsgrad,
             ..AdamWConfig::default()
         },
     )?;
