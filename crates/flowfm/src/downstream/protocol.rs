@@ -426,36 +426,26 @@ pub fn run_protocol<S: WindowSource + 'static>(
         Ok((positions, outcome, fold_start.elapsed().as_secs_f64()))
     };
     let outcomes: Vec<FoldDone> = if cfg.mode == Mode::FineTune {
-        // One OS thread per concurrent fold, outside the rayon pool: a fold blocks on its
-        // batch prefetcher, whose augmentation runs on the pool, so a fold must never occupy a
-        // pool worker (two folds on the two workers of a 2-core pool would wait for each
-        // other's prefetchers forever).
+        // The folds run on a rayon pool of their own, one worker per concurrent fold, so that
+        // each fold's parallel ops stay on its own worker's pool (as a `par_iter` over the
+        // folds would, without more runnable threads than cores). Not on the global pool: a
+        // fold blocks on its batch prefetcher, whose augmentation runs on the global pool,
+        // and two folds on the two workers of a 2-core global pool would wait for each other's
+        // prefetchers forever.
         let workers = rayon::current_num_threads().clamp(1, plans.len().max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let slots: Vec<std::sync::Mutex<Option<FoldDone>>> =
-            plans.iter().map(|_| std::sync::Mutex::new(None)).collect();
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(plan) = plans.get(i) else { break };
-                    let done = run_fold(i, plan);
-                    if let Ok(mut slot) = slots[i].lock() {
-                        *slot = Some(done);
-                    }
-                });
-            }
-        });
-        slots
-            .into_iter()
-            .enumerate()
-            .map(|(i, slot)| match slot.into_inner() {
-                Ok(Some(done)) => done,
-                _ => Err(anyhow::anyhow!(
-                    "fold {i}: its worker thread stopped without a result"
-                )),
-            })
-            .collect()
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .thread_name(|i| format!("flowfm-fold-{i}"))
+            .build()
+            .context("starting the fold threads")?;
+        pool.install(|| {
+            use rayon::prelude::*;
+            plans
+                .par_iter()
+                .enumerate()
+                .map(|(i, plan)| run_fold(i, plan))
+                .collect()
+        })
     } else {
         plans
             .iter()
