@@ -19,7 +19,7 @@ use flowfm_core::init::seeded_var_builder;
 use flowfm_core::{ForwardMode, SeededRng};
 use flowfm_models::{EncoderConfig, HarNet};
 use flowfm_ops::fused_norm::Activation;
-use flowfm_ops::optim::{adamw_step_composed, AdamW, AdamWConfig};
+use flowfm_ops::optim::{adamw_step_composed, AdamW, AdamWConfig, ComposedState};
 use flowfm_ops::{BatchNorm1d, BatchNormConfig, GroupNorm};
 use std::time::Duration;
 
@@ -153,20 +153,17 @@ fn bench_adamw(c: &mut Criterion) {
     g.bench_function("fused/harnet10", |b| {
         b.iter(|| opt.step(&grads, 1e-4).expect("step"))
     });
-    let mut moments: Vec<(Tensor, Tensor)> = params
+    let mut states: Vec<ComposedState> = params
         .iter()
-        .map(|(_, v)| (v.zeros_like().expect("m"), v.zeros_like().expect("v")))
+        .map(|(_, v)| ComposedState::zeros(v, &cfg).expect("state"))
         .collect();
     let mut step = 0u64;
     g.bench_function("composed/harnet10", |b| {
         b.iter(|| {
             step += 1;
-            for ((_, var), (m, v)) in params.iter().zip(moments.iter_mut()) {
+            for ((_, var), state) in params.iter().zip(states.iter_mut()) {
                 let grad = grads.get(var.as_tensor()).expect("grad");
-                let (m2, v2) =
-                    adamw_step_composed(var, grad, m, v, &cfg, step, 1e-4).expect("step");
-                *m = m2;
-                *v = v2;
+                *state = adamw_step_composed(var, grad, state, &cfg, step, 1e-4).expect("step");
             }
         })
     });
