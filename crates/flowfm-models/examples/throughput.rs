@@ -22,6 +22,9 @@
 //! EMA copy of the generator; those are not part of the compared work.)
 //!
 //! `--encoder-step-only` runs only the HARNet10 train steps (for `/usr/bin/time -v`).
+//! `--only WHAT` runs one piece of work (`WHAT` one of the `what` names above, e.g.
+//! `--only encoder_train_step`), `--width W` only that encoder width, and `--iters N` times `N`
+//! steps after the warm-up instead of 3: with `perf record` this profiles mostly timed steps.
 //!
 //! The example runs itself again with `MIMALLOC_PURGE_DELAY=-1` unless that variable is set (see
 //! `rerun_with_allocator_options`).
@@ -148,7 +151,29 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "quick");
     let json = args.iter().any(|a| a == "--json");
-    let iters = if quick { 1 } else { 3 };
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let iters = match value("--iters") {
+        Some(n) => n
+            .parse::<usize>()
+            .map_err(|e| candle_core::Error::Msg(format!("--iters {n}: {e}")))?
+            .max(1),
+        None if quick => 1,
+        None => 3,
+    };
+    let only = value("--only");
+    let want = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    let only_width = match value("--width") {
+        Some(w) => Some(
+            w.parse::<f64>()
+                .map_err(|e| candle_core::Error::Msg(format!("--width {w}: {e}")))?,
+        ),
+        None => None,
+    };
     // `--encoder-step-only`: HARNet10 (width 1) train steps and nothing else, for measuring the
     // peak resident memory of a training step (`/usr/bin/time -v`).
     let encoder_only = args.iter().any(|a| a == "--encoder-step-only");
@@ -159,6 +184,11 @@ fn main() -> Result<()> {
 
     let widths: &[f64] = if encoder_only { &[1.0] } else { &[1.0, 0.25] };
     for &width in widths {
+        if only_width.is_some_and(|w| (w - width).abs() > 1e-9)
+            || !(want("encoder_train_step") || want("encoder_forward_eval"))
+        {
+            continue;
+        }
         let vm = VarMap::new();
         let cfg = EncoderConfig::harnet10().with_width(width);
         let net = HarNet::new(cfg, seeded_var_builder(&vm, 0, DType::F32, &dev))?;
@@ -167,11 +197,19 @@ fn main() -> Result<()> {
             named_trainable(&[("encoder", &vm)])?,
             AdamWConfig::default(),
         )?;
-        let train = time(iters, || {
-            let z = net.forward(&x, ForwardMode::Train)?;
-            let grads = z.sqr()?.mean_all()?.backward()?;
-            opt.step(&grads, LR)
-        })?;
+        let nothing = Timing {
+            wall_s: f64::NAN,
+            cpu_s: f64::NAN,
+        };
+        let train = if want("encoder_train_step") {
+            time(iters, || {
+                let z = net.forward(&x, ForwardMode::Train)?;
+                let grads = z.sqr()?.mean_all()?.backward()?;
+                opt.step(&grads, LR)
+            })?
+        } else {
+            nothing
+        };
         if encoder_only {
             println!(
                 "{{\"what\": \"encoder_train_step\", \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}}}",
@@ -179,21 +217,29 @@ fn main() -> Result<()> {
             );
             return Ok(());
         }
-        let eval = time(iters, || net.encode_detached(&x).map(|_| ()))?;
+        let eval = if want("encoder_forward_eval") {
+            time(iters, || net.encode_detached(&x).map(|_| ()))?
+        } else {
+            nothing
+        };
         if json {
-            println!(
-                "{{\"what\": \"encoder_train_step\", \"params\": {}, \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
-                pc.trainable,
-                train.wall_s,
-                train.cpu_s,
-                batch as f64 / train.wall_s
-            );
-            println!(
+            if want("encoder_train_step") {
+                println!(
+                    "{{\"what\": \"encoder_train_step\", \"params\": {}, \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
+                    pc.trainable,
+                    train.wall_s,
+                    train.cpu_s,
+                    batch as f64 / train.wall_s
+                );
+            }
+            if want("encoder_forward_eval") {
+                println!(
                 "{{\"what\": \"encoder_forward_eval\", \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
                 eval.wall_s,
                 eval.cpu_s,
                 batch as f64 / eval.wall_s
             );
+            }
         } else {
             println!(
                 "HARNet10 width {width}: {} parameters ({} buffer values); train step {:.1} windows/s, eval forward {:.1} windows/s (batch {batch}, AdamW included)",
@@ -206,7 +252,7 @@ fn main() -> Result<()> {
     }
 
     // The joint FlowFM step: HARNet10 (width 1) + the paper-size U-Net.
-    {
+    if want("joint_train_step") || want("unet_nfe_forward") {
         let enc_vm = VarMap::new();
         let gen_vm = VarMap::new();
         let encoder = HarNet::new(
@@ -224,7 +270,7 @@ fn main() -> Result<()> {
         )?;
         let path = LinearPath::new(0.0)?;
         let mut step_rng = SeededRng::new(3);
-        let joint = time(iters, || {
+        let joint_step = || {
             let z = encoder.forward(&x, ForwardMode::Train)?;
             let x_0 = step_rng.normal_tensor(x.shape(), DType::F32, &dev)?;
             let t = sample_flow_times(
@@ -244,24 +290,43 @@ fn main() -> Result<()> {
             )?;
             let grads = loss.backward()?;
             opt.step(&grads, LR)
-        })?;
+        };
+        let joint = if want("joint_train_step") {
+            time(iters, joint_step)?
+        } else {
+            Timing {
+                wall_s: f64::NAN,
+                cpu_s: f64::NAN,
+            }
+        };
         let z = encoder.encode_detached(&x)?;
         let cond = Conditioning::Representation(z);
         let t = FlowTimes::from_tensor(Tensor::full(0.5f32, batch, &dev)?)?;
-        let nfe = time(iters, || field.velocity_detached(&x, &t, &cond).map(|_| ()))?;
+        let nfe = if want("unet_nfe_forward") {
+            time(iters, || field.velocity_detached(&x, &t, &cond).map(|_| ()))?
+        } else {
+            Timing {
+                wall_s: f64::NAN,
+                cpu_s: f64::NAN,
+            }
+        };
         if json {
-            println!(
+            if want("joint_train_step") {
+                println!(
                 "{{\"what\": \"joint_train_step\", \"width\": 1.0, \"unet_params\": {unet_params}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
                 joint.wall_s,
                 joint.cpu_s,
                 batch as f64 / joint.wall_s
             );
-            println!(
+            }
+            if want("unet_nfe_forward") {
+                println!(
                 "{{\"what\": \"unet_nfe_forward\", \"width\": 1.0, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"ms_per_nfe_per_window\": {:.3}}}",
                 nfe.wall_s,
                 nfe.cpu_s,
                 nfe.wall_s * 1e3 / batch as f64
             );
+            }
         } else {
             println!(
                 "UNetConfig::default(): {unet_params} parameters; forward {:.3} ms per window per evaluation (batch {batch}); joint FlowFM step with HARNet10 {:.1} windows/s (AdamW included)",
@@ -271,7 +336,7 @@ fn main() -> Result<()> {
         }
     }
 
-    if !json {
+    if !json && only.is_none() {
         let cfg = UNetConfig::small();
         let vm = VarMap::new();
         let cond_dim = cfg.cond_dim;

@@ -1,5 +1,8 @@
-//! 1-D convolution with correct gradients: im2col ("unfold") as our own differentiable op with a
-//! col2im backward, then one 2-D matrix product per group.
+//! 1-D convolution with correct gradients. Stride-1, undilated, single-group convolutions on the
+//! CPU go through [`crate::sliding`] (one matrix product with a sliding-window view of the
+//! input, no im2col matrix) where that is faster; every other geometry through im2col
+//! ("unfold") as our own differentiable op with a col2im backward, then one 2-D matrix product
+//! per group.
 //!
 //! `y = W (C_out, C_in/g * K) @ cols (C_in/g * K, B * L_out)`, reshaped to `(B, C_out, L_out)`.
 //! The unfold op implements zero and circular padding, stride and dilation, so padding never
@@ -278,10 +281,11 @@ pub fn unfold1d(x: &Tensor, kernel: usize, spec: &Conv1dSpec) -> Result<Tensor> 
     x.contiguous()?.apply_op1(Unfold(geometry))
 }
 
-/// 1-D convolution with a bias `(c_out,)`: for one group on the CPU the bias rides in the matrix
-/// product (a bias column on the weights, a row of ones under the unfolded input), so neither
-/// the forward nor the backward pass has a separate broadcast pass over the output; otherwise
-/// [`conv1d`] then a broadcast add.
+/// 1-D convolution with a bias `(c_out,)`. For one group on the CPU the bias is added inside
+/// the convolution op: by the sliding-window path ([`crate::conv1d_sliding`]) where it applies,
+/// else in the im2col matrix product (a bias column on the weights, a row of ones under the
+/// unfolded input), so neither the forward nor the backward pass has a separate broadcast pass
+/// over the output; otherwise [`conv1d`] then a broadcast add.
 ///
 /// # Shapes
 /// - `x`: `(batch, c_in, samples)`
@@ -303,6 +307,9 @@ pub fn conv1d_bias(
     }
     if spec.groups != 1 || c_in_g != c_in || !crate::uses_own_kernels(x.device()) {
         return conv1d(x, weight, spec)?.broadcast_add(&bias.reshape((1, c_out, 1))?);
+    }
+    if crate::sliding::applies(spec, b, l, k) {
+        return crate::sliding::conv1d_sliding(x, weight, Some(bias), spec);
     }
     let l_out = spec.out_len(l, k)?;
     let mut geometry = Geometry::new(b, c_in, l, k, spec)?;
@@ -337,10 +344,33 @@ pub fn conv1d(x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<Tensor> 
             weight.dims()
         );
     }
-    let l_out = spec.out_len(l, k)?;
+    spec.out_len(l, k)?;
     if !crate::uses_own_kernels(x.device()) {
         return candle_conv1d(x, weight, spec);
     }
+    if crate::sliding::applies(spec, b, l, k) {
+        return crate::sliding::conv1d_sliding(x, weight, None, spec);
+    }
+    conv1d_im2col(x, weight, spec)
+}
+
+/// [`conv1d`] through an explicit im2col matrix (`unfold`) and one matrix product per group, on
+/// any geometry; [`conv1d`] uses it on the CPU where the sliding-window path
+/// ([`crate::conv1d_sliding`]) does not apply. Kept public for comparisons and benches.
+///
+/// # Shapes
+/// as [`conv1d`]
+pub fn conv1d_im2col(x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<Tensor> {
+    let (b, c_in, l) = x.dims3()?;
+    let (c_out, c_in_g, k) = weight.dims3()?;
+    let g = spec.groups;
+    if g == 0 || c_in % g != 0 || c_out % g != 0 || c_in / g != c_in_g {
+        candle_core::bail!(
+            "conv1d: input channels {c_in}, weight {:?} and groups {g} do not fit together",
+            weight.dims()
+        );
+    }
+    let l_out = spec.out_len(l, k)?;
     let cols = unfold1d(x, k, spec)?;
     let y = if g == 1 {
         weight.reshape((c_out, c_in * k))?.matmul(&cols)?
@@ -639,6 +669,157 @@ mod tests {
         let w = Tensor::zeros((3, 2, 1), DType::F64, &dev).unwrap();
         let b = Tensor::zeros(2, DType::F64, &dev).unwrap();
         assert!(conv1d_bias(&x, &w, &b, &Conv1dSpec::default()).is_err());
+    }
+
+    /// Stride-1 geometries `(batch, c_in, len, c_out, kernel, padding, mode)` for the
+    /// sliding-window path: kernels 1/3/5, padding 0, K / 2 and more than K / 2, zero and
+    /// circular, batch 1 and more.
+    fn sliding_cases() -> Vec<(usize, usize, usize, usize, usize, usize, PaddingMode)> {
+        vec![
+            (2, 4, 13, 6, 3, 1, PaddingMode::Zeros),
+            (3, 3, 11, 5, 5, 2, PaddingMode::Circular),
+            (1, 3, 9, 2, 5, 2, PaddingMode::Zeros),
+            (2, 5, 8, 3, 1, 0, PaddingMode::Zeros),
+            (2, 2, 10, 4, 3, 0, PaddingMode::Circular),
+            (2, 3, 7, 3, 3, 3, PaddingMode::Zeros),
+            (3, 2, 6, 2, 3, 4, PaddingMode::Circular),
+            (4, 2, 5, 3, 5, 1, PaddingMode::Circular),
+        ]
+    }
+
+    #[test]
+    fn sliding_conv_matches_direct_loops_and_im2col() {
+        let mut rng = flowfm_core::SeededRng::new(11);
+        let dev = Device::Cpu;
+        for (b, c_in, l, c_out, k, padding, padding_mode) in sliding_cases() {
+            let spec = Conv1dSpec {
+                padding,
+                padding_mode,
+                ..Default::default()
+            };
+            let x = rng.normal_vec(b * c_in * l);
+            let w = rng.normal_vec(c_out * c_in * k);
+            let bias = rng.normal_vec(c_out);
+            let xt = Tensor::from_vec(x.clone(), (b, c_in, l), &dev).unwrap();
+            let wt = Tensor::from_vec(w.clone(), (c_out, c_in, k), &dev).unwrap();
+            let bt = Tensor::from_vec(bias.clone(), c_out, &dev).unwrap();
+            let mut expected = reference(&x, (b, c_in, l), &w, (c_out, c_in, k), &spec);
+            let got = crate::conv1d_sliding(&xt, &wt, None, &spec).unwrap();
+            let got: Vec<f64> = got.flatten_all().unwrap().to_vec1().unwrap();
+            Tolerance::new(1e-12, 1e-12).assert_close(&got, &expected);
+            let old = conv1d_im2col(&xt, &wt, &spec).unwrap();
+            let old: Vec<f64> = old.flatten_all().unwrap().to_vec1().unwrap();
+            Tolerance::new(1e-12, 1e-12).assert_close(&got, &old);
+            let l_out = spec.out_len(l, k).unwrap();
+            for (i, v) in expected.iter_mut().enumerate() {
+                *v += bias[(i / l_out) % c_out];
+            }
+            let got = crate::conv1d_sliding(&xt, &wt, Some(&bt), &spec).unwrap();
+            let got: Vec<f64> = got.flatten_all().unwrap().to_vec1().unwrap();
+            Tolerance::new(1e-12, 1e-12).assert_close(&got, &expected);
+            // f32 agrees with f64 to single precision.
+            let got32 = crate::conv1d_sliding(
+                &xt.to_dtype(DType::F32).unwrap(),
+                &wt.to_dtype(DType::F32).unwrap(),
+                Some(&bt.to_dtype(DType::F32).unwrap()),
+                &spec,
+            )
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+            let got32: Vec<f64> = got32.flatten_all().unwrap().to_vec1().unwrap();
+            Tolerance::new(1e-4, 1e-4).assert_close(&got32, &expected);
+        }
+        let x = Tensor::zeros((1, 2, 9), DType::F64, &dev).unwrap();
+        let w = Tensor::zeros((3, 2, 3), DType::F64, &dev).unwrap();
+        let strided = Conv1dSpec {
+            stride: 2,
+            ..Default::default()
+        };
+        assert!(crate::conv1d_sliding(&x, &w, None, &strided).is_err());
+        let w1 = Tensor::zeros((3, 1, 3), DType::F64, &dev).unwrap();
+        assert!(crate::conv1d_sliding(&x, &w1, None, &Conv1dSpec::default()).is_err());
+    }
+
+    #[test]
+    fn conv1d_routes_the_model_shapes_to_the_sliding_path_only_where_it_applies() {
+        use crate::sliding::applies;
+        let same = |k: usize, mode| Conv1dSpec {
+            padding: k / 2,
+            padding_mode: mode,
+            ..Default::default()
+        };
+        // HARNet10 stages at batch 64: lengths 300, 150, 75 slide; 15 and 3 keep im2col.
+        for l in [300, 150, 75] {
+            assert!(applies(&same(5, PaddingMode::Circular), 64, l, 5), "{l}");
+        }
+        for l in [15, 3] {
+            assert!(!applies(&same(5, PaddingMode::Circular), 64, l, 5), "{l}");
+        }
+        // U-Net (k = 3, zero padding) at every level, and its 1x1 skips.
+        for l in [300, 150, 75] {
+            assert!(applies(&same(3, PaddingMode::Zeros), 64, l, 3));
+            assert!(applies(&same(1, PaddingMode::Zeros), 64, l, 1));
+        }
+        let strided = Conv1dSpec {
+            stride: 2,
+            padding: 1,
+            ..Default::default()
+        };
+        assert!(!applies(&strided, 64, 300, 3));
+        let grouped = Conv1dSpec {
+            groups: 2,
+            ..same(3, PaddingMode::Zeros)
+        };
+        assert!(!applies(&grouped, 64, 300, 3));
+    }
+
+    #[test]
+    fn sliding_conv_does_not_depend_on_the_thread_count() {
+        // Large enough for several column tiles and several position chunks of the weight
+        // gradient.
+        let mut rng = flowfm_core::SeededRng::new(12);
+        let dev = Device::Cpu;
+        let spec = Conv1dSpec {
+            padding: 2,
+            padding_mode: PaddingMode::Circular,
+            ..Default::default()
+        };
+        let x = rng.normal_tensor((8, 24, 1100), DType::F32, &dev).unwrap();
+        let w = rng.normal_tensor((40, 24, 5), DType::F32, &dev).unwrap();
+        let b = rng.normal_tensor(40, DType::F32, &dev).unwrap();
+        let proj = rng.normal_tensor((8, 40, 1100), DType::F32, &dev).unwrap();
+        let run = |threads: usize| -> Vec<Vec<f32>> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let vars: Vec<candle_core::Var> = [&x, &w, &b]
+                    .iter()
+                    .map(|t| candle_core::Var::from_tensor(t).unwrap())
+                    .collect();
+                let y = crate::conv1d_sliding(
+                    vars[0].as_tensor(),
+                    vars[1].as_tensor(),
+                    Some(vars[2].as_tensor()),
+                    &spec,
+                )
+                .unwrap();
+                let grads = (&y * &proj).unwrap().sum_all().unwrap().backward().unwrap();
+                let mut out = vec![y.flatten_all().unwrap().to_vec1().unwrap()];
+                for v in &vars {
+                    let g = grads.get(v.as_tensor()).unwrap();
+                    out.push(g.flatten_all().unwrap().to_vec1().unwrap());
+                }
+                out
+            })
+        };
+        let one = run(1);
+        let three = run(3);
+        for (a, b) in one.iter().zip(&three) {
+            assert!(a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
     }
 
     #[test]

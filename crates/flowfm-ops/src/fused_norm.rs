@@ -131,6 +131,46 @@ impl Geometry {
     }
 }
 
+/// Independent accumulators of [`lane_sum`] and [`lane_sum2`].
+const LANES: usize = 8;
+
+/// `sum f(v)` over `xs` in f64 with [`LANES`] independent accumulators (one long chain of
+/// additions is latency bound), in a fixed order: the result does not depend on threads.
+fn lane_sum<T: Copy>(xs: &[T], f: impl Fn(T) -> f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += f(v);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    acc.iter().sum::<f64>() + tail
+}
+
+/// The two sums `(sum f(a, b).0, sum f(a, b).1)` over the pairs of `a` and `b`, as
+/// [`lane_sum`].
+fn lane_sum2<T: Copy>(a: &[T], b: &[T], f: impl Fn(T, T) -> (f64, f64)) -> (f64, f64) {
+    let mut acc0 = [0.0f64; LANES];
+    let mut acc1 = [0.0f64; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
+    for (xa, xb) in (&mut ca).zip(&mut cb) {
+        for i in 0..LANES {
+            let (u, v) = f(xa[i], xb[i]);
+            acc0[i] += u;
+            acc1[i] += v;
+        }
+    }
+    let (mut t0, mut t1) = (0.0, 0.0);
+    for (&u, &v) in ca.remainder().iter().zip(cb.remainder()) {
+        let (p, q) = f(u, v);
+        t0 += p;
+        t1 += q;
+    }
+    (acc0.iter().sum::<f64>() + t0, acc1.iter().sum::<f64>() + t1)
+}
+
 /// Per statistic group `(mean, biased variance)` of `x`.
 fn statistics<T: WithDType>(geo: &Geometry, x: &[T]) -> (Vec<f64>, Vec<f64>) {
     let n = geo.count() as f64;
@@ -140,18 +180,14 @@ fn statistics<T: WithDType>(geo: &Geometry, x: &[T]) -> (Vec<f64>, Vec<f64>) {
             let rows = geo.rows(s);
             let mut sum = 0.0;
             for &r in &rows {
-                sum += x[r * geo.l..(r + 1) * geo.l]
-                    .iter()
-                    .map(|v| v.to_f64())
-                    .sum::<f64>();
+                sum += lane_sum(&x[r * geo.l..(r + 1) * geo.l], |v| v.to_f64());
             }
             let mean = sum / n;
             let mut sq = 0.0;
             for &r in &rows {
-                sq += x[r * geo.l..(r + 1) * geo.l]
-                    .iter()
-                    .map(|v| (v.to_f64() - mean).powi(2))
-                    .sum::<f64>();
+                sq += lane_sum(&x[r * geo.l..(r + 1) * geo.l], |v| {
+                    (v.to_f64() - mean).powi(2)
+                });
             }
             (mean, sq / n)
         })
@@ -270,45 +306,45 @@ impl FusedNorm {
                 &gated
             }
         };
-        // Per channel (or per row): dbeta = sum g, dgamma = sum g * x_hat.
-        let (rows_per_param, params) = if self.per_row {
-            (1, geo.b * geo.c)
-        } else {
-            (geo.b, geo.c)
-        };
-        let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = (0..params)
+        // Per row: `(sum g, sum g * x_hat)`, one pass over `g` and `x`. Per channel (or per row)
+        // these give dbeta and dgamma; per statistic group, weighted by each row's gamma, the sums
+        // of dx_hat and dx_hat * x_hat that the input gradient needs.
+        let row_sums: Vec<(f64, f64)> = (0..geo.b * geo.c)
             .into_par_iter()
-            .map(|c| {
-                let (mut dg, mut db) = (0.0, 0.0);
-                for b in 0..rows_per_param {
-                    let r = b * geo.c + c;
-                    let s = geo.group_of(r);
-                    for (gv, xv) in g[r * l..(r + 1) * l].iter().zip(&x[r * l..(r + 1) * l]) {
+            .map(|r| {
+                let s = geo.group_of(r);
+                let m = mean[s];
+                let (sg, sgx) =
+                    lane_sum2(&g[r * l..(r + 1) * l], &x[r * l..(r + 1) * l], |gv, xv| {
                         let gv = gv.to_f64();
-                        db += gv;
-                        dg += gv * (xv.to_f64() - mean[s]) * inv[s];
-                    }
-                }
-                (dg, db)
+                        (gv, gv * (xv.to_f64() - m))
+                    });
+                (sg, sgx * inv[s])
             })
-            .unzip();
+            .collect();
+        let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = if self.per_row {
+            row_sums.iter().map(|&(db, dg)| (dg, db)).unzip()
+        } else {
+            (0..geo.c)
+                .map(|c| {
+                    (0..geo.b).fold((0.0, 0.0), |(dg, db), b| {
+                        let (sb, sg) = row_sums[b * geo.c + c];
+                        (dg + sg, db + sb)
+                    })
+                })
+                .unzip()
+        };
         let from_input = matches!(self.stats, Statistics::FromInput);
         // Per statistic group: sums of dx_hat and dx_hat * x_hat (only needed when the statistics
         // depend on the input).
         let sums: Vec<(f64, f64)> = if from_input {
             (0..geo.groups())
-                .into_par_iter()
                 .map(|s| {
-                    let (mut sg, mut sgx) = (0.0, 0.0);
-                    for r in geo.rows(s) {
+                    geo.rows(s).into_iter().fold((0.0, 0.0), |(sg, sgx), r| {
                         let gam = gamma[self.affine_index(r)].to_f64();
-                        for (gv, xv) in g[r * l..(r + 1) * l].iter().zip(&x[r * l..(r + 1) * l]) {
-                            let dxh = gv.to_f64() * gam;
-                            sg += dxh;
-                            sgx += dxh * (xv.to_f64() - mean[s]) * inv[s];
-                        }
-                    }
-                    (sg, sgx)
+                        let (rb, rg) = row_sums[r];
+                        (sg + gam * rb, sgx + gam * rg)
+                    })
                 })
                 .collect()
         } else {

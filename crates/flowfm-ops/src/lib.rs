@@ -8,7 +8,7 @@
 //! and composes candle's correct primitives elsewhere. Every op is covered by [`gradcheck`] tests
 //! in f64. On non-CPU devices the ops forward to candle's kernels, which are not affected.
 //!
-//! Modules: [`conv`] (conv1d, `Conv1d`), [`resample`] (nearest upsampling, anti-aliased
+//! Modules: [`conv`] (conv1d, `Conv1d`), [`sliding`] (stride-1 convolution without im2col), [`resample`] (nearest upsampling, anti-aliased
 //! downsampling), [`linear`] (linear on inputs of any rank), [`norm`] (group norm, batch norm),
 //! [`activation`], [`pool`] (global pooling, channel concatenation), [`optim`] (AdamW, gradient
 //! clipping, warm-up + cosine schedule, EMA), [`gradcheck`].
@@ -22,12 +22,14 @@ pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod resample;
+pub mod sliding;
 
-pub use conv::{conv1d, conv1d_bias, Conv1d, Conv1dConfig, Conv1dSpec, PaddingMode};
+pub use conv::{conv1d, conv1d_bias, conv1d_im2col, Conv1d, Conv1dConfig, Conv1dSpec, PaddingMode};
 pub use linear::{linear, Linear};
 pub use norm::{batch_norm_train, group_norm, BatchNorm1d, BatchNormConfig, GroupNorm};
 pub use pool::{cat_channels, global_avg_pool1d, global_max_pool1d};
 pub use resample::{blur_downsample1d, upsample_nearest1d, BlurDownsample};
+pub use sliding::conv1d_sliding;
 
 use candle_core::{CpuStorage, Device, Layout, Result, WithDType};
 

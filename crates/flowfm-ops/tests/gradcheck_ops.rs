@@ -606,3 +606,42 @@ fn conv1d_with_bias_in_the_matrix_product_gradients_match() {
         ));
     }
 }
+
+#[test]
+fn sliding_window_conv1d_gradients_match() {
+    let mut rng = SeededRng::new(21);
+    // (batch, c_in, len, c_out, kernel, padding, mode): kernels 1/3/5, padding 0, K / 2 and
+    // beyond, zero and circular, batch 1 and more.
+    let cases = [
+        (2, 3, 9, 4, 3, 1, PaddingMode::Zeros),
+        (1, 2, 7, 3, 1, 0, PaddingMode::Zeros),
+        (2, 2, 11, 3, 5, 2, PaddingMode::Circular),
+        (3, 2, 6, 2, 3, 0, PaddingMode::Circular),
+        (2, 3, 5, 2, 3, 3, PaddingMode::Zeros),
+        (2, 2, 4, 3, 3, 4, PaddingMode::Circular),
+        (1, 4, 8, 2, 5, 1, PaddingMode::Circular),
+    ];
+    for (b, c_in, l, c_out, k, padding, padding_mode) in cases {
+        let spec = Conv1dSpec {
+            padding,
+            padding_mode,
+            ..Default::default()
+        };
+        let x = randn(&mut rng, &[b, c_in, l]);
+        let w = randn(&mut rng, &[c_out, c_in, k]);
+        let bias = randn(&mut rng, &[c_out]);
+        let what = format!("conv1d_sliding {spec:?} x ({b},{c_in},{l}) w ({c_out},{c_in},{k})");
+        check_gradients(
+            |xs| conv1d_sliding(&xs[0], &xs[1], None, &spec),
+            &[x.clone(), w.clone()],
+        )
+        .unwrap()
+        .assert_ok(&what);
+        check_gradients(
+            |xs| conv1d_sliding(&xs[0], &xs[1], Some(&xs[2]), &spec),
+            &[x, w, bias],
+        )
+        .unwrap()
+        .assert_ok(&format!("{what} with bias"));
+    }
+}
