@@ -15,7 +15,9 @@
 //!   cudarc with `dynamic-linking`, so cuBLAS(Lt), cuRAND, NVRTC ([`LINK`], installed too), cudart
 //!   and the driver's `libcuda.so` are linked, not loaded at run time. No wheel ships `libcuda.so`:
 //!   the first of `$CUDA_STUBS`, the system's or `/usr/local/cuda/lib64/stubs` that has one is
-//!   used, else a link-time stub is generated from cudarc's declarations (`make_libcuda_stub`).
+//!   used, else a link-time stub is generated from cudarc's declarations (`make_libcuda_stub`),
+//!   and `<cuda root>/no-driver/libcuda.so.1` links to it, for starting the binary's CPU path on
+//!   a machine without a driver (`LD_LIBRARY_PATH=<cuda root>/lib:<cuda root>/no-driver`).
 
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
@@ -363,7 +365,20 @@ fn ensure_libcuda(
             })?;
             Ok(())
         }
-        None => make_libcuda_stub(&dir, workspace),
+        None => {
+            make_libcuda_stub(&dir, workspace)?;
+            // For starting the binary where there is no driver (the CPU path, e.g. `--help`):
+            // `LD_LIBRARY_PATH=<cuda root>/lib:<cuda root>/no-driver`. Never on a GPU machine.
+            let nd = root.join("no-driver");
+            std::fs::create_dir_all(&nd)
+                .with_context(|| format!("could not create {}", nd.display()))?;
+            let so1 = nd.join("libcuda.so.1");
+            if !so1.exists() {
+                std::os::unix::fs::symlink(&dst, &so1)
+                    .with_context(|| format!("could not link {}", so1.display()))?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -453,7 +468,10 @@ pub fn run(args: &[String]) -> Result<()> {
     )?;
     if o.print_env {
         for (k, v) in &env {
-            println!("export {k}={}", v.to_string_lossy());
+            println!(
+                "export {k}='{}'",
+                v.to_string_lossy().replace('\'', "'\\''")
+            );
         }
         return Ok(());
     }
