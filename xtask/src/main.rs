@@ -9,6 +9,8 @@
 //! - `cargo xtask bench-recording [--days D]`: `embed`/`predict --recording` on a synthetic
 //!   recording of D days (default 7): throughput and peak memory (`bench_recording`).
 //! - `cargo xtask fuzz [--seconds N]`: build and run every cargo-fuzz target (`fuzz`).
+//! - `cargo xtask build-cuda [--check] [--compute-cap N]`: the `--features cuda` build of `flowfm`
+//!   with nvcc and the CUDA headers from pinned PyPI wheels (`cuda`, docs/cuda-build.md).
 //! - `cargo xtask deps`: only the dependency check/installation.
 //!
 //! Architecture invariant: xtask never links candle or any flowfm crate; it drives the `flowfm`
@@ -16,6 +18,7 @@
 
 mod bench_prepare;
 mod bench_recording;
+mod cuda;
 mod deps;
 mod fuzz;
 mod reproduce;
@@ -59,6 +62,11 @@ commands:
                             build the cargo-fuzz targets of fuzz/ (stable, RUSTC_BOOTSTRAP=1, no sanitizer;
                             installs cargo-fuzz when missing) and run each N seconds (default 60); fails
                             on any finding, whose input stays in fuzz/artifacts/<target>/
+  build-cuda [--check] [--compute-cap N] [--jobs N] [--print-env]
+                            cargo build (--check: cargo check, no link; what CI runs) --release -p flowfm
+                            --features cuda in target/cuda, with nvcc and the CUDA headers from pinned PyPI
+                            wheels installed into $FLOWFM_CACHE (default ~/.cache/flowfm) when missing;
+                            compute capability default 90 (H100/H200); docs/cuda-build.md
   deps                      only check and install the system dependencies";
 
 fn run() -> Result<()> {
@@ -111,6 +119,7 @@ fn run() -> Result<()> {
         "bench-prepare" => bench_prepare::run(&args[1..]),
         "bench-recording" => bench_recording::run(&args[1..]),
         "fuzz" => fuzz::run(&args[1..]),
+        "build-cuda" => cuda::run(&args[1..]),
         "deps" => {
             deps::ensure_system_deps()?;
             deps::ensure_python_test_deps();
