@@ -23,6 +23,7 @@ pub mod optim;
 pub mod pool;
 pub mod resample;
 pub mod sliding;
+pub mod spec;
 
 pub use conv::{conv1d, conv1d_bias, conv1d_im2col, Conv1d, Conv1dConfig, Conv1dSpec, PaddingMode};
 pub use linear::{linear, Linear};

@@ -22,7 +22,7 @@
 //! they are at most 10 % of the positions; short sequences keep the im2col path.
 
 use crate::contiguous_slice;
-use crate::conv::{Conv1dSpec, PaddingMode};
+use crate::spec::{Conv1dSpec, PaddingMode};
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
