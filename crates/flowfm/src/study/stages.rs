@@ -273,7 +273,19 @@ pub fn pretrain_methods(
         let mut method_curves = Vec::new();
         for (exp, &seed) in exps.iter().zip(&seeds) {
             let dir = settings.run_dir(method, seed);
-            if force && dir.exists() {
+            let stale = if force {
+                None
+            } else {
+                trained_under_other_config(&dir, exp)?
+            };
+            if let Some(was) = &stale {
+                eprintln!(
+                    "      {method} seed {seed}: the run in {} was trained under config {was}, the profile's is now {}; training it again",
+                    dir.display(),
+                    exp.fingerprint()
+                );
+            }
+            if (force || stale.is_some()) && dir.exists() {
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("removing {}", dir.display()))?;
             }
@@ -298,6 +310,19 @@ pub fn pretrain_methods(
     }
     out.time_to_target = target_sweep(&curves, &THRESHOLDS, settings.seed)?;
     Ok(out)
+}
+
+/// The config fingerprint a cached run in `dir` was trained under, when it differs from `exp`'s
+/// (the profile's config changed since, e.g. a new option): the study then trains it again
+/// instead of refusing to resume. `None` when there is no checkpoint or it matches.
+fn trained_under_other_config(dir: &Path, exp: &Experiment) -> Result<Option<String>> {
+    let ckpt = dir.join("checkpoints").join("last.safetensors");
+    if !ckpt.is_file() {
+        return Ok(None);
+    }
+    let (_, meta) = crate::train::run::load_checkpoint(&ckpt, &candle_core::Device::Cpu)?;
+    let now = exp.fingerprint();
+    Ok((meta.config_fingerprint != now).then_some(meta.config_fingerprint))
 }
 
 /// Stage 4's output.
