@@ -272,6 +272,18 @@ pub fn conv1d_bias(
         .contiguous()
 }
 
+/// An error unless `c_in` input channels and a weight `(c_out, c_in / groups, kernel)` fit `groups`.
+fn check_groups(c_in: usize, weight: &Tensor, g: usize) -> Result<()> {
+    let (c_out, c_in_g, _) = weight.dims3()?;
+    if g == 0 || c_in % g != 0 || c_out % g != 0 || c_in / g != c_in_g {
+        candle_core::bail!(
+            "conv1d: input channels {c_in}, weight {:?} and groups {g} do not fit together",
+            weight.dims()
+        );
+    }
+    Ok(())
+}
+
 /// 1-D convolution (cross-correlation, as in PyTorch) without bias.
 ///
 /// # Shapes
@@ -280,14 +292,8 @@ pub fn conv1d_bias(
 /// - returns `(batch, c_out, out_len)` with `out_len` from [`Conv1dSpec::out_len`]
 pub fn conv1d(x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<Tensor> {
     let (b, c_in, l) = x.dims3()?;
-    let (c_out, c_in_g, k) = weight.dims3()?;
-    let g = spec.groups;
-    if g == 0 || c_in % g != 0 || c_out % g != 0 || c_in / g != c_in_g {
-        candle_core::bail!(
-            "conv1d: input channels {c_in}, weight {:?} and groups {g} do not fit together",
-            weight.dims()
-        );
-    }
+    check_groups(c_in, weight, spec.groups)?;
+    let k = weight.dim(2)?;
     spec.out_len(l, k)?;
     if !crate::uses_own_kernels(x.device()) {
         return candle_conv1d(x, weight, spec);
@@ -308,12 +314,7 @@ pub fn conv1d_im2col(x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<T
     let (b, c_in, l) = x.dims3()?;
     let (c_out, c_in_g, k) = weight.dims3()?;
     let g = spec.groups;
-    if g == 0 || c_in % g != 0 || c_out % g != 0 || c_in / g != c_in_g {
-        candle_core::bail!(
-            "conv1d: input channels {c_in}, weight {:?} and groups {g} do not fit together",
-            weight.dims()
-        );
-    }
+    check_groups(c_in, weight, g)?;
     let l_out = spec.out_len(l, k)?;
     let cols = unfold1d(x, k, spec)?;
     let y = if g == 1 {
