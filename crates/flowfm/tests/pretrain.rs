@@ -329,14 +329,22 @@ fn the_validation_probe_is_logged_with_training_time_at_its_cadence() {
         eval_x: windows(24, 36),
         eval_y: (24..36).map(|i| i % 3).collect(),
         num_classes: 3,
-        every: 2,
+        every: 3,
+        dense_every: 1,
+        dense_until: 2,
     };
     let mut opts = PretrainOptions::new(dir.path());
     opts.validation = Some(Arc::new(probe));
     let out = pretrain(&exp, pool, (0..36).collect(), &opts).unwrap();
     let steps: Vec<u64> = out.validation.iter().map(|v| v.0).collect();
-    assert_eq!(steps, vec![2, 4]);
-    assert!(out.validation[0].1 > 0.0 && out.validation[1].1 > out.validation[0].1);
+    // Dense cadence (every step) up to step 2, then every 3rd step, and the last step.
+    assert_eq!(steps, vec![1, 2, 3, 4]);
+    assert!(out.validation[0].1 > 0.0);
+    assert!(
+        out.validation.windows(2).all(|w| w[1].1 > w[0].1),
+        "training seconds must grow between probes: {:?}",
+        out.validation
+    );
     for (step, _, f1) in &out.validation {
         // Three well-separated frequencies: far above chance (1/3) for a 5-NN on any sane encoder.
         assert!((0.5..=1.0).contains(f1), "step {step}: val F1 {f1}");

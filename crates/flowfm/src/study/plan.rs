@@ -123,9 +123,11 @@ pub fn validation_probe(
             .map(|m| m + 1)
             .unwrap_or(0),
     );
+    let (every, dense_every, dense_until) = ((steps / 10).max(1), (steps / 60).max(1), steps / 5);
     Ok(Some(ValidationProbe {
         name: format!(
-            "{}: {} windows of {} subjects outside the pretraining pool memorised, {} windows of {} others scored",
+            "{}: {} windows of {} subjects outside the pretraining pool memorised, {} windows of {} others scored, \
+             every {dense_every} steps up to step {dense_until} and every {every} steps after",
             spec.name,
             fit_y.len(),
             fit_subjects.len(),
@@ -137,7 +139,9 @@ pub fn validation_probe(
         eval_x,
         eval_y,
         num_classes,
-        every: (steps / 10).max(1),
+        every,
+        dense_every,
+        dense_until,
     }))
 }
 

@@ -78,9 +78,22 @@ pub struct ValidationProbe {
     pub num_classes: usize,
     /// Score every this many steps (and at the last step).
     pub every: u64,
+    /// Early in training, up to and including step `dense_until`, score every `dense_every`
+    /// steps instead (the curve rises fastest there, so a coarse cadence would censor the time
+    /// to the low thresholds at the first probe).
+    pub dense_every: u64,
+    /// The last step of the dense cadence (0: none).
+    pub dense_until: u64,
 }
 
 impl ValidationProbe {
+    /// Whether the probe scores after step `done` (1-based) of a run that ends at `last`.
+    pub fn due(&self, done: u64, last: u64) -> bool {
+        done == last
+            || done % self.every.max(1) == 0
+            || (done <= self.dense_until && done % self.dense_every.max(1) == 0)
+    }
+
     /// Macro F1 of a 5-nearest-neighbour (cosine) classifier on `encoder`'s representations.
     pub fn score(&self, encoder: &HarNet) -> Result<f64> {
         let fit = encode_tensor(encoder, &self.fit_x, 128)?.to_device(&Device::Cpu)?;
@@ -620,7 +633,7 @@ pub fn pretrain<S: WindowSource + 'static>(
             None
         };
         let val = match opts.validation.as_deref() {
-            Some(p) if done % p.every.max(1) == 0 || done == total_steps || done == end => {
+            Some(p) if p.due(done, total_steps) || done == end => {
                 let v = p
                     .score(&nets.encoder)
                     .with_context(|| format!("validation probe `{}` at step {done}", p.name))?;
