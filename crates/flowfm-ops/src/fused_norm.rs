@@ -79,6 +79,91 @@ impl Activation {
     }
 }
 
+/// The per-row elementwise passes of the fused norms, by element type: f64 computes in f64
+/// through the C library's `exp` (the gradient checks' path); f32 computes in f32 and runs SiLU
+/// in SIMD lanes ([`crate::lanes`]).
+trait RowKernel: WithDType {
+    /// `dst = act(src * scale + shift)`.
+    fn affine_act(act: Activation, dst: &mut [Self], src: &[Self], scale: f64, shift: f64);
+    /// `dst = grad * act'(src * scale + shift)`.
+    fn act_grad(
+        act: Activation,
+        dst: &mut [Self],
+        grad: &[Self],
+        src: &[Self],
+        scale: f64,
+        shift: f64,
+    );
+}
+
+impl RowKernel for f64 {
+    fn affine_act(act: Activation, dst: &mut [f64], src: &[f64], scale: f64, shift: f64) {
+        match act {
+            Activation::Identity => {
+                for (o, v) in dst.iter_mut().zip(src) {
+                    *o = v * scale + shift;
+                }
+            }
+            act => {
+                for (o, v) in dst.iter_mut().zip(src) {
+                    *o = act.apply(v * scale + shift);
+                }
+            }
+        }
+    }
+
+    fn act_grad(
+        act: Activation,
+        dst: &mut [f64],
+        grad: &[f64],
+        src: &[f64],
+        scale: f64,
+        shift: f64,
+    ) {
+        for ((o, g), v) in dst.iter_mut().zip(grad).zip(src) {
+            *o = g * act.derivative(v * scale + shift);
+        }
+    }
+}
+
+impl RowKernel for f32 {
+    fn affine_act(act: Activation, dst: &mut [f32], src: &[f32], scale: f64, shift: f64) {
+        let (scale, shift) = (scale as f32, shift as f32);
+        match act {
+            Activation::Identity => {
+                for (o, v) in dst.iter_mut().zip(src) {
+                    *o = v * scale + shift;
+                }
+            }
+            Activation::Relu => {
+                for (o, v) in dst.iter_mut().zip(src) {
+                    *o = (v * scale + shift).max(0.0);
+                }
+            }
+            Activation::Silu => crate::lanes::silu_affine(dst, src, scale, shift),
+        }
+    }
+
+    fn act_grad(
+        act: Activation,
+        dst: &mut [f32],
+        grad: &[f32],
+        src: &[f32],
+        scale: f64,
+        shift: f64,
+    ) {
+        let (scale, shift) = (scale as f32, shift as f32);
+        match act {
+            Activation::Silu => crate::lanes::silu_affine_grad(dst, grad, src, scale, shift),
+            act => {
+                for ((o, g), v) in dst.iter_mut().zip(grad).zip(src) {
+                    *o = g * act.derivative((v * scale + shift) as f64) as f32;
+                }
+            }
+        }
+    }
+}
+
 /// `(mean, biased variance)` per statistic group.
 pub type BatchStats = (Vec<f64>, Vec<f64>);
 
@@ -233,7 +318,7 @@ impl FusedNorm {
         }
     }
 
-    fn forward<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+    fn forward<T: RowKernel>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         let geo = &self.geo;
         let (mean, inv, batch_stats) = self.moments(x);
         if let Ok(mut c) = self.cache.lock() {
@@ -250,25 +335,19 @@ impl FusedNorm {
             let c = self.affine_index(r);
             let scale = inv[s] * gamma[c].to_f64();
             let shift = beta[c].to_f64() - mean[s] * scale;
-            let src = &x[r * geo.l..(r + 1) * geo.l];
-            match self.activation {
-                Activation::Identity => {
-                    for (o, v) in dst.iter_mut().zip(src) {
-                        *o = T::from_f64(v.to_f64() * scale + shift);
-                    }
-                }
-                act => {
-                    for (o, v) in dst.iter_mut().zip(src) {
-                        *o = T::from_f64(act.apply(v.to_f64() * scale + shift));
-                    }
-                }
-            }
+            T::affine_act(
+                self.activation,
+                dst,
+                &x[r * geo.l..(r + 1) * geo.l],
+                scale,
+                shift,
+            );
         });
         y
     }
 
     /// `(dx, dgamma, dbeta)`.
-    fn backward<T: WithDType>(
+    fn backward<T: RowKernel>(
         &self,
         x: &[T],
         gamma: &[T],
@@ -297,10 +376,7 @@ impl FusedNorm {
                     let scale = inv[s] * gamma[c].to_f64();
                     let shift = beta[c].to_f64() - mean[s] * scale;
                     let src = r * l..(r + 1) * l;
-                    for ((o, gv), xv) in dst.iter_mut().zip(&g[src.clone()]).zip(&x[src]) {
-                        let a = xv.to_f64() * scale + shift;
-                        *o = T::from_f64(gv.to_f64() * act.derivative(a));
-                    }
+                    T::act_grad(act, dst, &g[src.clone()], &x[src], scale, shift);
                 });
                 gated = out;
                 &gated
@@ -371,7 +447,7 @@ impl FusedNorm {
         (dx, cast(dgamma), cast(dbeta))
     }
 
-    fn backward_tensors<T: WithDType>(
+    fn backward_tensors<T: RowKernel>(
         &self,
         x: &Tensor,
         gamma: &Tensor,

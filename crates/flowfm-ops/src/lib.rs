@@ -10,13 +10,14 @@
 //!
 //! Modules: [`conv`] (conv1d, `Conv1d`), [`sliding`] (stride-1 convolution without im2col), [`resample`] (nearest upsampling, anti-aliased
 //! downsampling), [`linear`] (linear on inputs of any rank), [`norm`] (group norm, batch norm),
-//! [`activation`], [`pool`] (global pooling, channel concatenation), [`optim`] (AdamW, gradient
+//! [`activation`], [`lanes`] (SiLU in f32 SIMD lanes), [`pool`] (global pooling, channel concatenation), [`optim`] (AdamW, gradient
 //! clipping, warm-up + cosine schedule, EMA), [`gradcheck`].
 
 pub mod activation;
 pub mod conv;
 pub mod fused_norm;
 pub mod gradcheck;
+pub mod lanes;
 pub mod linear;
 pub mod norm;
 pub mod optim;
