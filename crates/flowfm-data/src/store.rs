@@ -9,15 +9,26 @@
 //! | `subject`    | `(N,)`      | i64  | subject id                           |
 //! | `start_time` | `(N,)`      | f64  | window start in seconds              |
 //!
+//! Text datasets (fixed-length UTF-8 strings): `channel_names` `(C,)`, `class_names` `(K,)`,
+//! `source_files` and `source_sha256` (parallel, one per raw source file) and `config` (scalar:
+//! the preprocessing configuration in readable form).
+//!
 //! Root attributes: `format` (`"flowfm-window-store"`), `format_version`, `dataset`,
-//! `sample_rate_hz`, `window_len`, `channel_names`, `class_names`, `source_files` and
-//! `source_sha256` (parallel arrays), `preprocessing_version`, `fingerprint` (of the inputs and
-//! the preprocessing configuration) and `config` (the configuration in readable form).
+//! `sample_rate_hz`, `window_len`, `preprocessing_version` and `fingerprint` (of the inputs and
+//! the preprocessing configuration).
+//!
+//! Text is stored as fixed-length UTF-8 strings (NUL-padded; h5py reads them as `bytes`), of the
+//! smallest width in [`STRING_WIDTHS`] that holds the longest value. Format version 1 wrote
+//! variable-length strings, which live in the file's global heap: libhdf5 1.10 can spin forever
+//! reading a corrupt global heap (found by the `store_open` fuzz target), so version 2 keeps
+//! every string inline, and the opener checks each text item's type, shape and size from its
+//! header before it reads a byte of it. The lists are datasets, not attributes, because an
+//! attribute must fit in a 64 KiB object-header message (a few thousand source files would not).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use hdf5::types::{FloatSize, IntSize, TypeDescriptor, VarLenUnicode};
+use hdf5::types::{FixedUnicode, FloatSize, IntSize, TypeDescriptor};
 
 use crate::error::Result;
 use crate::window::WindowSet;
@@ -26,7 +37,15 @@ use crate::DataError;
 /// Value of the `format` attribute.
 pub const STORE_FORMAT: &str = "flowfm-window-store";
 /// Version of the file layout (bumped when datasets or attributes change meaning).
-pub const STORE_FORMAT_VERSION: i64 = 1;
+pub const STORE_FORMAT_VERSION: i64 = 2;
+
+/// Widths in bytes of the fixed-length string types the store writes (and the only ones it
+/// reads): each text attribute takes the smallest that holds its longest value.
+pub const STRING_WIDTHS: [usize; 6] = [16, 64, 256, 1024, 4096, 65536];
+
+/// Largest text item the opener reads (width times elements), so that a corrupt dataspace
+/// cannot ask for an unbounded allocation.
+const MAX_TEXT_BYTES: usize = 64 << 20;
 
 /// Windows per chunk of `x` aim at about this many bytes.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -72,8 +91,112 @@ fn fmt_err(path: &Path, msg: impl Into<String>) -> DataError {
     DataError::format(path, msg)
 }
 
-fn vlu(path: &Path, s: &str) -> Result<VarLenUnicode> {
-    VarLenUnicode::from_str(s).map_err(|e| fmt_err(path, format!("string {s:?}: {e}")))
+/// Calls `$f::<W>(args)` for the width `W` of [`STRING_WIDTHS`] equal to `$w`.
+macro_rules! with_width {
+    ($w:expr, $f:ident ( $($arg:expr),* )) => {
+        match $w {
+            16 => $f::<16>($($arg),*),
+            64 => $f::<64>($($arg),*),
+            256 => $f::<256>($($arg),*),
+            1024 => $f::<1024>($($arg),*),
+            4096 => $f::<4096>($($arg),*),
+            _ => $f::<65536>($($arg),*),
+        }
+    };
+}
+
+/// Where a text item lives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Text {
+    /// A scalar root attribute (short values: at most [`MAX_ATTR_WIDTH`] bytes).
+    Attr,
+    /// A scalar dataset.
+    Scalar,
+    /// A 1-D dataset.
+    List,
+}
+
+impl Text {
+    fn noun(self) -> &'static str {
+        match self {
+            Text::Attr => "attribute",
+            Text::Scalar | Text::List => "dataset",
+        }
+    }
+}
+
+/// Widest fixed-length string written as an attribute (an attribute must fit in one 64 KiB
+/// object-header message).
+const MAX_ATTR_WIDTH: usize = 4096;
+
+/// Writes `values` as fixed-length strings of width `W`.
+fn write_text<const W: usize>(
+    file: &hdf5::File,
+    path: &Path,
+    name: &str,
+    values: &[String],
+    kind: Text,
+) -> Result<()> {
+    let fixed = values
+        .iter()
+        .map(|v| {
+            FixedUnicode::<W>::from_str(v)
+                .map_err(|e| fmt_err(path, format!("{} `{name}`: {v:?}: {e}", kind.noun())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let e = h5err(path);
+    match kind {
+        Text::Attr => file
+            .new_attr::<FixedUnicode<W>>()
+            .shape(())
+            .create(name)
+            .and_then(|a| a.write_raw(&fixed[..]))
+            .map_err(e),
+        Text::Scalar => file
+            .new_dataset::<FixedUnicode<W>>()
+            .shape(())
+            .create(name)
+            .and_then(|d| d.write_raw(&fixed[..]))
+            .map_err(e),
+        Text::List => file
+            .new_dataset::<FixedUnicode<W>>()
+            .shape(fixed.len())
+            .create(name)
+            .and_then(|d| d.write_raw(&fixed[..]))
+            .map_err(e),
+    }
+}
+
+/// Writes text item `name` at the smallest width of [`STRING_WIDTHS`] that holds every value.
+/// NUL bytes are refused (fixed-length strings are NUL-padded, so they would not read back), as
+/// are values longer than the widest width (or than [`MAX_ATTR_WIDTH`] for an attribute).
+fn write_text_item(
+    file: &hdf5::File,
+    path: &Path,
+    name: &str,
+    values: &[String],
+    kind: Text,
+) -> Result<()> {
+    let widest = if kind == Text::Attr {
+        MAX_ATTR_WIDTH
+    } else {
+        STRING_WIDTHS[STRING_WIDTHS.len() - 1]
+    };
+    let what = kind.noun();
+    if let Some(v) = values.iter().find(|v| v.contains('\0')) {
+        return Err(fmt_err(
+            path,
+            format!("{what} `{name}`: {v:?} holds a NUL byte"),
+        ));
+    }
+    let longest = values.iter().map(String::len).max().unwrap_or(0);
+    let Some(&width) = STRING_WIDTHS.iter().find(|&&w| w >= longest && w <= widest) else {
+        return Err(fmt_err(
+            path,
+            format!("{what} `{name}`: a value of {longest} bytes is longer than the {widest} a store holds there"),
+        ));
+    };
+    with_width!(width, write_text(file, path, name, values, kind))
 }
 
 /// Writes `windows` to `path` atomically (`flowfm_core::fs::write_atomic_with`): everything goes
@@ -142,22 +265,9 @@ fn write_contents(
     one_d(file, "subject", &w.subject, &e)?;
     one_d(file, "start_time", &w.start_time_s, &e)?;
 
-    let str_attr = |name: &str, v: &str| -> Result<()> {
-        let s = vlu(path, v)?;
-        file.new_attr::<VarLenUnicode>()
-            .shape(())
-            .create(name)
-            .and_then(|a| a.write_scalar(&s))
-            .map_err(&e)
-    };
-    let strs_attr = |name: &str, v: &[String]| -> Result<()> {
-        let s = v.iter().map(|x| vlu(path, x)).collect::<Result<Vec<_>>>()?;
-        file.new_attr::<VarLenUnicode>()
-            .shape(s.len())
-            .create(name)
-            .and_then(|a| a.write_raw(&s[..]))
-            .map_err(&e)
-    };
+    let str_attr =
+        |name: &str, v: &str| write_text_item(file, path, name, &[v.to_string()], Text::Attr);
+    let strs_attr = |name: &str, v: &[String]| write_text_item(file, path, name, v, Text::List);
     let f64_attr = |name: &str, v: f64| -> Result<()> {
         file.new_attr::<f64>()
             .shape(())
@@ -185,7 +295,7 @@ fn write_contents(
     strs_attr("source_sha256", &shas)?;
     i64_attr("preprocessing_version", preprocessing_version)?;
     str_attr("fingerprint", fingerprint)?;
-    str_attr("config", config)?;
+    write_text_item(file, path, "config", &[config.to_string()], Text::Scalar)?;
     Ok(())
 }
 
@@ -246,18 +356,25 @@ impl WindowStore {
             )
         })?;
         let p = path.as_path();
+        // The version first (an integer): a version-1 store holds variable-length strings, which
+        // are not read at all (see the module documentation).
+        let format_version = read_i64_attr(&file, p, "format_version")?;
+        if format_version != STORE_FORMAT_VERSION {
+            let hint = if format_version < STORE_FORMAT_VERSION {
+                " (written by an older flowfm: run `flowfm prepare` again to rebuild it)"
+            } else {
+                " (written by a newer flowfm)"
+            };
+            return Err(fmt_err(
+                p,
+                format!("store format version {format_version}, this build reads {STORE_FORMAT_VERSION}{hint}"),
+            ));
+        }
         let format = read_str_attr(&file, p, "format")?;
         if format != STORE_FORMAT {
             return Err(fmt_err(
                 p,
                 format!("attribute `format` is {format:?}, expected {STORE_FORMAT:?}"),
-            ));
-        }
-        let format_version = read_i64_attr(&file, p, "format_version")?;
-        if format_version != STORE_FORMAT_VERSION {
-            return Err(fmt_err(
-                p,
-                format!("store format version {format_version}, this build reads {STORE_FORMAT_VERSION}"),
             ));
         }
         let x = dataset(&file, p, "x", TypeDescriptor::Float(FloatSize::U4))?;
@@ -290,20 +407,20 @@ impl WindowStore {
                 format!("attribute `window_len` = {window_len} but `x` has L = {l}"),
             ));
         }
-        let channel_names = read_strs_attr(&file, p, "channel_names")?;
+        let channel_names = read_strs(&file, p, "channel_names")?;
         if channel_names.len() != c {
             return Err(fmt_err(
                 p,
                 format!("{} channel names but `x` has C = {c}", channel_names.len()),
             ));
         }
-        let class_names = read_strs_attr(&file, p, "class_names")?;
+        let class_names = read_strs(&file, p, "class_names")?;
         let k = class_names.len() as i64;
         if let Some((i, &v)) = y.iter().enumerate().find(|(_, &v)| v < -1 || v >= k) {
             return Err(fmt_err(p, format!("`y[{i}]` = {v} is outside -1..{k}")));
         }
-        let files = read_strs_attr(&file, p, "source_files")?;
-        let shas = read_strs_attr(&file, p, "source_sha256")?;
+        let files = read_strs(&file, p, "source_files")?;
+        let shas = read_strs(&file, p, "source_sha256")?;
         if files.len() != shas.len() {
             return Err(fmt_err(
                 p,
@@ -320,7 +437,9 @@ impl WindowStore {
             source_checksums: files.into_iter().zip(shas).collect(),
             preprocessing_version: read_i64_attr(&file, p, "preprocessing_version")?,
             fingerprint: read_str_attr(&file, p, "fingerprint")?,
-            config: read_str_attr(&file, p, "config")?,
+            config: read_text_item(&file, p, "config", Text::Scalar)?
+                .pop()
+                .unwrap_or_default(),
         };
         Ok(Self {
             path,
@@ -553,18 +672,81 @@ fn attr(file: &hdf5::File, p: &Path, name: &str) -> Result<hdf5::Attribute> {
         .map_err(|_| fmt_err(p, format!("missing attribute `{name}`")))
 }
 
-fn read_str_attr(file: &hdf5::File, p: &Path, name: &str) -> Result<String> {
-    let v: VarLenUnicode = attr(file, p, name)?
-        .read_scalar()
-        .map_err(|e| fmt_err(p, format!("attribute `{name}` is not a string: {e}")))?;
-    Ok(v.as_str().to_string())
+fn read_text<const W: usize>(
+    a: &hdf5::Container,
+    p: &Path,
+    name: &str,
+    what: &str,
+) -> Result<Vec<String>> {
+    let raw: Vec<FixedUnicode<W>> = a
+        .read_raw()
+        .map_err(|e| fmt_err(p, format!("reading {what} `{name}`: {e}")))?;
+    raw.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            // The bytes come from the file: checked, never taken as UTF-8 on trust.
+            String::from_utf8(v.as_bytes().to_vec())
+                .map_err(|_| fmt_err(p, format!("{what} `{name}`[{i}] is not valid UTF-8")))
+        })
+        .collect()
 }
 
-fn read_strs_attr(file: &hdf5::File, p: &Path, name: &str) -> Result<Vec<String>> {
-    let v: Vec<VarLenUnicode> = attr(file, p, name)?
-        .read_raw()
-        .map_err(|e| fmt_err(p, format!("attribute `{name}` is not a string array: {e}")))?;
-    Ok(v.iter().map(|s| s.as_str().to_string()).collect())
+/// Reads text item `name` after checking, from its header alone, that it is a fixed-length
+/// string of one of [`STRING_WIDTHS`], of the expected rank (scalar or 1-D) and at most
+/// [`MAX_TEXT_BYTES`] in all.
+fn read_text_item(file: &hdf5::File, p: &Path, name: &str, kind: Text) -> Result<Vec<String>> {
+    let what = kind.noun();
+    let a: hdf5::Container = match kind {
+        Text::Attr => (*attr(file, p, name)?).clone(),
+        Text::Scalar | Text::List => (*file
+            .dataset(name)
+            .map_err(|_| fmt_err(p, format!("missing dataset `{name}`")))?)
+        .clone(),
+    };
+    let scalar = kind != Text::List;
+    let kind = if scalar { "a string" } else { "a string array" };
+    let desc = a
+        .dtype()
+        .and_then(|t| t.to_descriptor())
+        .map_err(|e| fmt_err(p, format!("{what} `{name}` has an unreadable type: {e}")))?;
+    let width = match desc {
+        TypeDescriptor::FixedUnicode(w) if STRING_WIDTHS.contains(&w) => w,
+        other => {
+            return Err(fmt_err(
+                p,
+                format!(
+                    "{what} `{name}` has type {other}, expected {kind} of fixed width {STRING_WIDTHS:?}"
+                ),
+            ))
+        }
+    };
+    let shape = a.shape();
+    if (scalar && !shape.is_empty()) || (!scalar && shape.len() != 1) {
+        return Err(fmt_err(
+            p,
+            format!("{what} `{name}` has shape {shape:?}, expected {kind}"),
+        ));
+    }
+    let elements: usize = shape.iter().product();
+    if elements.saturating_mul(width) > MAX_TEXT_BYTES {
+        return Err(fmt_err(
+            p,
+            format!(
+                "{what} `{name}` claims {elements} strings of {width} bytes, more than the {MAX_TEXT_BYTES} bytes a store holds"
+            ),
+        ));
+    }
+    with_width!(width, read_text(&a, p, name, what))
+}
+
+fn read_str_attr(file: &hdf5::File, p: &Path, name: &str) -> Result<String> {
+    let mut v = read_text_item(file, p, name, Text::Attr)?;
+    v.pop()
+        .ok_or_else(|| fmt_err(p, format!("attribute `{name}` holds no string")))
+}
+
+fn read_strs(file: &hdf5::File, p: &Path, name: &str) -> Result<Vec<String>> {
+    read_text_item(file, p, name, Text::List)
 }
 
 fn read_f64_attr(file: &hdf5::File, p: &Path, name: &str) -> Result<f64> {

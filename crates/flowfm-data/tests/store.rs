@@ -7,7 +7,7 @@ use std::path::Path;
 
 use flowfm_core::{SeededRng, Tolerance};
 use flowfm_data::prepare::{store_fingerprint, PREPROCESSING_VERSION};
-use flowfm_data::store::{read_fingerprint, STORE_FORMAT};
+use flowfm_data::store::{read_fingerprint, STORE_FORMAT, STORE_FORMAT_VERSION};
 use flowfm_data::{
     prepare_or_reuse, write_store, DataError, PrepareConfig, PrepareSummary, WindowSet, WindowStore,
 };
@@ -259,8 +259,8 @@ fn a_file_that_is_not_a_store_is_an_error_naming_it() {
     let other = dir.path().join("other.h5");
     {
         let f = hdf5::File::create(&other).unwrap();
-        let fmt: hdf5::types::VarLenUnicode = STORE_FORMAT.parse().unwrap();
-        f.new_attr::<hdf5::types::VarLenUnicode>()
+        let fmt: hdf5::types::FixedUnicode<64> = STORE_FORMAT.parse().unwrap();
+        f.new_attr::<hdf5::types::FixedUnicode<64>>()
             .shape(())
             .create("format")
             .unwrap()
@@ -270,7 +270,7 @@ fn a_file_that_is_not_a_store_is_an_error_naming_it() {
             .shape(())
             .create("format_version")
             .unwrap()
-            .write_scalar(&1i64)
+            .write_scalar(&STORE_FORMAT_VERSION)
             .unwrap();
     }
     let e = WindowStore::open(&other).unwrap_err().to_string();
@@ -279,4 +279,98 @@ fn a_file_that_is_not_a_store_is_an_error_naming_it() {
     let missing = dir.path().join("missing.h5");
     let e = WindowStore::open(&missing).unwrap_err().to_string();
     assert!(e.contains("missing.h5"), "{e}");
+}
+
+/// A store as format version 1 wrote it: variable-length strings (in the file's global heap).
+fn write_version_1_header(path: &Path) {
+    let f = hdf5::File::create(path).unwrap();
+    for (name, value) in [("format", STORE_FORMAT), ("fingerprint", "fp")] {
+        let v: hdf5::types::VarLenUnicode = value.parse().unwrap();
+        f.new_attr::<hdf5::types::VarLenUnicode>()
+            .shape(())
+            .create(name)
+            .unwrap()
+            .write_scalar(&v)
+            .unwrap();
+    }
+    f.new_attr::<i64>()
+        .shape(())
+        .create("format_version")
+        .unwrap()
+        .write_scalar(&1i64)
+        .unwrap();
+}
+
+#[test]
+fn a_version_1_store_is_refused_with_the_command_that_rebuilds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.h5");
+    write_version_1_header(&path);
+    let e = WindowStore::open(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("old.h5") && e.contains("version 1") && e.contains("flowfm prepare"),
+        "{e}"
+    );
+    // The variable-length `fingerprint` is refused from its type alone, not read.
+    let e = read_fingerprint(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("`fingerprint`") && e.contains("fixed width"),
+        "{e}"
+    );
+    // prepare_or_reuse rebuilds it, saying why.
+    let p = prepare_or_reuse("x", &config_a(), &path, || {
+        Ok((windows(3, 1), dummy_summary()))
+    })
+    .unwrap();
+    assert!(
+        p.replaced_because
+            .as_deref()
+            .unwrap_or("")
+            .contains("version 1"),
+        "{:?}",
+        p.replaced_because
+    );
+    assert_eq!(WindowStore::open(&path).unwrap().num_windows(), 3);
+}
+
+#[test]
+fn long_text_attributes_round_trip_and_nul_bytes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.h5");
+    // 5,000 bytes of configuration (width 65536), non-ASCII class names (width 16 holds them).
+    let config: String = "key = \"värde\"\n".repeat(300);
+    let mut w = windows(4, 2);
+    w.class_names = vec!["gå".into(), "sitta".into()];
+    write_store(&path, &w, 1, "fp", &config).unwrap();
+    let s = WindowStore::open(&path).unwrap();
+    assert_eq!(s.meta.config, config);
+    assert_eq!(s.meta.class_names, w.class_names);
+
+    let bad = dir.path().join("nul.h5");
+    let e = write_store(&bad, &w, 1, "fp\0x", "cfg")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`fingerprint`") && e.contains("NUL"), "{e}");
+    assert!(!bad.exists(), "a refused store must leave no file");
+}
+
+#[test]
+fn invalid_utf8_in_a_text_attribute_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.h5");
+    write_store(&path, &windows(5, 3), 1, "fp", "cfg").unwrap();
+    // Attributes sit uncompressed in the root object header: overwrite the first byte of the
+    // `format` value in place with a byte that never occurs in UTF-8.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(STORE_FORMAT.len())
+        .position(|w| w == STORE_FORMAT.as_bytes())
+        .expect("the format string is stored inline");
+    bytes[at] = 0xFF;
+    std::fs::write(&path, &bytes).unwrap();
+    let e = WindowStore::open(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("w.h5") && e.contains("`format`") && e.contains("UTF-8"),
+        "{e}"
+    );
 }

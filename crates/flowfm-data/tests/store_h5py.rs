@@ -62,11 +62,15 @@ def st(v):
 assert st(a["format"]) == "flowfm-window-store"
 assert float(a["sample_rate_hz"]) == 30.0
 assert int(a["window_len"]) == 300
-assert [st(c) for c in a["class_names"]] == ["walk", "sit"]
-assert [st(c) for c in a["channel_names"]] == ["acc_x", "acc_y", "acc_z"]
-assert [st(c) for c in a["source_files"]] == ["a.csv", "b.csv"]
+assert int(a["format_version"]) == 2
+assert [st(c) for c in f["class_names"][()]] == ["walk", "sit"]
+assert [st(c) for c in f["channel_names"][()]] == ["acc_x", "acc_y", "acc_z"]
+assert [st(c) for c in f["source_files"][()]] == ["a.csv", "b.csv"]
+assert [st(c) for c in f["source_sha256"][()]] == ["ab" * 32, "cd" * 32]
+assert st(f["config"][()]) == "cfg"
 assert int(a["preprocessing_version"]) == 3
 assert st(a["fingerprint"]) == "fp-abc"
+assert st(a["dataset"]) == "synthetic"
 print(repr(float(x[5, 1, 17])), int(y[4]), int(s[9]), repr(float(t[2])))
 "#;
     let out = Command::new("python3")
