@@ -10,8 +10,9 @@
 //! | `start_time` | `(N,)`      | f64  | window start in seconds              |
 //!
 //! Text datasets (fixed-length UTF-8 strings): `channel_names` `(C,)`, `class_names` `(K,)`,
-//! `source_files` and `source_sha256` (parallel, one per raw source file) and `config` (scalar:
-//! the preprocessing configuration in readable form).
+//! `source_files` and `source_sha256` (parallel, one per raw source file) and `config` `(1,)`
+//! (the preprocessing configuration in readable form). Every non-empty dataset is chunked, and
+//! the opener reads no other layout.
 //!
 //! Root attributes: `format` (`"flowfm-window-store"`), `format_version`, `dataset`,
 //! `sample_rate_hz`, `window_len`, `preprocessing_version` and `fingerprint` (of the inputs and
@@ -110,9 +111,7 @@ macro_rules! with_width {
 enum Text {
     /// A scalar root attribute (short values: at most [`MAX_ATTR_WIDTH`] bytes).
     Attr,
-    /// A scalar dataset.
-    Scalar,
-    /// A 1-D dataset.
+    /// A 1-D dataset (chunked when not empty).
     List,
 }
 
@@ -120,7 +119,7 @@ impl Text {
     fn noun(self) -> &'static str {
         match self {
             Text::Attr => "attribute",
-            Text::Scalar | Text::List => "dataset",
+            Text::List => "dataset",
         }
     }
 }
@@ -152,18 +151,16 @@ fn write_text<const W: usize>(
             .create(name)
             .and_then(|a| a.write_raw(&fixed[..]))
             .map_err(e),
-        Text::Scalar => file
-            .new_dataset::<FixedUnicode<W>>()
-            .shape(())
-            .create(name)
-            .and_then(|d| d.write_raw(&fixed[..]))
-            .map_err(e),
-        Text::List => file
-            .new_dataset::<FixedUnicode<W>>()
-            .shape(fixed.len())
-            .create(name)
-            .and_then(|d| d.write_raw(&fixed[..]))
-            .map_err(e),
+        Text::List => {
+            let mut b = file.new_dataset::<FixedUnicode<W>>();
+            if !fixed.is_empty() {
+                b = b.chunk(fixed.len().min(CHUNK_1D));
+            }
+            b.shape(fixed.len())
+                .create(name)
+                .and_then(|d| d.write_raw(&fixed[..]))
+                .map_err(e)
+        }
     }
 }
 
@@ -295,7 +292,7 @@ fn write_contents(
     strs_attr("source_sha256", &shas)?;
     i64_attr("preprocessing_version", preprocessing_version)?;
     str_attr("fingerprint", fingerprint)?;
-    write_text_item(file, path, "config", &[config.to_string()], Text::Scalar)?;
+    write_text_item(file, path, "config", &[config.to_string()], Text::List)?;
     Ok(())
 }
 
@@ -437,9 +434,7 @@ impl WindowStore {
             source_checksums: files.into_iter().zip(shas).collect(),
             preprocessing_version: read_i64_attr(&file, p, "preprocessing_version")?,
             fingerprint: read_str_attr(&file, p, "fingerprint")?,
-            config: read_text_item(&file, p, "config", Text::Scalar)?
-                .pop()
-                .unwrap_or_default(),
+            config: one_string(read_strs(&file, p, "config")?, p, "config")?,
         };
         Ok(Self {
             path,
@@ -633,6 +628,9 @@ fn dataset(file: &hdf5::File, p: &Path, name: &str, want: TypeDescriptor) -> Res
     let ds = file
         .dataset(name)
         .map_err(|_| fmt_err(p, format!("missing dataset `{name}`")))?;
+    if ds.size() > 0 {
+        require_chunked(&ds, p, name)?;
+    }
     let got = ds
         .dtype()
         .and_then(|t| t.to_descriptor())
@@ -698,10 +696,16 @@ fn read_text_item(file: &hdf5::File, p: &Path, name: &str, kind: Text) -> Result
     let what = kind.noun();
     let a: hdf5::Container = match kind {
         Text::Attr => (*attr(file, p, name)?).clone(),
-        Text::Scalar | Text::List => (*file
-            .dataset(name)
-            .map_err(|_| fmt_err(p, format!("missing dataset `{name}`")))?)
-        .clone(),
+        Text::List => {
+            let ds = file
+                .dataset(name)
+                .map_err(|_| fmt_err(p, format!("missing dataset `{name}`")))?;
+            if ds.size() == 0 {
+                return Ok(Vec::new());
+            }
+            require_chunked(&ds, p, name)?;
+            (*ds).clone()
+        }
     };
     let scalar = kind != Text::List;
     let kind = if scalar { "a string" } else { "a string array" };
@@ -747,6 +751,34 @@ fn read_str_attr(file: &hdf5::File, p: &Path, name: &str) -> Result<String> {
 
 fn read_strs(file: &hdf5::File, p: &Path, name: &str) -> Result<Vec<String>> {
     read_text_item(file, p, name, Text::List)
+}
+
+/// The one string of a one-element text list.
+fn one_string(mut v: Vec<String>, p: &Path, name: &str) -> Result<String> {
+    match (v.pop(), v.is_empty()) {
+        (Some(s), true) => Ok(s),
+        _ => Err(fmt_err(
+            p,
+            format!("dataset `{name}` should hold exactly one string"),
+        )),
+    }
+}
+
+/// Every non-empty dataset flowfm writes is chunked. A contiguous or compact layout is refused
+/// before any read: libhdf5 1.10.8 copies out of bounds (a segmentation fault, found by the
+/// `store_open` fuzz target) when a corrupt contiguous layout disagrees with the dataspace.
+fn require_chunked(ds: &hdf5::Dataset, p: &Path, name: &str) -> Result<()> {
+    if ds.is_chunked() {
+        Ok(())
+    } else {
+        Err(fmt_err(
+            p,
+            format!(
+                "dataset `{name}` has a {:?} layout; flowfm writes every non-empty dataset chunked and reads no other layout",
+                ds.layout()
+            ),
+        ))
+    }
 }
 
 fn read_f64_attr(file: &hdf5::File, p: &Path, name: &str) -> Result<f64> {

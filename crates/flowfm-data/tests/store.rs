@@ -374,3 +374,50 @@ fn invalid_utf8_in_a_text_attribute_is_an_error_naming_it() {
         "{e}"
     );
 }
+
+#[test]
+fn a_contiguous_dataset_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("contig.h5");
+    {
+        let f = hdf5::File::create(&path).unwrap();
+        let fmt: hdf5::types::FixedUnicode<64> = STORE_FORMAT.parse().unwrap();
+        f.new_attr::<hdf5::types::FixedUnicode<64>>()
+            .shape(())
+            .create("format")
+            .unwrap()
+            .write_scalar(&fmt)
+            .unwrap();
+        f.new_attr::<i64>()
+            .shape(())
+            .create("format_version")
+            .unwrap()
+            .write_scalar(&STORE_FORMAT_VERSION)
+            .unwrap();
+        // Not chunked: the layout flowfm never writes for a non-empty dataset.
+        f.new_dataset::<f32>()
+            .shape((2, 3, 300))
+            .create("x")
+            .unwrap()
+            .write_raw(&vec![0.0f32; 1800])
+            .unwrap();
+    }
+    let e = WindowStore::open(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("contig.h5") && e.contains("`x`") && e.contains("chunked"),
+        "{e}"
+    );
+}
+
+/// The `store_open` fuzz finding of session 7 (a store of ours, mutated): libhdf5 1.10.8
+/// segfaulted copying a corrupt contiguous `y`. Now an error naming the file, before any read.
+#[test]
+fn the_fuzzed_store_with_a_corrupt_contiguous_layout_is_an_error() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/store/fuzz-contiguous-y.h5"
+    ));
+    let e = WindowStore::open(path).unwrap_err().to_string();
+    assert!(e.contains("fuzz-contiguous-y.h5"), "{e}");
+    eprintln!("{e}");
+}

@@ -67,7 +67,7 @@ assert [st(c) for c in f["class_names"][()]] == ["walk", "sit"]
 assert [st(c) for c in f["channel_names"][()]] == ["acc_x", "acc_y", "acc_z"]
 assert [st(c) for c in f["source_files"][()]] == ["a.csv", "b.csv"]
 assert [st(c) for c in f["source_sha256"][()]] == ["ab" * 32, "cd" * 32]
-assert st(f["config"][()]) == "cfg"
+assert [st(c) for c in f["config"][()]] == ["cfg"]
 assert int(a["preprocessing_version"]) == 3
 assert st(a["fingerprint"]) == "fp-abc"
 assert st(a["dataset"]) == "synthetic"
