@@ -624,11 +624,42 @@ pub fn read_fingerprint(path: &Path) -> Result<String> {
     read_str_attr(&file, path, "fingerprint")
 }
 
+/// Deflate packs at most about 1032 bytes into one, so a store cannot honestly hold more than
+/// this many times its file size (plus a little for the smallest files).
+const MAX_EXPANSION: u64 = 1100;
+
+/// Elements of a dataset's or attribute's `shape` (`elem_bytes` each), checked before anything
+/// is allocated: the product must not overflow, and the data must fit what the file could hold
+/// compressed ([`MAX_EXPANSION`] times its size). A corrupt header claiming more is an error.
+fn checked_elements(p: &Path, what: &str, shape: &[usize], elem_bytes: usize) -> Result<usize> {
+    let too_big = |claim: String| {
+        fmt_err(
+            p,
+            format!("{what} claims shape {shape:?} ({claim}), more than the file could hold"),
+        )
+    };
+    let elements = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| too_big("an overflowing number of values".into()))?;
+    let file_len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let bytes = (elements as u64).saturating_mul(elem_bytes as u64);
+    if bytes
+        > file_len
+            .saturating_mul(MAX_EXPANSION)
+            .saturating_add(1 << 20)
+    {
+        return Err(too_big(format!("{bytes} bytes in a file of {file_len}")));
+    }
+    Ok(elements)
+}
+
 fn dataset(file: &hdf5::File, p: &Path, name: &str, want: TypeDescriptor) -> Result<hdf5::Dataset> {
     let ds = file
         .dataset(name)
         .map_err(|_| fmt_err(p, format!("missing dataset `{name}`")))?;
-    if ds.size() > 0 {
+    let elem_bytes = want.size();
+    if checked_elements(p, &format!("dataset `{name}`"), &ds.shape(), elem_bytes)? > 0 {
         require_chunked(&ds, p, name)?;
     }
     let got = ds
@@ -700,7 +731,7 @@ fn read_text_item(file: &hdf5::File, p: &Path, name: &str, kind: Text) -> Result
             let ds = file
                 .dataset(name)
                 .map_err(|_| fmt_err(p, format!("missing dataset `{name}`")))?;
-            if ds.size() == 0 {
+            if checked_elements(p, &format!("dataset `{name}`"), &ds.shape(), 1)? == 0 {
                 return Ok(Vec::new());
             }
             require_chunked(&ds, p, name)?;
@@ -731,7 +762,7 @@ fn read_text_item(file: &hdf5::File, p: &Path, name: &str, kind: Text) -> Result
             format!("{what} `{name}` has shape {shape:?}, expected {kind}"),
         ));
     }
-    let elements: usize = shape.iter().product();
+    let elements = checked_elements(p, &format!("{what} `{name}`"), &shape, width)?;
     if elements.saturating_mul(width) > MAX_TEXT_BYTES {
         return Err(fmt_err(
             p,

@@ -409,15 +409,41 @@ fn a_contiguous_dataset_is_refused_before_it_is_read() {
     );
 }
 
-/// The `store_open` fuzz finding of session 7 (a store of ours, mutated): libhdf5 1.10.8
-/// segfaulted copying a corrupt contiguous `y`. Now an error naming the file, before any read.
+/// The `store_open` fuzz findings of session 7 (stores of ours, mutated): libhdf5 1.10.8
+/// segfaulted copying a corrupt compact `y`; a dataset shape whose element count overflows
+/// `usize` panicked in hdf5's `size()`. Now errors naming the file, before any read.
 #[test]
-fn the_fuzzed_store_with_a_corrupt_contiguous_layout_is_an_error() {
-    let path = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/store/fuzz-contiguous-y.h5"
-    ));
-    let e = WindowStore::open(path).unwrap_err().to_string();
-    assert!(e.contains("fuzz-contiguous-y.h5"), "{e}");
-    eprintln!("{e}");
+fn fuzzed_stores_with_corrupt_layouts_or_shapes_are_errors() {
+    for (file, says) in [
+        ("fuzz-contiguous-y.h5", "layout"),
+        ("fuzz-shape-overflow.h5", "more than the file could hold"),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/store")
+            .join(file);
+        let e = WindowStore::open(&path).unwrap_err().to_string();
+        assert!(e.contains(file) && e.contains(says), "{e}");
+    }
+}
+
+#[test]
+fn a_shape_claiming_more_than_the_file_holds_is_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.h5");
+    write_store(&path, &windows(4, 5), 1, "fp", "cfg").unwrap();
+    // A valid store whose `y` could only hold 4 values; a header claiming 2^40 windows in a
+    // file of a few KiB is refused from the shape alone (checked without writing one).
+    let f = hdf5::File::open_rw(&path).unwrap();
+    f.unlink("y").unwrap();
+    f.new_dataset::<i64>()
+        .chunk(1024)
+        .shape(1usize << 40)
+        .create("y")
+        .unwrap();
+    drop(f);
+    let e = WindowStore::open(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("huge.h5") && e.contains("more than the file could hold"),
+        "{e}"
+    );
 }
