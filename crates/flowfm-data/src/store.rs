@@ -46,7 +46,11 @@ pub const STRING_WIDTHS: [usize; 6] = [16, 64, 256, 1024, 4096, 65536];
 
 /// Largest text item the opener reads (width times elements), so that a corrupt dataspace
 /// cannot ask for an unbounded allocation.
-const MAX_TEXT_BYTES: usize = 64 << 20;
+const MAX_TEXT_BYTES: usize = 16 << 20;
+
+/// Most strings in one text item (a store's class, channel and source-file lists are far
+/// shorter); each becomes an allocation, so a corrupt count is refused before reading.
+const MAX_TEXT_STRINGS: usize = 1 << 18;
 
 /// Windows per chunk of `x` aim at about this many bytes.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -180,6 +184,15 @@ fn write_text_item(
         STRING_WIDTHS[STRING_WIDTHS.len() - 1]
     };
     let what = kind.noun();
+    if values.len() > MAX_TEXT_STRINGS {
+        return Err(fmt_err(
+            path,
+            format!(
+                "{what} `{name}`: {} strings, more than the {MAX_TEXT_STRINGS} a store holds",
+                values.len()
+            ),
+        ));
+    }
     if let Some(v) = values.iter().find(|v| v.contains('\0')) {
         return Err(fmt_err(
             path,
@@ -763,11 +776,11 @@ fn read_text_item(file: &hdf5::File, p: &Path, name: &str, kind: Text) -> Result
         ));
     }
     let elements = checked_elements(p, &format!("{what} `{name}`"), &shape, width)?;
-    if elements.saturating_mul(width) > MAX_TEXT_BYTES {
+    if elements.saturating_mul(width) > MAX_TEXT_BYTES || elements > MAX_TEXT_STRINGS {
         return Err(fmt_err(
             p,
             format!(
-                "{what} `{name}` claims {elements} strings of {width} bytes, more than the {MAX_TEXT_BYTES} bytes a store holds"
+                "{what} `{name}` claims {elements} strings of {width} bytes, more than the {MAX_TEXT_STRINGS} strings or {MAX_TEXT_BYTES} bytes a store holds"
             ),
         ));
     }

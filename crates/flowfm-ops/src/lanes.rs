@@ -6,7 +6,8 @@
 //! (Cody-Waite range reduction and a degree-7 Taylor polynomial on `|r| <= ln 2 / 2`, relative
 //! error below 1e-7 before rounding), so the loops vectorise; `pulp` compiles them for the best
 //! instruction set the CPU has (AVX2 or AVX-512, detected at run time) with a safe API. No
-//! fused multiply-add is used, so every instruction set gives the same bits.
+//! fused multiply-add is used, so every instruction set computes the same IEEE operations in the
+//! same order (the same bits by construction; not run on an AVX2-only machine).
 //!
 //! The f64 paths (the gradient checks) keep the C library's `exp`.
 
