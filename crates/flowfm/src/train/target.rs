@@ -29,6 +29,29 @@ pub struct MethodSweep {
     pub method: String,
     /// Areas and threshold crossings over seeds.
     pub summary: CurveSummary,
+    /// Each seed's first probe `(step, score)`, in the order of the curves: with its best score,
+    /// what tells a rising curve from a flat one.
+    #[serde(default)]
+    pub first_probe: Vec<(u64, f64)>,
+    /// Each seed's best score.
+    #[serde(default)]
+    pub best: Vec<f64>,
+}
+
+impl MethodSweep {
+    /// Whether every seed reached `threshold` already at its first probe.
+    pub fn reached_at_first_probe(&self, threshold_index: usize) -> bool {
+        self.summary
+            .thresholds
+            .get(threshold_index)
+            .is_some_and(|t| {
+                t.per_seed.len() == self.first_probe.len()
+                    && t.per_seed
+                        .iter()
+                        .zip(&self.first_probe)
+                        .all(|(c, f)| c.as_ref().is_some_and(|c| c.step == f.0))
+            })
+    }
 }
 
 /// Flow against diffusion at one threshold, in training seconds.
@@ -128,6 +151,11 @@ pub fn target_sweep(
         methods.push(MethodSweep {
             method: method.clone(),
             summary,
+            first_probe: seeds.iter().map(|c| (c[0].0, c[0].2)).collect(),
+            best: seeds
+                .iter()
+                .map(|c| c.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max))
+                .collect(),
         });
         validated.push((method.clone(), vc));
     }

@@ -357,6 +357,7 @@ impl Section {
                     s.thresholds.len(),
                     faster + slower + same
                 ));
+                md.push_str(&flat_curve_reading(s));
                 md.push_str("\n| method | seeds | area under the validation curve (mean score over training seconds) [95 % CI] |\n|---|---:|---|\n");
                 for m in &s.methods {
                     let a = &m.summary.area_secs;
@@ -630,5 +631,97 @@ impl Section {
                 "generation_speedup_note": generation.speedup_note,
             }),
         }
+    }
+}
+
+/// A paragraph for the time-to-threshold section when the thresholds that every seed reached
+/// measure nothing but the first probe: every seed of flow and of diffusion was already at or
+/// above each of them at its first probe. Gives each method's mean first-probe and best scores; empty otherwise.
+fn flat_curve_reading(s: &TargetSweep) -> String {
+    let tested: Vec<usize> = s
+        .flow_vs_diffusion
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.reached == t.seeds && t.seeds.0 > 0 && t.seeds.1 > 0)
+        .map(|(i, _)| i)
+        .collect();
+    let get = |m: &str| s.methods.iter().find(|x| x.method == m);
+    let (Some(flow), Some(diff)) = (get("flowfm"), get("diffusion")) else {
+        return String::new();
+    };
+    if tested.is_empty()
+        || !tested
+            .iter()
+            .all(|&i| flow.reached_at_first_probe(i) && diff.reached_at_first_probe(i))
+    {
+        return String::new();
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let levels: Vec<String> = s
+        .methods
+        .iter()
+        .filter(|m| !m.first_probe.is_empty())
+        .map(|m| {
+            let firsts: Vec<f64> = m.first_probe.iter().map(|f| f.1).collect();
+            let steps: Vec<String> = m.first_probe.iter().map(|f| f.0.to_string()).collect();
+            format!(
+                "{} {} at its first probe (step {}), best {}",
+                m.method,
+                fmt(mean(&firsts), 3),
+                steps.join("/"),
+                fmt(mean(&m.best), 3)
+            )
+        })
+        .collect();
+    format!(
+        "\n**Reading: the curve is flat at this profile.** Every seed of both methods was already at or above every \
+         threshold that all seeds reached at its first probe, so these times are the cost of the first probe interval, not of learning, \
+         and cannot separate the methods. Mean validation F1 over seeds: {}. After its first few steps the encoder is \
+         already nearly as good a kNN feature extractor as at the end, so pretraining within this budget adds little to \
+         it; the area under the curve (below) compares the levels instead.\n",
+        levels.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::target::{target_sweep, ProbePoint, THRESHOLDS};
+
+    /// Ten probes 5 steps and 1 s apart, from `first` rising linearly to `last`.
+    fn curve(first: f64, last: f64) -> Vec<ProbePoint> {
+        (0..10)
+            .map(|i| {
+                let f = i as f64 / 9.0;
+                (5 * (i + 1), (i + 1) as f64, first + (last - first) * f)
+            })
+            .collect()
+    }
+
+    fn section(flow: Vec<Vec<ProbePoint>>, diff: Vec<Vec<ProbePoint>>) -> String {
+        let s = target_sweep(
+            &[("flowfm".into(), flow), ("diffusion".into(), diff)],
+            &THRESHOLDS,
+            4,
+        )
+        .unwrap()
+        .unwrap();
+        Section::time_to_target(Some(&s), Some("probe")).markdown
+    }
+
+    #[test]
+    fn a_flat_curve_is_called_flat_and_a_rising_one_is_not() {
+        // Already 0.31-0.33 at the first probe, 0.34 at the end: 0.10-0.30 are reached at once.
+        let flat = |a: f64| vec![curve(a, 0.34), curve(a + 0.01, 0.34), curve(a + 0.02, 0.35)];
+        let md = section(flat(0.31), flat(0.31));
+        assert!(md.contains("the curve is flat"), "{md}");
+        assert!(
+            md.contains("flowfm 0.320 at its first probe (step 5/5/5)"),
+            "{md}"
+        );
+        // Rising from 0.05 to 0.6: the thresholds are crossed at later probes.
+        let rising = vec![curve(0.05, 0.6), curve(0.06, 0.6), curve(0.05, 0.62)];
+        let md = section(rising.clone(), rising);
+        assert!(!md.contains("the curve is flat"), "{md}");
     }
 }
