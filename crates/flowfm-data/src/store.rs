@@ -734,24 +734,21 @@ fn read_text<const W: usize>(
 }
 
 /// Reads text item `name` after checking, from its header alone, that it is a fixed-length
-/// string of one of [`STRING_WIDTHS`], of the expected rank (scalar or 1-D) and at most
-/// [`MAX_TEXT_BYTES`] in all.
+/// string of one of [`STRING_WIDTHS`], of the expected rank (scalar or 1-D), at most
+/// [`MAX_TEXT_BYTES`] in all and, for a non-empty list, chunked. The shape is multiplied out
+/// once, with the width, so a corrupt one is refused before anything is read.
 fn read_text_item(file: &hdf5::File, p: &Path, name: &str, kind: Text) -> Result<Vec<String>> {
     let what = kind.noun();
-    let a: hdf5::Container = match kind {
-        Text::Attr => (*attr(file, p, name)?).clone(),
+    let (a, list): (hdf5::Container, Option<hdf5::Dataset>) = match kind {
+        Text::Attr => ((*attr(file, p, name)?).clone(), None),
         Text::List => {
             let ds = file
                 .dataset(name)
                 .map_err(|_| fmt_err(p, format!("missing dataset `{name}`")))?;
-            if checked_elements(p, &format!("dataset `{name}`"), &ds.shape(), 1)? == 0 {
-                return Ok(Vec::new());
-            }
-            require_chunked(&ds, p, name)?;
-            (*ds).clone()
+            ((*ds).clone(), Some(ds))
         }
     };
-    let scalar = kind != Text::List;
+    let scalar = list.is_none();
     let kind = if scalar { "a string" } else { "a string array" };
     let desc = a
         .dtype()
@@ -783,6 +780,12 @@ fn read_text_item(file: &hdf5::File, p: &Path, name: &str, kind: Text) -> Result
                 "{what} `{name}` claims {elements} strings of {width} bytes, more than the {MAX_TEXT_STRINGS} strings or {MAX_TEXT_BYTES} bytes a store holds"
             ),
         ));
+    }
+    if let Some(ds) = &list {
+        if elements == 0 {
+            return Ok(Vec::new());
+        }
+        require_chunked(ds, p, name)?;
     }
     with_width!(width, read_text(&a, p, name, what))
 }

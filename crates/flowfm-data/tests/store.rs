@@ -245,6 +245,23 @@ fn a_truncated_file_is_an_error_naming_it() {
     assert_eq!(p.store.num_windows(), 3);
 }
 
+/// The `format` and `format_version` attributes of a current store, nothing else.
+fn write_current_header(f: &hdf5::File) {
+    let fmt: hdf5::types::FixedUnicode<64> = STORE_FORMAT.parse().unwrap();
+    f.new_attr::<hdf5::types::FixedUnicode<64>>()
+        .shape(())
+        .create("format")
+        .unwrap()
+        .write_scalar(&fmt)
+        .unwrap();
+    f.new_attr::<i64>()
+        .shape(())
+        .create("format_version")
+        .unwrap()
+        .write_scalar(&STORE_FORMAT_VERSION)
+        .unwrap();
+}
+
 #[test]
 fn a_file_that_is_not_a_store_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -259,19 +276,7 @@ fn a_file_that_is_not_a_store_is_an_error_naming_it() {
     let other = dir.path().join("other.h5");
     {
         let f = hdf5::File::create(&other).unwrap();
-        let fmt: hdf5::types::FixedUnicode<64> = STORE_FORMAT.parse().unwrap();
-        f.new_attr::<hdf5::types::FixedUnicode<64>>()
-            .shape(())
-            .create("format")
-            .unwrap()
-            .write_scalar(&fmt)
-            .unwrap();
-        f.new_attr::<i64>()
-            .shape(())
-            .create("format_version")
-            .unwrap()
-            .write_scalar(&STORE_FORMAT_VERSION)
-            .unwrap();
+        write_current_header(&f);
     }
     let e = WindowStore::open(&other).unwrap_err().to_string();
     assert!(e.contains("other.h5") && e.contains("`x`"), "{e}");
@@ -381,19 +386,7 @@ fn a_contiguous_dataset_is_refused_before_it_is_read() {
     let path = dir.path().join("contig.h5");
     {
         let f = hdf5::File::create(&path).unwrap();
-        let fmt: hdf5::types::FixedUnicode<64> = STORE_FORMAT.parse().unwrap();
-        f.new_attr::<hdf5::types::FixedUnicode<64>>()
-            .shape(())
-            .create("format")
-            .unwrap()
-            .write_scalar(&fmt)
-            .unwrap();
-        f.new_attr::<i64>()
-            .shape(())
-            .create("format_version")
-            .unwrap()
-            .write_scalar(&STORE_FORMAT_VERSION)
-            .unwrap();
+        write_current_header(&f);
         // Not chunked: the layout flowfm never writes for a non-empty dataset.
         f.new_dataset::<f32>()
             .shape((2, 3, 300))
