@@ -1,11 +1,15 @@
-//! `cargo xtask fuzz [--seconds N] [--targets a,b] [--skip a,b] [--no-seeds]`: builds the cargo-fuzz targets of
-//! `fuzz/` and runs each for N seconds (default 60), one after the other.
+//! `cargo xtask fuzz [--seconds N] [--targets a,b] [--skip a,b] [--no-seeds] [--sanitizer address]`:
+//! builds the cargo-fuzz targets of `fuzz/` and runs each for N seconds (default 60), one after
+//! the other.
 //!
 //! - cargo-fuzz is installed from crates.io (`cargo install cargo-fuzz --locked`) when missing.
 //! - The build uses the current (stable) toolchain with `RUSTC_BOOTSTRAP=1` for libFuzzer's
-//!   nightly flags, and no sanitizer (`-s none`): AddressSanitizer needs a nightly standard
-//!   library, which CI does not have. Panics, aborts, timeouts (`-timeout`) and memory beyond
-//!   `-rss_limit_mb` are still findings. Its own target folder, `fuzz/target`.
+//!   nightly flags. By default no sanitizer (`-s none`, what CI runs): panics, aborts, timeouts
+//!   (`-timeout`) and memory beyond `-rss_limit_mb` are findings. `--sanitizer address` builds
+//!   with AddressSanitizer (stable rustc ships its runtime; the standard library itself is not
+//!   instrumented) and compiles the C code built with the application (HDF5, zlib) with
+//!   `-fsanitize=address` too, so out-of-bounds reads and writes inside libhdf5 are findings.
+//!   Its own target folder, `fuzz/target` (a sanitizer switch rebuilds it).
 //! - Seed corpora are written before fuzzing: flowfm-data's `fuzz_seeds` test writes one valid
 //!   input per format into `fuzz/corpus/<target>/`, and the `config` target gets the experiment
 //!   files of `configs/`.
@@ -37,6 +41,7 @@ struct Options {
     seconds: u64,
     targets: Vec<String>,
     seeds: bool,
+    sanitizer: &'static str,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -48,6 +53,7 @@ fn parse(args: &[String]) -> Result<Options> {
             .map(|s| s.to_string())
             .collect(),
         seeds: true,
+        sanitizer: "none",
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -79,6 +85,14 @@ fn parse(args: &[String]) -> Result<Options> {
                 o.targets.retain(|t| !skip.contains(&t.as_str()));
             }
             "--no-seeds" => o.seeds = false,
+            "--sanitizer" => {
+                let v = it.next().context("--sanitizer needs a value")?;
+                o.sanitizer = match v.as_str() {
+                    "none" => "none",
+                    "address" => "address",
+                    other => bail!("--sanitizer: expected `none` or `address`, got `{other}`"),
+                };
+            }
             other => bail!("fuzz: unknown option `{other}`"),
         }
     }
@@ -126,6 +140,17 @@ fn fuzz_cmd(fuzz_dir: &Path) -> Command {
     c.arg("fuzz")
         .current_dir(fuzz_dir)
         .env("RUSTC_BOOTSTRAP", "1");
+    c
+}
+
+/// `cargo fuzz build` with the sanitizer; under AddressSanitizer the C libraries that the build
+/// compiles (HDF5 through CMake, zlib through cc) are instrumented as well.
+fn build_cmd(fuzz_dir: &Path, sanitizer: &str) -> Command {
+    let mut c = fuzz_cmd(fuzz_dir);
+    c.args(["build", "-s", sanitizer]);
+    if sanitizer == "address" {
+        c.env("CFLAGS", "-fsanitize=address -fno-omit-frame-pointer");
+    }
     c
 }
 
@@ -203,15 +228,20 @@ pub fn run(args: &[String]) -> Result<()> {
     let wants_data = o.targets.iter().any(|t| t != CONFIG_TARGET);
     let wants_config = o.targets.iter().any(|t| t == CONFIG_TARGET);
     let t = Instant::now();
+    let san = o.sanitizer;
     if wants_data {
-        let mut c = fuzz_cmd(&fuzz_dir);
-        c.args(["build", "-s", "none"]);
-        run_status(c, "cargo fuzz build -s none")?;
+        run_status(
+            build_cmd(&fuzz_dir, san),
+            &format!("cargo fuzz build -s {san}"),
+        )?;
     }
     if wants_config {
-        let mut c = fuzz_cmd(&fuzz_dir);
-        c.args(["build", "-s", "none", "--features", "config", CONFIG_TARGET]);
-        run_status(c, "cargo fuzz build -s none --features config config")?;
+        let mut c = build_cmd(&fuzz_dir, san);
+        c.args(["--features", "config", CONFIG_TARGET]);
+        run_status(
+            c,
+            &format!("cargo fuzz build -s {san} --features config config"),
+        )?;
     }
     eprintln!("xtask: fuzz build took {:.0} s", t.elapsed().as_secs_f64());
     let bin_dir = find_bin_dir(&fuzz_dir)?;
@@ -345,5 +375,8 @@ mod tests {
         assert_eq!(s.targets.len(), DATA_TARGETS.len() - 1);
         assert!(!s.targets.iter().any(|t| t == "store_open"));
         assert!(a(&["--seconds", "0"]).is_err());
+        assert_eq!(all.sanitizer, "none");
+        assert_eq!(a(&["--sanitizer", "address"]).unwrap().sanitizer, "address");
+        assert!(a(&["--sanitizer", "memory"]).is_err());
     }
 }

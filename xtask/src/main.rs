@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation, in plain Rust that shells out to ordinary commands.
 //!
 //! - `cargo xtask test`: `cargo fmt --check`, then clippy with `-D warnings`, then installs what
-//!   the tests need (HDF5 C library, Python readers used by interoperability tests) when missing
+//!   the tests need (CMake >= 3.26 to build HDF5 from source, Python readers used by
+//!   interoperability tests) when missing
 //!   and runs `cargo test --release --workspace`.
 //! - `cargo xtask reproduce [--quick|--full] [--data-dir DIR] [--force] [--name NAME]`: the study.
 //! - `cargo xtask results [--name NAME]`: publish a finished report as `docs/results.md`.
@@ -58,10 +59,11 @@ commands:
                             embed and predict --recording on a synthetic D-day 100 Hz recording (default 7,
                             written once to target/bench-recording): windows/s next to the encoder's own
                             evaluation throughput, peak RSS (/usr/bin/time -v)
-  fuzz [--seconds N] [--targets a,b] [--skip a,b] [--no-seeds]
-                            build the cargo-fuzz targets of fuzz/ (stable, RUSTC_BOOTSTRAP=1, no sanitizer;
-                            installs cargo-fuzz when missing) and run each N seconds (default 60); fails
-                            on any finding, whose input stays in fuzz/artifacts/<target>/
+  fuzz [--seconds N] [--targets a,b] [--skip a,b] [--no-seeds] [--sanitizer none|address]
+                            build the cargo-fuzz targets of fuzz/ (stable, RUSTC_BOOTSTRAP=1, default no
+                            sanitizer; address: AddressSanitizer, HDF5 and zlib instrumented too; installs
+                            cargo-fuzz when missing) and run each N seconds (default 60); fails on any
+                            finding, whose input stays in fuzz/artifacts/<target>/
   build-cuda [--check] [--compute-cap N] [--jobs N] [--print-env]
                             cargo build (--check: cargo check, no link; what CI runs) --release -p flowfm
                             --features cuda in target/cuda, with nvcc and the CUDA headers from pinned PyPI

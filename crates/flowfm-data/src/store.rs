@@ -25,6 +25,15 @@
 //! every string inline, and the opener checks each text item's type, shape and size from its
 //! header before it reads a byte of it. The lists are datasets, not attributes, because an
 //! attribute must fit in a 64 KiB object-header message (a few thousand source files would not).
+//!
+//! The HDF5 library is compiled into the binary from source (the `hdf5-metno` crate's `static`
+//! feature: HDF5 2.2.0), not taken from the system: Debian 12's libhdf5 1.10.8 divides by zero
+//! (SIGFPE) opening a dataset whose corrupt header claims a chunk dimension of 0, before any
+//! check of ours can run (found by the `store_open` fuzz target; the 2.2.0 library refuses such a
+//! header). New files are written in the library's default layout (HDF5 1.8 and later read it;
+//! its object headers carry checksums, so a damaged header is an error rather than misread). The
+//! checks above stay: they are what stands between a corrupt file and an allocation of its
+//! claimed size.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -667,10 +676,33 @@ fn checked_elements(p: &Path, what: &str, shape: &[usize], elem_bytes: usize) ->
     Ok(elements)
 }
 
+/// The error for an item that could not be opened: "missing" only when the file's own list of
+/// names says it is absent; otherwise the file is damaged, and HDF5's reason is kept.
+fn open_failed(
+    p: &Path,
+    what: &str,
+    name: &str,
+    names: hdf5::Result<Vec<String>>,
+    e: hdf5::Error,
+) -> DataError {
+    match names {
+        Ok(names) if !names.iter().any(|n| n == name) => {
+            fmt_err(p, format!("missing {what} `{name}`"))
+        }
+        _ => fmt_err(
+            p,
+            format!("cannot open {what} `{name}` (the file is damaged): {e}"),
+        ),
+    }
+}
+
+fn open_dataset(file: &hdf5::File, p: &Path, name: &str) -> Result<hdf5::Dataset> {
+    file.dataset(name)
+        .map_err(|e| open_failed(p, "dataset", name, file.member_names(), e))
+}
+
 fn dataset(file: &hdf5::File, p: &Path, name: &str, want: TypeDescriptor) -> Result<hdf5::Dataset> {
-    let ds = file
-        .dataset(name)
-        .map_err(|_| fmt_err(p, format!("missing dataset `{name}`")))?;
+    let ds = open_dataset(file, p, name)?;
     let elem_bytes = want.size();
     if checked_elements(p, &format!("dataset `{name}`"), &ds.shape(), elem_bytes)? > 0 {
         require_chunked(&ds, p, name)?;
@@ -711,7 +743,7 @@ fn read_1d<T: hdf5::H5Type>(
 
 fn attr(file: &hdf5::File, p: &Path, name: &str) -> Result<hdf5::Attribute> {
     file.attr(name)
-        .map_err(|_| fmt_err(p, format!("missing attribute `{name}`")))
+        .map_err(|e| open_failed(p, "attribute", name, file.attr_names(), e))
 }
 
 fn read_text<const W: usize>(
@@ -742,9 +774,7 @@ fn read_text_item(file: &hdf5::File, p: &Path, name: &str, kind: Text) -> Result
     let (a, list): (hdf5::Container, Option<hdf5::Dataset>) = match kind {
         Text::Attr => ((*attr(file, p, name)?).clone(), None),
         Text::List => {
-            let ds = file
-                .dataset(name)
-                .map_err(|_| fmt_err(p, format!("missing dataset `{name}`")))?;
+            let ds = open_dataset(file, p, name)?;
             ((*ds).clone(), Some(ds))
         }
     };
