@@ -9,6 +9,16 @@
 //! own bytes plus its children's expanded sizes, shared children counted once per reference, a
 //! reference back into an object being expanded counted as one node), computed in linear time.
 //!
+//! The same pass measures how deeply values nest: `serde_pickle` converts (and drops) values
+//! recursively, so a pickle of a few KiB of one-byte `TUPLE1` opcodes (3,351 levels, found by the
+//! fuzzer under AddressSanitizer, whose larger frames make it fail first; a deeper one overflows
+//! any stack) would abort the process. Past [`MAX_DEPTH`] levels the pickle is refused.
+//!
+//! Sets are refused: `serde_pickle` builds them with `collect` into a `BTreeSet`, which sorts,
+//! and its ordering of mixed numbers (integers against floats, NaN) is not a total order, so the
+//! standard library's sort panics on some sets of a few numbers (found by the fuzzer). No pickle
+//! our decoders read holds a set.
+//!
 //! The walk stops (and leaves the error to `serde_pickle`) at anything it does not understand:
 //! an unknown opcode, a truncated argument, a stack underflow.
 
@@ -20,6 +30,14 @@ const NODE_BYTES: u64 = 48;
 pub fn limit_bytes(input_len: usize) -> u64 {
     (256u64 << 20).max(16 * input_len as u64)
 }
+
+/// The message for a pickle that builds a set.
+const SETS: &str = "sets and frozensets are not supported (the decoder's ordering of mixed \
+                    numbers in a set is not total and can panic)";
+
+/// Deepest nesting decoded: far beyond any real pickle of arrays (the UCI HAPT pickle nests a
+/// handful of levels), far below what `serde_pickle`'s recursion needs of a 2 MiB thread stack.
+pub const MAX_DEPTH: u64 = 256;
 
 /// The object graph the opcodes describe.
 #[derive(Default)]
@@ -37,14 +55,16 @@ impl Graph {
         (self.own.len() - 1) as u32
     }
 
-    /// Expanded size of `root` (saturating), iteratively (pickles may nest deeply).
-    fn expanded(&self, root: u32) -> u64 {
+    /// Expanded size of `root` (saturating) and its nesting depth (a leaf is 1), iteratively
+    /// (pickles may nest deeply).
+    fn expanded(&self, root: u32) -> (u64, u64) {
         const NEW: u8 = 0;
         const OPEN: u8 = 1;
         const DONE: u8 = 2;
         let n = self.own.len();
         let mut state = vec![NEW; n];
         let mut size = vec![0u64; n];
+        let mut depth = vec![0u64; n];
         let mut stack: Vec<(u32, usize)> = vec![(root, 0)];
         state[root as usize] = OPEN;
         while let Some(&(id, next)) = stack.last() {
@@ -60,20 +80,23 @@ impl Graph {
                 continue;
             }
             let mut total = self.own[id as usize];
+            let mut deepest = 0;
             for &c in kids {
-                let s = if state[c as usize] == DONE {
-                    size[c as usize]
+                let (s, d) = if state[c as usize] == DONE {
+                    (size[c as usize], depth[c as usize])
                 } else {
                     // A cycle: serde_pickle replaces the recursive reference by one value.
-                    NODE_BYTES
+                    (NODE_BYTES, 1)
                 };
                 total = total.saturating_add(s);
+                deepest = deepest.max(d);
             }
             size[id as usize] = total;
+            depth[id as usize] = deepest + 1;
             state[id as usize] = DONE;
             stack.pop();
         }
-        size[root as usize]
+        (size[root as usize], depth[root as usize])
     }
 }
 
@@ -90,6 +113,16 @@ struct Walk<'a> {
     g: Graph,
     stack: Vec<Slot>,
     memo: std::collections::HashMap<u64, u32>,
+    /// The bytes of string objects (what `STACK_GLOBAL` names a global with); `None` for a
+    /// protocol-0 unicode line with escapes, whose value the walk does not decode.
+    strings: std::collections::HashMap<u32, Option<Vec<u8>>>,
+    /// Why the pickle is refused, when the walk met something it must not decode.
+    refused: Option<&'static str>,
+}
+
+/// Is `module.name` Python's `set` or `frozenset`?
+fn is_set_global(module: &[u8], name: &[u8]) -> bool {
+    matches!(module, b"builtins" | b"__builtin__") && matches!(name, b"set" | b"frozenset")
 }
 
 impl Walk<'_> {
@@ -118,6 +151,12 @@ impl Walk<'_> {
     fn push_leaf(&mut self, bytes: u64) {
         let id = self.g.new_obj(NODE_BYTES.saturating_add(bytes), Vec::new());
         self.stack.push(Slot::Obj(id));
+    }
+
+    /// Stops the walk, refusing the pickle.
+    fn refuse(&mut self, why: &'static str) -> Option<()> {
+        self.refused = Some(why);
+        None
     }
 
     fn pop(&mut self) -> Option<u32> {
@@ -182,11 +221,23 @@ impl Walk<'_> {
                 let t = self.top()?;
                 self.stack.push(Slot::Obj(t));
             }
-            b'F' | b'I' | b'L' | b'S' | b'V' | b'P' => {
+            b'F' | b'I' | b'L' | b'S' | b'P' => {
                 let n = self.line()?.len() as u64;
                 self.push_leaf(n);
             }
-            b'N' | b'}' | b']' | b')' | 0x88 | 0x89 | 0x8f | 0x97 => self.push_leaf(0),
+            b'V' => {
+                let line = self.line()?;
+                let text = line.strip_suffix(b"\n").unwrap_or(line);
+                let value = (!text.contains(&b'\\')).then(|| text.to_vec());
+                let n = line.len() as u64;
+                self.push_leaf(n);
+                if let Some(id) = self.top() {
+                    self.strings.insert(id, value);
+                }
+            }
+            // EMPTY_SET, ADDITEMS, FROZENSET.
+            0x8f..=0x91 => return self.refuse(SETS),
+            b'N' | b'}' | b']' | b')' | 0x88 | 0x89 | 0x97 => self.push_leaf(0),
             b'J' => self.arg_leaf(4)?,
             b'K' => self.arg_leaf(1)?,
             b'M' => self.arg_leaf(2)?,
@@ -194,11 +245,20 @@ impl Walk<'_> {
             0x82 => self.arg_leaf(1)?,
             0x83 => self.arg_leaf(2)?,
             0x84 => self.arg_leaf(4)?,
-            b'T' | b'X' | b'B' | 0x8b => self.sized_leaf(4)?,
-            b'U' | b'C' | 0x8c | 0x8a => self.sized_leaf(1)?,
-            0x8d | 0x8e | 0x96 => self.sized_leaf(8)?,
+            b'T' | b'B' | 0x8b => self.sized_leaf(4, false)?,
+            b'X' => self.sized_leaf(4, true)?,
+            b'U' | b'C' | 0x8a => self.sized_leaf(1, false)?,
+            0x8c => self.sized_leaf(1, true)?,
+            0x8d => self.sized_leaf(8, true)?,
+            0x8e | 0x96 => self.sized_leaf(8, false)?,
             b'c' => {
-                let n = self.line()?.len() + self.line()?.len();
+                let module = self.line()?.to_vec();
+                let name = self.line()?;
+                let n = module.len() + name.len();
+                let trim = |l: &[u8]| l.strip_suffix(b"\n").unwrap_or(l).to_vec();
+                if is_set_global(&trim(&module), &trim(name)) {
+                    return self.refuse(SETS);
+                }
                 self.push_leaf(n as u64);
             }
             b'i' => {
@@ -207,7 +267,20 @@ impl Walk<'_> {
                 let items = self.pop_mark()?;
                 self.new_from(items);
             }
-            0x93 | 0x81 => {
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                match (self.strings.get(&module), self.strings.get(&name)) {
+                    (Some(Some(m)), Some(Some(n))) if is_set_global(m, n) => {
+                        return self.refuse(SETS)
+                    }
+                    // A name the walk cannot read (an escaped unicode line) might be `set`.
+                    (Some(None), _) | (_, Some(None)) => return self.refuse(SETS),
+                    _ => {}
+                }
+                self.new_from(vec![module, name]);
+            }
+            0x81 => {
                 let a = self.pop()?;
                 let b = self.pop()?;
                 self.new_from(vec![b, a]);
@@ -236,11 +309,11 @@ impl Walk<'_> {
                 let k = self.pop()?;
                 self.add_to_top(vec![k, v])?;
             }
-            b'e' | b'u' | 0x90 => {
+            b'e' | b'u' => {
                 let items = self.pop_mark()?;
                 self.add_to_top(items)?;
             }
-            b't' | b'l' | b'd' | b'o' | 0x91 => {
+            b't' | b'l' | b'd' | b'o' => {
                 let items = self.pop_mark()?;
                 self.new_from(items);
             }
@@ -299,10 +372,16 @@ impl Walk<'_> {
         Some(())
     }
 
-    fn sized_leaf(&mut self, n: usize) -> Option<()> {
+    /// A length-prefixed argument; `text`: a unicode string, whose bytes are kept.
+    fn sized_leaf(&mut self, n: usize, text: bool) -> Option<()> {
         let len = usize::try_from(self.uint(n)?).ok()?;
-        self.take(len)?;
+        let value = self.take(len)?.to_vec();
         self.push_leaf(len as u64);
+        if text {
+            if let Some(id) = self.top() {
+                self.strings.insert(id, Some(value));
+            }
+        }
         Some(())
     }
 }
@@ -310,12 +389,27 @@ impl Walk<'_> {
 /// The bytes decoding `pickle` would build (an estimate that counts every copy `serde_pickle`
 /// makes of a referenced value), over every object left on the stack at the end.
 pub fn decoded_bytes(pickle: &[u8]) -> u64 {
+    decoded(pickle).bytes
+}
+
+/// What the walk found: the bytes decoding would build, the deepest nesting, and a reason to
+/// refuse the pickle outright.
+struct Decoded {
+    bytes: u64,
+    depth: u64,
+    refused: Option<&'static str>,
+}
+
+/// Walks `pickle`'s opcodes once (see the module documentation).
+fn decoded(pickle: &[u8]) -> Decoded {
     let mut w = Walk {
         b: pickle,
         pos: 0,
         g: Graph::default(),
         stack: Vec::new(),
         memo: std::collections::HashMap::new(),
+        strings: std::collections::HashMap::new(),
+        refused: None,
     };
     while w.step().is_some() {}
     let roots: Vec<u32> = w
@@ -326,14 +420,34 @@ pub fn decoded_bytes(pickle: &[u8]) -> u64 {
             Slot::Mark => None,
         })
         .collect();
-    roots
-        .into_iter()
-        .fold(0u64, |acc, r| acc.saturating_add(w.g.expanded(r)))
+    let (bytes, depth) = roots.into_iter().fold((0u64, 0u64), |(bytes, depth), r| {
+        let (b, d) = w.g.expanded(r);
+        (bytes.saturating_add(b), depth.max(d))
+    });
+    Decoded {
+        bytes,
+        depth,
+        refused: w.refused,
+    }
 }
 
-/// An error when decoding `pickle` would build more than [`limit_bytes`].
+/// An error when decoding `pickle` would build a set, more than [`limit_bytes`], or values
+/// nested deeper than [`MAX_DEPTH`].
 pub fn check(pickle: &[u8]) -> Result<(), String> {
-    let need = decoded_bytes(pickle);
+    let Decoded {
+        bytes: need,
+        depth,
+        refused,
+    } = decoded(pickle);
+    if let Some(why) = refused {
+        return Err(format!("pickle: {why}; refusing it"));
+    }
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "pickle: values nest {depth} levels deep, more than the {MAX_DEPTH} this decoder \
+             accepts (decoding recurses once per level); refusing it"
+        ));
+    }
     let limit = limit_bytes(pickle.len());
     if need > limit {
         return Err(format!(
@@ -390,6 +504,62 @@ mod tests {
         }
         p.push(b'.');
         assert!(check(&p).is_err());
+    }
+
+    /// `n` nested one-element tuples around an empty dict, as protocol-2 bytes.
+    fn nested_tuples(n: usize) -> Vec<u8> {
+        let mut p = vec![0x80, 2, b'}'];
+        p.extend(std::iter::repeat_n(0x85, n));
+        p.push(b'.');
+        p
+    }
+
+    #[test]
+    fn nesting_depth_is_measured_and_bounded() {
+        assert_eq!(decoded(&nested_tuples(0)).depth, 1);
+        assert_eq!(decoded(&nested_tuples(10)).depth, 11);
+        // A shared child counts at its own depth under every parent: x = ((),); (x, x).
+        let shared = [0x80, 2, b')', 0x85, b'2', 0x86, b'.'];
+        assert_eq!(decoded(&shared).depth, 3);
+        assert!(check(&nested_tuples(MAX_DEPTH as usize - 1)).is_ok());
+        let err = check(&nested_tuples(MAX_DEPTH as usize)).unwrap_err();
+        assert!(err.contains("257 levels"), "{err}");
+    }
+
+    #[test]
+    fn load_pickle_refuses_deep_nesting_before_recursing() {
+        // The fuzzer's input was 3,351 levels; a million would overflow any thread's stack.
+        for n in [3_351, 1_000_000] {
+            let err = crate::readers::pickle::load_pickle(&nested_tuples(n)).unwrap_err();
+            assert!(err.contains("levels deep"), "{err}");
+        }
+        assert!(crate::readers::pickle::load_pickle(&nested_tuples(20)).is_ok());
+    }
+
+    #[test]
+    fn sets_are_refused_however_they_are_built() {
+        // The fuzzer's input in spirit: a frozenset of numbers whose ordering is not total.
+        let frozenset = [
+            0x80, 4, b'(', b'K', 1, b'G', 0x7f, 0xf8, 0, 0, 0, 0, 0, 0, 0x91, b'.',
+        ];
+        let empty_set = [0x80, 4, 0x8f, b'.'];
+        let global = b"c__builtin__\nset\n(]tR.".to_vec();
+        let mut stack_global = vec![0x80, 4, 0x8c, 8];
+        stack_global.extend(b"builtins");
+        stack_global.extend([0x8c, 9]);
+        stack_global.extend(b"frozenset");
+        stack_global.extend([0x93, b'.']);
+        for p in [&frozenset[..], &empty_set, &global, &stack_global] {
+            let err = crate::readers::pickle::load_pickle(p).unwrap_err();
+            assert!(err.contains("sets and frozensets"), "{err}");
+        }
+        // Other globals by STACK_GLOBAL stay fine for the walk.
+        let mut other = vec![0x80, 4, 0x8c, 8];
+        other.extend(b"builtins");
+        other.extend([0x8c, 4]);
+        other.extend(b"list");
+        other.extend([0x93, b'.']);
+        assert!(check(&other).is_ok());
     }
 
     #[test]
