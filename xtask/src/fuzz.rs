@@ -210,14 +210,10 @@ pub fn run(args: &[String]) -> Result<()> {
     if o.seeds {
         eprintln!("xtask: writing seed corpora to {}", corpus.display());
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "test",
-                "--release",
-                "-p",
-                "flowfm-data",
-                "--test",
-                "fuzz_seeds",
-            ])
+            // `--workspace`, not `-p flowfm-data`: the same feature resolution as the test
+            // build, so the test binary `cargo xtask test` made is reused (with `-p` cargo
+            // rebuilt flowfm-data's dependencies: 3 min 31 s in a clean-clone CI run).
+            .args(["test", "--release", "--workspace", "--test", "fuzz_seeds"])
             .env("FLOWFM_FUZZ_SEEDS", &corpus)
             .current_dir(&root)
             .status()?;
