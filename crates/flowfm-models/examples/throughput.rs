@@ -42,6 +42,7 @@ use flowfm_core::{Conditioning, FlowTimes, ForwardMode, SeededRng};
 use flowfm_models::{count_parameters, EncoderConfig, FlowUNet, HarNet, UNetConfig};
 use flowfm_objectives::flow::{flow_matching_loss, sample_flow_times, TimeSampling};
 use flowfm_ops::norm::is_buffer_name;
+use flowfm_ops::on_worker;
 use flowfm_ops::optim::{AdamW, AdamWConfig};
 use std::time::Instant;
 
@@ -204,8 +205,11 @@ fn main() -> Result<()> {
         let train = if want("encoder_train_step") {
             time(iters, || {
                 let z = net.forward(&x, ForwardMode::Train)?;
-                let grads = z.sqr()?.mean_all()?.backward()?;
-                opt.step(&grads, LR)
+                // Backward and the update on a pool worker, as the binary's training loops run them.
+                on_worker(|| {
+                    let grads = z.sqr()?.mean_all()?.backward()?;
+                    opt.step(&grads, LR)
+                })
             })?
         } else {
             nothing
@@ -288,8 +292,10 @@ fn main() -> Result<()> {
                 &Conditioning::Representation(z),
                 &path,
             )?;
-            let grads = loss.backward()?;
-            opt.step(&grads, LR)
+            on_worker(|| {
+                let grads = loss.backward()?;
+                opt.step(&grads, LR)
+            })
         };
         let joint = if want("joint_train_step") {
             time(iters, joint_step)?
@@ -352,8 +358,10 @@ fn main() -> Result<()> {
         let fwd = time(iters, || net.velocity_detached(&x, &t, &cond).map(|_| ()))?;
         let train = time(iters, || {
             let v = net.forward(&x, &t, &cond)?;
-            let grads = v.sqr()?.mean_all()?.backward()?;
-            opt.step(&grads, LR)
+            on_worker(|| {
+                let grads = v.sqr()?.mean_all()?.backward()?;
+                opt.step(&grads, LR)
+            })
         })?;
         println!(
             "UNetConfig::small(): {} parameters; forward {:.3} ms per window per evaluation, train step {:.1} windows/s (batch {batch}, AdamW included)",

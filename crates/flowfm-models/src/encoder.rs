@@ -427,7 +427,7 @@ impl HarNet {
     /// - returns `(batch, repr_dim)`
     pub fn forward(&self, x: &Tensor, mode: ForwardMode) -> Result<Tensor> {
         self.check_input(x)?;
-        self.layers.forward(x, mode)
+        flowfm_ops::on_worker(|| self.layers.forward(x, mode))
     }
 
     /// Encodes windows in evaluation mode without building an autograd graph: the input and
@@ -439,7 +439,7 @@ impl HarNet {
     /// - returns `(batch, repr_dim)`
     pub fn encode_detached(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        self.detached.forward(&x.detach(), ForwardMode::Eval)
+        flowfm_ops::on_worker(|| self.detached.forward(&x.detach(), ForwardMode::Eval))
     }
 
     /// Recalibrates batch norm: sets every layer's running mean and (unbiased) running variance

@@ -482,6 +482,15 @@ impl UNet1d {
     /// - `cond`: `Conditioning::Representation` of `(batch, cond_dim)` or `None`
     /// - returns `(batch, in_channels, samples)`
     pub fn forward(&self, x: &Tensor, time_values: &Tensor, cond: &Conditioning) -> Result<Tensor> {
+        flowfm_ops::on_worker(|| self.forward_on_worker(x, time_values, cond))
+    }
+
+    fn forward_on_worker(
+        &self,
+        x: &Tensor,
+        time_values: &Tensor,
+        cond: &Conditioning,
+    ) -> Result<Tensor> {
         let (b, c, l) = x.dims3()?;
         if c != self.cfg.in_channels {
             candle_core::bail!(

@@ -41,6 +41,24 @@ pub fn uses_own_kernels(device: &Device) -> bool {
     device.is_cpu()
 }
 
+/// Runs `f` on a worker thread of rayon's current pool and returns its result.
+///
+/// Every op of this crate splits its work with rayon. Called from a thread outside the pool
+/// (the program's main thread), each of those parallel loops hands its work to the pool and
+/// blocks until a woken worker finishes it: one wake-up per op, dozens per layer. Called from a
+/// worker, a parallel loop starts at once on the calling thread and the other workers steal from
+/// it. Wrapping a whole forward pass or training step in `on_worker` pays one hand-off instead
+/// (measured in docs/benchmarks.md, "Running on a pool worker"). On a worker already, `f` simply
+/// runs. `f` must not block waiting for other work on the same pool (a channel fed by a thread
+/// that itself uses rayon): with a one-thread pool that would never finish.
+pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
 /// The contiguous slice of a CPU storage of element type `T`, or an error naming the op.
 pub(crate) fn contiguous_slice<'a, T: WithDType>(
     op: &str,
@@ -51,5 +69,30 @@ pub(crate) fn contiguous_slice<'a, T: WithDType>(
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn on_worker_runs_on_a_pool_worker_and_inline_when_already_there() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a two-thread pool");
+        // From outside any pool: moved onto a worker of the global pool.
+        assert!(rayon::current_thread_index().is_none());
+        assert!(super::on_worker(rayon::current_thread_index).is_some());
+        // From a worker: runs right there, on the same thread, and parallel loops inside work.
+        pool.install(|| {
+            let here = std::thread::current().id();
+            let (there, sum) = super::on_worker(|| {
+                use rayon::prelude::*;
+                let sum: u64 = (0..1000u64).into_par_iter().sum();
+                (std::thread::current().id(), sum)
+            });
+            assert_eq!(here, there);
+            assert_eq!(sum, 499_500);
+        });
     }
 }

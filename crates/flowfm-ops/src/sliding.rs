@@ -1,19 +1,25 @@
-//! 1-D convolution (stride 1, no dilation, one group) as one matrix product with a
-//! sliding-window ("Toeplitz") view of the input, so the im2col matrix is never written.
+//! 1-D convolution (stride 1, no dilation, one group) as `K` matrix products with shifted views
+//! of the input, so the im2col matrix is never written.
 //!
-//! The input is copied once into a padded, channels-last buffer `X` of `B * Lp` rows of `C_in`
-//! values (`Lp = L + 2 * padding`; the padding holds zeros or the wrapped signal). Row `n` of the
-//! view `V` is `X[n .. n + K]` flattened: `K * C_in` consecutive values, and consecutive rows start
-//! `C_in` values apart, so `V` is a strided view of `X` (rows overlap). Then
+//! The input is copied once into a padded, channels-first buffer `X` of `C_in` rows of `B * Lp`
+//! values (`Lp = L + 2 * padding`; the padding holds zeros or the wrapped signal; row `c` holds
+//! channel `c` of sample 0, then of sample 1, ...). Every row segment is a contiguous copy, so
+//! building `X` is a `memcpy`, not a transposition. Shifting every row left by `k` positions,
+//! `X_k = X[:, k .. k + N]` with `N = B * Lp - K + 1`, is a plain strided view. Then
 //!
-//! - forward: `Y^T (C_out, N) = W' (C_out, K C_in) @ V^T`, with `W'[o, k C_in + c] = w[o, c, k]`
-//!   and `N = B * Lp - K + 1` positions; position `b * Lp + l` is output `l` of sample `b` (the
-//!   `K - 1` positions that straddle two samples are computed and dropped);
-//! - weight gradient: `dW' = G (C_out, N) @ V`, where `G` holds the output gradient at the
+//! - forward: `Y (C_out, N) = sum_k W_k (C_out, C_in) @ X_k`, with `W_k[o, c] = w[o, c, k]`;
+//!   position `b * Lp + l` is output `l` of sample `b` (the `K - 1` positions that straddle two
+//!   samples are computed and dropped);
+//! - weight gradient: `dW_k = G (C_out, N) @ X_k^T`, where `G` holds the output gradient at the
 //!   positions of real outputs and zeros at the straddling ones;
-//! - input gradient: a convolution of the zero-padded gradient with the flipped kernel, again one
-//!   product with a sliding view (of the channels-last gradient), then the padding is folded back
-//!   (added onto the samples it wrapped from for circular padding).
+//! - input gradient: `dX (C_in, B * Lp) = sum_k W_k^T @ G'_k`, where `G'` is `G` shifted right by
+//!   `K - 1` zeros and `G'_k` its view starting at `K - 1 - k`; then the padding is dropped (or,
+//!   for circular padding, added onto the samples it wrapped from).
+//!
+//! Positions are contiguous in every operand, so the matrix kernels pack their operands from
+//! contiguous runs. (Until session 9 the input was laid out channels-last with one product over
+//! a `(N, K C_in)` sliding view: its copy was a transposition, 11-13 % of a U-Net evaluation, and
+//! packing the view gathered values `C_in` apart; docs/benchmarks.md.)
 //!
 //! Every product goes through `faer` (safe strided views over the same kind of AVX-512 kernels as
 //! candle's matmul), split into tiles whose sizes depend only on the shapes, each tile computed
@@ -30,12 +36,97 @@ use candle_core::{
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
+use std::cell::RefCell;
 use std::sync::Arc;
+use std::thread::LocalKey;
 
 /// The element types the sliding convolution runs on (f32 and f64).
-pub(crate) trait Elem: WithDType + faer::traits::ComplexField {}
-impl Elem for f32 {}
-impl Elem for f64 {}
+pub(crate) trait Elem: WithDType + faer::traits::ComplexField {
+    /// This thread's free scratch buffers of this type (see [`Scratch`]).
+    fn free_buffers() -> &'static LocalKey<RefCell<Vec<Vec<Self>>>>;
+}
+
+thread_local! {
+    static FREE_F32: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    static FREE_F64: RefCell<Vec<Vec<f64>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Elem for f32 {
+    fn free_buffers() -> &'static LocalKey<RefCell<Vec<Vec<Self>>>> {
+        &FREE_F32
+    }
+}
+impl Elem for f64 {
+    fn free_buffers() -> &'static LocalKey<RefCell<Vec<Vec<Self>>>> {
+        &FREE_F64
+    }
+}
+
+/// Free buffers kept per thread and element type; more are dropped when returned.
+const KEEP_FREE: usize = 4;
+
+/// A working buffer of `len` values that is returned to its thread's free list when dropped,
+/// so the intermediates of the next convolution reuse its memory instead of asking the
+/// allocator for fresh, zero-filled megabytes (the zero-filling alone was 7 % of a U-Net
+/// evaluation's CPU time; docs/benchmarks.md). **Its contents are unspecified**: every user
+/// writes all of it (the products below with `Accum::Replace`, the copies including their
+/// zero rows) before reading. The free list is borrowed only inside `take` and `drop`, so a
+/// thread that picks up other rayon work while a buffer is out cannot find it borrowed.
+struct Scratch<T: Elem> {
+    buf: Vec<T>,
+}
+
+impl<T: Elem> Scratch<T> {
+    fn take(len: usize) -> Self {
+        let mut buf = T::free_buffers()
+            .with(|free| {
+                let mut free = free.borrow_mut();
+                // The smallest free buffer that is large enough, else the largest one.
+                let pick = free
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.capacity() >= len)
+                    .min_by_key(|(_, b)| b.capacity())
+                    .or_else(|| free.iter().enumerate().max_by_key(|(_, b)| b.capacity()))
+                    .map(|(i, _)| i);
+                pick.map(|i| free.swap_remove(i))
+            })
+            .unwrap_or_default();
+        if buf.len() >= len {
+            buf.truncate(len);
+        } else {
+            buf.resize(len, T::zero());
+        }
+        Self { buf }
+    }
+}
+
+impl<T: Elem> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        // A thread being torn down has no free list any more; the buffer is then just freed.
+        let _ = T::free_buffers().try_with(|free| {
+            if let Ok(mut free) = free.try_borrow_mut() {
+                if free.len() < KEEP_FREE {
+                    free.push(buf);
+                }
+            }
+        });
+    }
+}
+
+impl<T: Elem> std::ops::Deref for Scratch<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.buf
+    }
+}
+
+impl<T: Elem> std::ops::DerefMut for Scratch<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.buf
+    }
+}
 
 /// Geometry of a stride-1 convolution.
 #[derive(Clone, Copy, Debug)]
@@ -92,8 +183,9 @@ pub fn applies(spec: &Conv1dSpec, batch: usize, len: usize, kernel: usize) -> bo
     10 * positions <= 11 * batch * out_len
 }
 
-/// `dst = lhs @ rhs`, in column tiles of a width fixed by the shapes, one tile per task.
-fn par_matmul<T: Elem>(dst: MatMut<'_, T>, lhs: MatRef<'_, T>, rhs: MatRef<'_, T>) {
+/// `dst = sum_k lhs_k @ rhs_k` (the taps added in order), in column tiles of a width fixed by
+/// the shapes, one tile per task.
+fn par_matmul_taps<T: Elem>(dst: MatMut<'_, T>, taps: &[(MatRef<'_, T>, MatRef<'_, T>)]) {
     let n = dst.ncols();
     let width = n.div_ceil(8).next_multiple_of(16).max(256);
     let mut tiles = Vec::with_capacity(n.div_ceil(width));
@@ -106,31 +198,34 @@ fn par_matmul<T: Elem>(dst: MatMut<'_, T>, lhs: MatRef<'_, T>, rhs: MatRef<'_, T
         c0 += w;
         rest = tail;
     }
-    tiles.into_par_iter().for_each(|(c0, tile)| {
+    tiles.into_par_iter().for_each(|(c0, mut tile)| {
         let w = tile.ncols();
-        matmul(
-            tile,
-            Accum::Replace,
-            lhs,
-            rhs.subcols(c0, w),
-            T::one(),
-            Par::Seq,
-        );
+        for (i, (lhs, rhs)) in taps.iter().enumerate() {
+            let accum = if i == 0 { Accum::Replace } else { Accum::Add };
+            matmul(
+                tile.as_mut(),
+                accum,
+                *lhs,
+                rhs.subcols(c0, w),
+                T::one(),
+                Par::Seq,
+            );
+        }
     });
 }
 
-/// The padded, channels-last copy of `x` `(B, C, L)`: `B * Lp` rows of `C` values.
-fn channels_last<T: Elem>(g: &Geo, x: &[T]) -> Vec<T> {
-    let (c, l, lp) = (g.c_in, g.len, g.lp());
-    let mut out = vec![T::zero(); g.batch * lp * c];
-    out.par_chunks_mut(lp * c).enumerate().for_each(|(b, dst)| {
-        let src = &x[b * c * l..(b + 1) * c * l];
-        for (q, row) in dst.chunks_exact_mut(c).enumerate() {
-            if let Some(i) = g.source(q) {
-                for (ci, o) in row.iter_mut().enumerate() {
-                    *o = src[ci * l + i];
-                }
-            }
+/// The padded, channels-first copy of `x` `(B, C, L)` with the batch inside each channel's row:
+/// `C` rows of `B * Lp` values (row `c` holds sample 0's padded channel `c`, then sample 1's, ...),
+/// so that a shift by `k` positions is a plain strided view.
+fn channels_first<T: Elem>(g: &Geo, x: &[T]) -> Scratch<T> {
+    let (c, l, lp, pad) = (g.c_in, g.len, g.lp(), g.pad);
+    let mut out = Scratch::take(c * g.batch * lp);
+    out.par_chunks_mut(lp).enumerate().for_each(|(r, dst)| {
+        let (ci, b) = (r / g.batch, r % g.batch);
+        let src = &x[(b * c + ci) * l..][..l];
+        dst[pad..pad + l].copy_from_slice(src);
+        for q in (0..pad).chain(pad + l..lp) {
+            dst[q] = g.source(q).map_or(T::zero(), |i| src[i]);
         }
     });
     out
@@ -145,23 +240,27 @@ fn forward<T: Elem>(g: &Geo, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
         g.out_len(),
         g.positions(),
     );
-    let kc = k * c;
-    let xcl = channels_last(g, x);
-    let mut wp = vec![T::zero(); o * kc];
-    for (oi, row) in wp.chunks_exact_mut(kc).enumerate() {
-        for ci in 0..c {
-            for ki in 0..k {
-                row[ki * c + ci] = w[(oi * c + ci) * k + ki];
-            }
+    let bl = g.batch * lp;
+    let xcf = channels_first(g, x);
+    // W_k (C_out, C_in) for each tap k: wk[(k * C_out + o) * C_in + c] = w[o, c, k].
+    let mut wk = vec![T::zero(); k * o * c];
+    for (r, row) in wk.chunks_exact_mut(c).enumerate() {
+        let (ki, oi) = (r / o, r % o);
+        for (ci, v) in row.iter_mut().enumerate() {
+            *v = w[(oi * c + ci) * k + ki];
         }
     }
-    let v = MatRef::from_row_major_slice_with_stride(&xcl, n, kc, c);
-    let mut yt = vec![T::zero(); o * n];
-    par_matmul(
-        MatMut::from_row_major_slice_mut(&mut yt, o, n),
-        MatRef::from_row_major_slice(&wp, o, kc),
-        v.transpose(),
-    );
+    // Tap k reads X shifted left by k positions: X[:, k .. k + N], a view with row stride B Lp.
+    let taps: Vec<_> = (0..k)
+        .map(|ki| {
+            (
+                MatRef::from_row_major_slice(&wk[ki * o * c..(ki + 1) * o * c], o, c),
+                MatRef::from_row_major_slice_with_stride(&xcf[ki..], c, n, bl),
+            )
+        })
+        .collect();
+    let mut yt = Scratch::take(o * n);
+    par_matmul_taps(MatMut::from_row_major_slice_mut(&mut yt, o, n), &taps);
     let mut y = vec![T::zero(); g.batch * o * lo];
     y.par_chunks_mut(lo).enumerate().for_each(|(r, dst)| {
         let (b, oi) = (r / o, r % o);
@@ -189,44 +288,48 @@ fn weight_grad<T: Elem>(g: &Geo, x: &[T], grad: &[T]) -> Vec<T> {
         g.out_len(),
         g.positions(),
     );
-    let kc = k * c;
-    let xcl = channels_last(g, x);
+    let bl = g.batch * lp;
+    let xcf = channels_first(g, x);
     // The gradient as (C_out, N), zero at the straddling positions.
-    let mut gt = vec![T::zero(); o * n];
+    let mut gt = Scratch::take(o * n);
     gt.par_chunks_mut(n).enumerate().for_each(|(oi, row)| {
-        for b in 0..g.batch {
-            row[b * lp..b * lp + lo].copy_from_slice(&grad[(b * o + oi) * lo..][..lo]);
+        for (b, sample) in row.chunks_mut(lp).enumerate() {
+            let (real, straddling) = sample.split_at_mut(lo.min(sample.len()));
+            real.copy_from_slice(&grad[(b * o + oi) * lo..][..real.len()]);
+            straddling.fill(T::zero());
         }
     });
-    let v = MatRef::from_row_major_slice_with_stride(&xcl, n, kc, c);
     let lhs = MatRef::from_row_major_slice(&gt, o, n);
-    // The sum over positions is split into a fixed number of chunks (by the shapes alone) whose
-    // partial products are added in order, and the columns into fixed tiles.
+    // dW_k (C_out, C_in) = G @ X[:, k .. k + N]^T. The sum over positions is split into a fixed
+    // number of chunks (by the shapes alone) whose partial products are added in order, and the
+    // columns into fixed tiles.
     let chunks = (n / 4096).clamp(1, 8);
     let chunk_len = n.div_ceil(chunks);
-    let width = kc.div_ceil(4).next_multiple_of(16).max(64);
-    let mut partial = vec![T::zero(); chunks * o * kc];
+    let width = c.div_ceil(4).next_multiple_of(16).max(64);
+    let mut partial = Scratch::take(chunks * k * o * c);
     let mut tasks = Vec::new();
-    for (s, buf) in partial.chunks_exact_mut(o * kc).enumerate() {
-        let mut rest = MatMut::from_row_major_slice_mut(buf, o, kc);
+    for (sk, buf) in partial.chunks_exact_mut(o * c).enumerate() {
+        let (s, ki) = (sk / k, sk % k);
+        let mut rest = MatMut::from_row_major_slice_mut(buf, o, c);
         let mut c0 = 0;
         while rest.ncols() > 0 {
             let wd = width.min(rest.ncols());
             let (tile, tail) = rest.split_at_col_mut(wd);
-            tasks.push((s, c0, tile));
+            tasks.push((s, ki, c0, tile));
             c0 += wd;
             rest = tail;
         }
     }
-    tasks.into_par_iter().for_each(|(s, c0, tile)| {
+    tasks.into_par_iter().for_each(|(s, ki, c0, tile)| {
         let start = s * chunk_len;
         let len = chunk_len.min(n - start);
         let wd = tile.ncols();
+        let x_k = MatRef::from_row_major_slice_with_stride(&xcf[ki..], c, n, bl);
         matmul(
             tile,
             Accum::Replace,
             lhs.subcols(start, len),
-            v.subrows(start, len).subcols(c0, wd),
+            x_k.subrows(c0, wd).subcols(start, len).transpose(),
             T::one(),
             Par::Seq,
         );
@@ -235,10 +338,10 @@ fn weight_grad<T: Elem>(g: &Geo, x: &[T], grad: &[T]) -> Vec<T> {
     dw.par_chunks_mut(c * k).enumerate().for_each(|(oi, row)| {
         for ci in 0..c {
             for ki in 0..k {
-                let j = oi * kc + ki * c + ci;
+                let j = (ki * o + oi) * c + ci;
                 let mut acc = partial[j];
                 for s in 1..chunks {
-                    acc += partial[s * o * kc + j];
+                    acc += partial[s * k * o * c + j];
                 }
                 row[ci * k + ki] = acc;
             }
@@ -250,41 +353,43 @@ fn weight_grad<T: Elem>(g: &Geo, x: &[T], grad: &[T]) -> Vec<T> {
 /// `dx (B, C_in, L)` from the output gradient and the weights.
 fn input_grad<T: Elem>(g: &Geo, grad: &[T], w: &[T]) -> Vec<T> {
     let (c, o, k, l, lp, lo, pad) = (g.c_in, g.c_out, g.kernel, g.len, g.lp(), g.out_len(), g.pad);
-    let rows = g.batch * lp;
-    // Channels-last gradient, shifted down by K - 1 rows: row `b * Lp + l + K - 1` holds output
-    // `l` of sample `b`; every other row is zero.
-    let mut z = vec![T::zero(); (rows + k - 1) * o];
-    let (_, body) = z.split_at_mut((k - 1) * o);
-    body.par_chunks_mut(lp * o)
-        .enumerate()
-        .for_each(|(b, dst)| {
-            for (li, row) in dst.chunks_exact_mut(o).take(lo).enumerate() {
-                for (oi, v) in row.iter_mut().enumerate() {
-                    *v = grad[(b * o + oi) * lo + li];
-                }
-            }
-        });
-    // W_flip^T[c, k' C_out + o] = w[o, c, K - 1 - k'].
-    let ko = k * o;
-    let mut wf = vec![T::zero(); c * ko];
-    for (ci, row) in wf.chunks_exact_mut(ko).enumerate() {
-        for kk in 0..k {
-            for oi in 0..o {
-                row[kk * o + oi] = w[(oi * c + ci) * k + (k - 1 - kk)];
-            }
+    let bl = g.batch * lp;
+    let gl = bl + k - 1;
+    // The gradient as (C_out, B Lp + K - 1), shifted right by K - 1: position `K - 1 + b Lp + l`
+    // holds output `l` of sample `b`; every other position is zero.
+    let mut gp = Scratch::take(o * gl);
+    gp.par_chunks_mut(gl).enumerate().for_each(|(oi, row)| {
+        let (head, body) = row.split_at_mut(k - 1);
+        head.fill(T::zero());
+        for (b, sample) in body.chunks_exact_mut(lp).enumerate() {
+            let (real, rest) = sample.split_at_mut(lo);
+            real.copy_from_slice(&grad[(b * o + oi) * lo..][..lo]);
+            rest.fill(T::zero());
+        }
+    });
+    // W_k^T (C_in, C_out) for each tap: wt[(k * C_in + c) * C_out + o] = w[o, c, k].
+    let mut wt = vec![T::zero(); k * c * o];
+    for (r, row) in wt.chunks_exact_mut(o).enumerate() {
+        let (ki, ci) = (r / c, r % c);
+        for (oi, v) in row.iter_mut().enumerate() {
+            *v = w[(oi * c + ci) * k + ki];
         }
     }
-    let u = MatRef::from_row_major_slice_with_stride(&z, rows, ko, o);
-    let mut dxt = vec![T::zero(); c * rows];
-    par_matmul(
-        MatMut::from_row_major_slice_mut(&mut dxt, c, rows),
-        MatRef::from_row_major_slice(&wf, c, ko),
-        u.transpose(),
-    );
+    // dX_padded (C_in, B Lp) = sum_k W_k^T @ G'[:, K - 1 - k .. K - 1 - k + B Lp].
+    let taps: Vec<_> = (0..k)
+        .map(|ki| {
+            (
+                MatRef::from_row_major_slice(&wt[ki * c * o..(ki + 1) * c * o], c, o),
+                MatRef::from_row_major_slice_with_stride(&gp[k - 1 - ki..], o, bl, gl),
+            )
+        })
+        .collect();
+    let mut dxp = Scratch::take(c * bl);
+    par_matmul_taps(MatMut::from_row_major_slice_mut(&mut dxp, c, bl), &taps);
     let mut dx = vec![T::zero(); g.batch * c * l];
     dx.par_chunks_mut(l).enumerate().for_each(|(r, dst)| {
         let (b, ci) = (r / c, r % c);
-        let src = &dxt[ci * rows + b * lp..][..lp];
+        let src = &dxp[ci * bl + b * lp..][..lp];
         dst.copy_from_slice(&src[pad..pad + l]);
         if g.circular {
             for (q, &v) in src[..pad].iter().enumerate() {
@@ -539,5 +644,82 @@ pub fn conv1d_sliding(
             let b = b.to_dtype(x.dtype())?.contiguous()?;
             x.apply_op3(&weight, &b, SlideConvBias(geo))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1) (no RNG needed for a bit-equality check).
+    fn values(n: usize, salt: u64) -> Vec<f64> {
+        (0..n as u64)
+            .map(|i| {
+                let h = (i ^ salt)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .rotate_left(17);
+                (h >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+            })
+            .collect()
+    }
+
+    fn all_three(g: &Geo, x: &[f64], w: &[f64], b: &[f64], gy: &[f64]) -> [Vec<f64>; 3] {
+        [
+            forward(g, x, w, Some(b)),
+            weight_grad(g, x, gy),
+            input_grad(g, gy, w),
+        ]
+    }
+
+    /// Reused buffers hold whatever the last user left; every value the kernels read must have
+    /// been written first. Poisoning this thread's free list with NaN-filled, oversized buffers
+    /// must not change a single bit of the results (the free list is per thread, and the
+    /// buffers are taken on the calling thread).
+    #[test]
+    fn reused_scratch_buffers_do_not_leak_into_results() {
+        let geos = [
+            (2, 3, 17, 4, 3, 1, false),
+            (3, 2, 20, 5, 5, 2, true),
+            (2, 4, 12, 3, 1, 0, false),
+            (1, 3, 9, 2, 3, 4, true),
+            (4, 5, 11, 6, 5, 0, false),
+        ];
+        for (batch, c_in, len, c_out, kernel, pad, circular) in geos {
+            let g = Geo {
+                batch,
+                c_in,
+                len,
+                c_out,
+                kernel,
+                pad,
+                circular,
+            };
+            let x = values(batch * c_in * len, 1);
+            let w = values(c_out * c_in * kernel, 2);
+            let b = values(c_out, 3);
+            let gy = values(batch * c_out * g.out_len(), 4);
+            f64::free_buffers().with(|f| f.borrow_mut().clear());
+            let clean = all_three(&g, &x, &w, &b, &gy);
+            for size in [1usize, 64, 100_000] {
+                f64::free_buffers().with(|f| {
+                    let mut f = f.borrow_mut();
+                    f.clear();
+                    for _ in 0..KEEP_FREE {
+                        f.push(vec![f64::NAN; size]);
+                    }
+                });
+                let poisoned = all_three(&g, &x, &w, &b, &gy);
+                for (a, p) in clean.iter().zip(&poisoned) {
+                    assert!(a.iter().all(|v| v.is_finite()), "{g:?}");
+                    let same = a.iter().zip(p).all(|(u, v)| u.to_bits() == v.to_bits());
+                    assert!(
+                        same,
+                        "{g:?}: poisoned scratch size {size} changed the result"
+                    );
+                }
+            }
+        }
+        // The free list stays bounded.
+        f64::free_buffers().with(|f| assert!(f.borrow().len() <= KEEP_FREE));
     }
 }

@@ -507,9 +507,12 @@ pub fn finetune_fold_with_model<S: WindowSource + 'static>(
             if !value.is_finite() {
                 bail!("fine-tuning diverged: loss {value} at step {step}");
             }
-            let mut grads = loss.backward()?;
-            clip_grad_norm(&mut grads, &trainable_vars, cfg.grad_clip)?;
-            opt.step(&grads, cfg.lr)?;
+            flowfm_ops::on_worker(|| -> Result<()> {
+                let mut grads = loss.backward()?;
+                clip_grad_norm(&mut grads, &trainable_vars, cfg.grad_clip)?;
+                opt.step(&grads, cfg.lr)?;
+                Ok(())
+            })?;
             total += value;
         }
         Ok(total / n.max(1) as f64)

@@ -159,9 +159,12 @@ pub fn linear_probe_fold(
             let loss =
                 weighted_cross_entropy(&logits, &y_train_t.index_select(&idx, 0)?, Some(&weights))?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            let mut grads = loss.backward()?;
-            clip_grad_norm(&mut grads, &all_vars, cfg.grad_clip)?;
-            opt.step(&grads, cfg.lr)?;
+            flowfm_ops::on_worker(|| -> Result<()> {
+                let mut grads = loss.backward()?;
+                clip_grad_norm(&mut grads, &all_vars, cfg.grad_clip)?;
+                opt.step(&grads, cfg.lr)?;
+                Ok(())
+            })?;
             total += value;
         }
         Ok(total / steps.max(1) as f64)

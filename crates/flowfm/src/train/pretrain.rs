@@ -580,13 +580,17 @@ pub fn pretrain<S: WindowSource + 'static>(
             None => batcher.batch(epoch, b)?.x,
         };
         let mut rng = root.derive_indexed("step", step);
-        let (mut loss, echo_loss) = step_loss(exp, &nets, &schedule, &x, step, &mut rng)?;
+        let (mut loss, echo_loss) =
+            flowfm_ops::on_worker(|| step_loss(exp, &nets, &schedule, &x, step, &mut rng))?;
         if opts.inject_nan_at == Some(step + 1) {
             loss = (loss * f64::NAN)?;
         }
         let loss_value = scalar(&loss)?;
-        let mut grads = loss.backward()?;
-        let grad_norm = clip_grad_norm(&mut grads, &trainable_vars, train.grad_clip)?;
+        let (grads, grad_norm) = flowfm_ops::on_worker(|| -> Result<_> {
+            let mut grads = loss.backward()?;
+            let norm = clip_grad_norm(&mut grads, &trainable_vars, train.grad_clip)?;
+            Ok((grads, norm))
+        })?;
         if !loss_value.is_finite() || !grad_norm.is_finite() {
             bar.abandon();
             bail!(
@@ -596,17 +600,20 @@ pub fn pretrain<S: WindowSource + 'static>(
             );
         }
         let rate = lr.at(step);
-        opt.step(&grads, rate)?;
-        if let Some(e) = ema.as_mut() {
-            e.update()?;
-        }
-        if nets.echo_encoder.is_some() {
-            copy_vars(
-                &nets.encoder_vars,
-                &nets.echo_vars,
-                exp.file.joint.echo_ema_decay,
-            )?;
-        }
+        flowfm_ops::on_worker(|| -> Result<()> {
+            opt.step(&grads, rate)?;
+            if let Some(e) = ema.as_mut() {
+                e.update()?;
+            }
+            if nets.echo_encoder.is_some() {
+                copy_vars(
+                    &nets.encoder_vars,
+                    &nets.echo_vars,
+                    exp.file.joint.echo_ema_decay,
+                )?;
+            }
+            Ok(())
+        })?;
         let done = step + 1;
         train_s += step_start.elapsed().as_secs_f64();
         windows += x.dim(0)?;
