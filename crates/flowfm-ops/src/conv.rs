@@ -629,6 +629,10 @@ mod tests {
             (2, 3, 7, 3, 3, 3, PaddingMode::Zeros),
             (3, 2, 6, 2, 3, 4, PaddingMode::Circular),
             (4, 2, 5, 3, 5, 1, PaddingMode::Circular),
+            // Outputs of 256 samples or more take the one-product-per-sample path.
+            (2, 3, 300, 4, 5, 2, PaddingMode::Circular),
+            (1, 2, 258, 3, 3, 0, PaddingMode::Zeros),
+            (2, 2, 257, 2, 3, 0, PaddingMode::Zeros),
         ]
     }
 

@@ -231,6 +231,10 @@ fn channels_first<T: Elem>(g: &Geo, x: &[T]) -> Scratch<T> {
     out
 }
 
+/// Output length from which [`forward`] computes one product per sample straight into the
+/// output instead of one product over all positions followed by a copy.
+const DIRECT_MIN_LEN: usize = 256;
+
 fn forward<T: Elem>(g: &Geo, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (c, o, k, lp, lo, n) = (
         g.c_in,
@@ -259,6 +263,29 @@ fn forward<T: Elem>(g: &Geo, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
             )
         })
         .collect();
+    if lo >= DIRECT_MIN_LEN {
+        // Long windows: one product per sample, written straight into its block of `y`, which
+        // starts out holding the bias (no intermediate, no copy, no zero-filling).
+        let mut y = Vec::with_capacity(g.batch * o * lo);
+        for r in 0..g.batch * o {
+            let v = bias.map_or(T::zero(), |bv| bv[r % o]);
+            y.extend(std::iter::repeat_n(v, lo));
+        }
+        y.par_chunks_mut(o * lo).enumerate().for_each(|(b, yb)| {
+            let mut dst = MatMut::from_row_major_slice_mut(yb, o, lo);
+            for (lhs, rhs) in &taps {
+                matmul(
+                    dst.as_mut(),
+                    Accum::Add,
+                    *lhs,
+                    rhs.subcols(b * lp, lo),
+                    T::one(),
+                    Par::Seq,
+                );
+            }
+        });
+        return y;
+    }
     let mut yt = Scratch::take(o * n);
     par_matmul_taps(MatMut::from_row_major_slice_mut(&mut yt, o, n), &taps);
     let mut y = vec![T::zero(); g.batch * o * lo];
@@ -683,6 +710,7 @@ mod tests {
             (2, 4, 12, 3, 1, 0, false),
             (1, 3, 9, 2, 3, 4, true),
             (4, 5, 11, 6, 5, 0, false),
+            (2, 3, 300, 4, 5, 2, true),
         ];
         for (batch, c_in, len, c_out, kernel, pad, circular) in geos {
             let g = Geo {
