@@ -214,6 +214,11 @@ fn moving_pool(n: usize) -> WindowSet {
     ws
 }
 
+/// 800 steps, not fewer: the arrow of time is learned abruptly, and at 400 steps it had been
+/// learned in some seeds only (held-out accuracy 0.75, 0.57, 0.76 and 0.99 for seeds 2-5 in
+/// session 9), so whether this test passed hung on the last bits of the convolution's
+/// arithmetic (it failed twice after changes that only reordered additions). At 800 steps every
+/// task scored at least 0.85 in all four seeds.
 #[test]
 fn pretext_tasks_are_learned_well_above_chance_on_moving_windows() {
     let n = 1200;
@@ -236,12 +241,12 @@ axis_swap = false
 
 [train]
 batch_size = 32
-steps = 400
+steps = 800
 lr = 3e-3
 min_lr = 3e-3
 warmup_steps = 10
 weight_decay = 0.0
-checkpoint_every = 200
+checkpoint_every = 400
 log_every = 10
 "#;
     let exp = parse(text).unwrap();
@@ -256,7 +261,7 @@ log_every = 10
     let steps: Vec<u64> = out.pretext.iter().map(|p| p.0).collect();
     assert_eq!(
         steps,
-        vec![200, 400],
+        vec![400, 800],
         "scored at the cadence and at the end"
     );
     let last = out.pretext.last().unwrap().1;
