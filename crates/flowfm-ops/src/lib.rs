@@ -48,7 +48,7 @@ pub fn uses_own_kernels(device: &Device) -> bool {
 /// blocks until a woken worker finishes it: one wake-up per op, dozens per layer. Called from a
 /// worker, a parallel loop starts at once on the calling thread and the other workers steal from
 /// it. Wrapping a whole forward pass or training step in `on_worker` pays one hand-off instead
-/// (measured in docs/benchmarks.md, "Running on a pool worker"). On a worker already, `f` simply
+/// (measured in docs/benchmarks.md, "Speed against PyTorch, session 9"). On a worker already, `f` simply
 /// runs. `f` must not block waiting for other work on the same pool (a channel fed by a thread
 /// that itself uses rayon): with a one-thread pool that would never finish.
 pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {

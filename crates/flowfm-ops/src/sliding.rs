@@ -231,6 +231,42 @@ fn channels_first<T: Elem>(g: &Geo, x: &[T]) -> Scratch<T> {
     out
 }
 
+/// The weights `w (C_out, C_in, K)` as `K` matrices, tap after tap: `W_k (C_out, C_in)`, or
+/// `W_k^T (C_in, C_out)` when `transpose`.
+fn per_tap<T: Elem>(g: &Geo, w: &[T], transpose: bool) -> Vec<T> {
+    let (c, o, k) = (g.c_in, g.c_out, g.kernel);
+    let (rows, cols) = if transpose { (c, o) } else { (o, c) };
+    let mut taps = vec![T::zero(); k * rows * cols];
+    for (r, row) in taps.chunks_exact_mut(cols).enumerate() {
+        let (ki, i) = (r / rows, r % rows);
+        for (j, v) in row.iter_mut().enumerate() {
+            let (oi, ci) = if transpose { (j, i) } else { (i, j) };
+            *v = w[(oi * c + ci) * k + ki];
+        }
+    }
+    taps
+}
+
+/// The output gradient `(B, C_out, L_out)` as `C_out` rows of `row_len` positions: `lead` zeros,
+/// then sample after sample `L_out` values followed by zeros up to `Lp` (the last sample cut off
+/// at `row_len`).
+fn gradient_rows<T: Elem>(g: &Geo, grad: &[T], lead: usize, row_len: usize) -> Scratch<T> {
+    let (o, lp, lo) = (g.c_out, g.lp(), g.out_len());
+    let mut rows = Scratch::take(o * row_len);
+    rows.par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(oi, row)| {
+            let (head, body) = row.split_at_mut(lead);
+            head.fill(T::zero());
+            for (b, sample) in body.chunks_mut(lp).enumerate() {
+                let (real, rest) = sample.split_at_mut(lo.min(sample.len()));
+                real.copy_from_slice(&grad[(b * o + oi) * lo..][..real.len()]);
+                rest.fill(T::zero());
+            }
+        });
+    rows
+}
+
 /// Output length from which [`forward`] computes one product per sample straight into the
 /// output instead of one product over all positions followed by a copy.
 const DIRECT_MIN_LEN: usize = 256;
@@ -246,14 +282,7 @@ fn forward<T: Elem>(g: &Geo, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     );
     let bl = g.batch * lp;
     let xcf = channels_first(g, x);
-    // W_k (C_out, C_in) for each tap k: wk[(k * C_out + o) * C_in + c] = w[o, c, k].
-    let mut wk = vec![T::zero(); k * o * c];
-    for (r, row) in wk.chunks_exact_mut(c).enumerate() {
-        let (ki, oi) = (r / o, r % o);
-        for (ci, v) in row.iter_mut().enumerate() {
-            *v = w[(oi * c + ci) * k + ki];
-        }
-    }
+    let wk = per_tap(g, w, false);
     // Tap k reads X shifted left by k positions: X[:, k .. k + N], a view with row stride B Lp.
     let taps: Vec<_> = (0..k)
         .map(|ki| {
@@ -307,25 +336,11 @@ fn forward<T: Elem>(g: &Geo, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
 
 /// `dw (C_out, C_in, K)` from the input and the output gradient.
 fn weight_grad<T: Elem>(g: &Geo, x: &[T], grad: &[T]) -> Vec<T> {
-    let (c, o, k, lp, lo, n) = (
-        g.c_in,
-        g.c_out,
-        g.kernel,
-        g.lp(),
-        g.out_len(),
-        g.positions(),
-    );
-    let bl = g.batch * lp;
+    let (c, o, k, n) = (g.c_in, g.c_out, g.kernel, g.positions());
+    let bl = g.batch * g.lp();
     let xcf = channels_first(g, x);
     // The gradient as (C_out, N), zero at the straddling positions.
-    let mut gt = Scratch::take(o * n);
-    gt.par_chunks_mut(n).enumerate().for_each(|(oi, row)| {
-        for (b, sample) in row.chunks_mut(lp).enumerate() {
-            let (real, straddling) = sample.split_at_mut(lo.min(sample.len()));
-            real.copy_from_slice(&grad[(b * o + oi) * lo..][..real.len()]);
-            straddling.fill(T::zero());
-        }
-    });
+    let gt = gradient_rows(g, grad, 0, n);
     let lhs = MatRef::from_row_major_slice(&gt, o, n);
     // dW_k (C_out, C_in) = G @ X[:, k .. k + N]^T. The sum over positions is split into a fixed
     // number of chunks (by the shapes alone) whose partial products are added in order, and the
@@ -379,29 +394,13 @@ fn weight_grad<T: Elem>(g: &Geo, x: &[T], grad: &[T]) -> Vec<T> {
 
 /// `dx (B, C_in, L)` from the output gradient and the weights.
 fn input_grad<T: Elem>(g: &Geo, grad: &[T], w: &[T]) -> Vec<T> {
-    let (c, o, k, l, lp, lo, pad) = (g.c_in, g.c_out, g.kernel, g.len, g.lp(), g.out_len(), g.pad);
+    let (c, o, k, l, lp, pad) = (g.c_in, g.c_out, g.kernel, g.len, g.lp(), g.pad);
     let bl = g.batch * lp;
     let gl = bl + k - 1;
     // The gradient as (C_out, B Lp + K - 1), shifted right by K - 1: position `K - 1 + b Lp + l`
     // holds output `l` of sample `b`; every other position is zero.
-    let mut gp = Scratch::take(o * gl);
-    gp.par_chunks_mut(gl).enumerate().for_each(|(oi, row)| {
-        let (head, body) = row.split_at_mut(k - 1);
-        head.fill(T::zero());
-        for (b, sample) in body.chunks_exact_mut(lp).enumerate() {
-            let (real, rest) = sample.split_at_mut(lo);
-            real.copy_from_slice(&grad[(b * o + oi) * lo..][..lo]);
-            rest.fill(T::zero());
-        }
-    });
-    // W_k^T (C_in, C_out) for each tap: wt[(k * C_in + c) * C_out + o] = w[o, c, k].
-    let mut wt = vec![T::zero(); k * c * o];
-    for (r, row) in wt.chunks_exact_mut(o).enumerate() {
-        let (ki, ci) = (r / c, r % c);
-        for (oi, v) in row.iter_mut().enumerate() {
-            *v = w[(oi * c + ci) * k + ki];
-        }
-    }
+    let gp = gradient_rows(g, grad, k - 1, gl);
+    let wt = per_tap(g, w, true);
     // dX_padded (C_in, B Lp) = sum_k W_k^T @ G'[:, K - 1 - k .. K - 1 - k + B Lp].
     let taps: Vec<_> = (0..k)
         .map(|ki| {

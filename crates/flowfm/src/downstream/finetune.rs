@@ -272,6 +272,24 @@ fn logits_of(
     Ok(Tensor::cat(&parts, 0)?)
 }
 
+/// One update from `loss`: backward, clipping of the gradient norm over `vars` to `clip`, and the
+/// optimizer step, all on a pool worker (`flowfm_ops::on_worker`) so the ops start without a
+/// wake-up each. Fine-tuning and the linear probe train with it.
+pub(super) fn backward_and_step(
+    loss: &Tensor,
+    vars: &[Var],
+    clip: Option<f64>,
+    opt: &mut AdamW,
+    lr: f64,
+) -> Result<()> {
+    flowfm_ops::on_worker(|| -> Result<()> {
+        let mut grads = loss.backward()?;
+        clip_grad_norm(&mut grads, vars, clip)?;
+        opt.step(&grads, lr)?;
+        Ok(())
+    })
+}
+
 /// The validation loss of `logits` for classes `truth`: the training loss (cross-entropy with
 /// the training windows' class weights); the plain mean when every validation window belongs to
 /// a class absent from training (weight 0).
@@ -507,12 +525,7 @@ pub fn finetune_fold_with_model<S: WindowSource + 'static>(
             if !value.is_finite() {
                 bail!("fine-tuning diverged: loss {value} at step {step}");
             }
-            flowfm_ops::on_worker(|| -> Result<()> {
-                let mut grads = loss.backward()?;
-                clip_grad_norm(&mut grads, &trainable_vars, cfg.grad_clip)?;
-                opt.step(&grads, cfg.lr)?;
-                Ok(())
-            })?;
+            backward_and_step(&loss, &trainable_vars, cfg.grad_clip, &mut opt, cfg.lr)?;
             total += value;
         }
         Ok(total / n.max(1) as f64)

@@ -4,8 +4,8 @@
 
 use super::config::DownstreamConfig;
 use super::finetune::{
-    argmax_rows, macro_f1, train_with_early_stopping, validation_loss, FoldOutcome, FoldSplit,
-    StoppingRule, Validation,
+    argmax_rows, backward_and_step, macro_f1, train_with_early_stopping, validation_loss,
+    FoldOutcome, FoldSplit, StoppingRule, Validation,
 };
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -18,7 +18,7 @@ use flowfm_eval::{
 use flowfm_models::detached_var_builder;
 use flowfm_models::heads::LinearProbe;
 use flowfm_objectives::classification::{inverse_frequency_weights, weighted_cross_entropy};
-use flowfm_ops::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use flowfm_ops::optim::{AdamW, AdamWConfig};
 
 /// Gathers rows `idx` of a `(rows, dim)` row-major matrix.
 fn gather_rows(data: &[f32], dim: usize, idx: &[usize]) -> Result<Vec<f32>> {
@@ -159,12 +159,7 @@ pub fn linear_probe_fold(
             let loss =
                 weighted_cross_entropy(&logits, &y_train_t.index_select(&idx, 0)?, Some(&weights))?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            flowfm_ops::on_worker(|| -> Result<()> {
-                let mut grads = loss.backward()?;
-                clip_grad_norm(&mut grads, &all_vars, cfg.grad_clip)?;
-                opt.step(&grads, cfg.lr)?;
-                Ok(())
-            })?;
+            backward_and_step(&loss, &all_vars, cfg.grad_clip, &mut opt, cfg.lr)?;
             total += value;
         }
         Ok(total / steps.max(1) as f64)
