@@ -91,7 +91,7 @@ fn parse(args: &[String]) -> Result<Options> {
 }
 
 /// `90`, `9.0` or `sm_90` as 90; at least [`MIN_COMPUTE_CAP`].
-fn parse_compute_cap(v: &str) -> Result<u32> {
+pub(crate) fn parse_compute_cap(v: &str) -> Result<u32> {
     let digits: String = v
         .trim()
         .trim_start_matches("sm_")
@@ -453,21 +453,40 @@ fn make_libcuda_stub(dir: &Path, workspace: &Path) -> Result<()> {
 }
 
 /// `cargo xtask build-cuda ...`.
-pub fn run(args: &[String]) -> Result<()> {
-    let o = parse(args)?;
+/// The build environment for compute capability `cap` and the CUDA root it points at, without
+/// installing anything.
+fn environment(cap: u32) -> Result<(Vec<(String, OsString)>, PathBuf)> {
     let var = |k: &str| std::env::var_os(k);
     let install = install_dir(&cache_root(var)?);
     let root = cuda_root(&install);
-    let workspace = crate::workspace_root();
     let env = build_env(
         &root,
-        o.compute_cap,
+        cap,
         var("PATH"),
         var("CARGO_TARGET_DIR"),
-        &workspace,
+        &crate::workspace_root(),
     )?;
+    Ok((env, root))
+}
+
+/// Installs what a cuda build needs (the toolkit wheels; with `link`, the libraries and a
+/// `libcuda.so` for the linker too) and returns the environment for cargo.
+pub(crate) fn toolchain(cap: u32, link: bool) -> Result<Vec<(String, OsString)>> {
+    let var = |k: &str| std::env::var_os(k);
+    let (env, root) = environment(cap)?;
+    let install = install_dir(&cache_root(var)?);
+    ensure_wheels(&install, false)?;
+    if link {
+        ensure_wheels(&install, true)?;
+        ensure_libcuda(&root, &crate::workspace_root(), var)?;
+    }
+    Ok(env)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let o = parse(args)?;
     if o.print_env {
-        for (k, v) in &env {
+        for (k, v) in &environment(o.compute_cap)?.0 {
             println!(
                 "export {k}='{}'",
                 v.to_string_lossy().replace('\'', "'\\''")
@@ -475,23 +494,32 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         return Ok(());
     }
-    ensure_wheels(&install, false)?;
-    if !o.check {
-        ensure_wheels(&install, true)?;
-        ensure_libcuda(&root, &workspace, var)?;
-    }
+    let env = toolchain(o.compute_cap, !o.check)?;
+    let args = cargo_args(&o);
+    let secs = cargo_with(&env, &args)?;
+    eprintln!("xtask: cuda {} done in {secs:.0} s", args[0]);
+    Ok(())
+}
+
+/// Runs `cargo args` from the workspace root in the cuda build environment `env`; the seconds it
+/// took, or an error naming the command.
+pub(crate) fn cargo_with(env: &[(String, OsString)], args: &[String]) -> Result<f64> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let cargo_args = cargo_args(&o);
     let mut cmd = Command::new(cargo);
-    cmd.args(&cargo_args).current_dir(&workspace);
-    for (k, v) in &env {
+    cmd.args(args).current_dir(crate::workspace_root());
+    for (k, v) in env {
         cmd.env(k, v);
     }
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map_or_else(String::new, |(_, v)| v.to_string_lossy().into_owned())
+    };
     eprintln!(
         "xtask: CUDA_HOME={} CUDA_COMPUTE_CAP={} cargo {}",
-        root.display(),
-        o.compute_cap,
-        cargo_args.join(" ")
+        get("CUDA_HOME"),
+        get("CUDA_COMPUTE_CAP"),
+        args.join(" ")
     );
     let start = Instant::now();
     let status = cmd
@@ -501,11 +529,10 @@ pub fn run(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!(
             "`cargo {}` failed ({status}) after {secs:.0} s; docs/cuda-build.md lists what it needs",
-            cargo_args.join(" ")
+            args.join(" ")
         );
     }
-    eprintln!("xtask: cuda {} done in {secs:.0} s", cargo_args[0]);
-    Ok(())
+    Ok(secs)
 }
 
 #[cfg(test)]

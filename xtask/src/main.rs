@@ -12,6 +12,9 @@
 //! - `cargo xtask fuzz [--seconds N]`: build and run every cargo-fuzz target (`fuzz`).
 //! - `cargo xtask build-cuda [--check] [--compute-cap N]`: the `--features cuda` build of `flowfm`
 //!   with nvcc and the CUDA headers from pinned PyPI wheels (`cuda`, docs/cuda-build.md).
+//! - `cargo xtask gpu-bundle [--compute-cap N]`: cuda builds of the binary, the throughput example
+//!   and the GPU tests, with a window store, in `.gpu-bundle/` for `gpu/run.sh` on a lent GPU
+//!   machine (`gpu_bundle`).
 //! - `cargo xtask deps`: only the dependency check/installation.
 //!
 //! Architecture invariant: xtask never links candle or any flowfm crate; it drives the `flowfm`
@@ -22,6 +25,7 @@ mod bench_recording;
 mod cuda;
 mod deps;
 mod fuzz;
+mod gpu_bundle;
 mod reproduce;
 mod results;
 
@@ -69,6 +73,10 @@ commands:
                             --features cuda in target/cuda, with nvcc and the CUDA headers from pinned PyPI
                             wheels installed into $FLOWFM_CACHE (default ~/.cache/flowfm) when missing;
                             compute capability default 90 (H100/H200); docs/cuda-build.md
+  gpu-bundle [--compute-cap N]
+                            cuda builds of flowfm, the throughput example and the GPU tests, stripped and
+                            packed with a window store into .gpu-bundle/ (< 64 MiB) for `bash gpu/run.sh`
+                            on a GPU machine; docs/cuda-build.md
   deps                      only check and install the system dependencies";
 
 fn run() -> Result<()> {
@@ -122,6 +130,7 @@ fn run() -> Result<()> {
         "bench-recording" => bench_recording::run(&args[1..]),
         "fuzz" => fuzz::run(&args[1..]),
         "build-cuda" => cuda::run(&args[1..]),
+        "gpu-bundle" => gpu_bundle::run(&args[1..]),
         "deps" => {
             deps::ensure_system_deps()?;
             deps::ensure_python_test_deps();

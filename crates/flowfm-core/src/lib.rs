@@ -9,6 +9,7 @@
 //! - [`rng`] and [`init`]: seeded randomness and seeded weight initialisation (candle's CPU random
 //!   ops cannot be seeded, so nothing in flowfm uses them);
 //! - [`interp`]: the natural cubic spline shared by augmentation and the multi-task transforms;
+//! - [`device`]: the CPU or a CUDA GPU (`cpu`, `cuda:N`), opened with a clear error;
 //! - [`tolerance`]: the one helper every float comparison goes through;
 //! - [`hash`]: FNV-1a, the stable non-cryptographic hash of seed labels and short fingerprints;
 //! - [`fs`]: the crate's only file-touching code, one helper: atomic replacement of a file
@@ -16,6 +17,7 @@
 //!   Everything else in core is pure.
 
 pub mod conditioning;
+pub mod device;
 pub mod error;
 pub mod fs;
 pub mod hash;

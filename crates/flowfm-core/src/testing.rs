@@ -22,3 +22,26 @@ pub fn skip_or_fail(what: &str) {
     }
     eprintln!("SKIPPED: {what}");
 }
+
+/// The environment variable that turns a missing GPU into a test failure (set it on a GPU
+/// machine, where a device test that skips would hide a broken driver or build).
+pub const REQUIRE_GPU_ENV: &str = "FLOWFM_REQUIRE_GPU";
+
+/// Reports that a device test found no GPU ([`crate::device::test_gpu`] gave `None`): prints
+/// `SKIPPED: <what> (no CUDA GPU ...)` so the run log counts it, or panics when
+/// `FLOWFM_REQUIRE_GPU=1`. Independent of [`REQUIRE_EXTERNAL_ENV`]: CI has the datasets but no
+/// GPU. Call it and `return` from the test.
+///
+/// # Panics
+/// When `FLOWFM_REQUIRE_GPU=1`.
+pub fn skip_without_gpu(what: &str) {
+    let why = if crate::device::CUDA_BUILD {
+        "no CUDA GPU could be opened"
+    } else {
+        "this build has no `cuda` feature"
+    };
+    if std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| v == "1") {
+        panic!("{what}: {why}, and {REQUIRE_GPU_ENV}=1 says the GPU tests must run");
+    }
+    eprintln!("SKIPPED: {what} ({why})");
+}

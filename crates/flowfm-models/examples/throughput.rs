@@ -21,6 +21,10 @@
 //! gradients reach both networks. (`flowfm pretrain` also clips the gradient norm and updates an
 //! EMA copy of the generator; those are not part of the compared work.)
 //!
+//! `--device cuda[:N]` runs everything on a GPU (a `--features cuda` build; docs/cuda-build.md),
+//! synchronising the device around each timed run; every JSON record names its `device`.
+//! `--batch N` changes the batch of 64 (a GPU needs larger batches to fill).
+//!
 //! `--encoder-step-only` runs only the HARNet10 train steps (for `/usr/bin/time -v`).
 //! `--only WHAT` runs one piece of work (`WHAT` one of the `what` names above, e.g.
 //! `--only encoder_train_step`), `--width W` only that encoder width, and `--iters N` times `N`
@@ -36,6 +40,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
+use flowfm_core::device::DeviceChoice;
 use flowfm_core::init::seeded_var_builder;
 use flowfm_core::paths::LinearPath;
 use flowfm_core::{Conditioning, FlowTimes, ForwardMode, SeededRng};
@@ -76,13 +81,18 @@ struct Timing {
 /// Mean wall and CPU seconds per call of `f` over `iters` calls after one warm-up call. With
 /// one thread (`RAYON_NUM_THREADS=1`) the CPU time is the work done, whatever else the machine
 /// runs: the figure to compare two builds by on a busy machine.
-fn time<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<Timing> {
+///
+/// On a GPU every call only queues kernels: the device is synchronised after the warm-up and after
+/// the last call, so the wall time covers the work done.
+fn time<F: FnMut() -> Result<()>>(dev: &Device, iters: usize, mut f: F) -> Result<Timing> {
     f()?;
+    dev.synchronize()?;
     let cpu0 = cpu_seconds();
     let start = Instant::now();
     for _ in 0..iters {
         f()?;
     }
+    dev.synchronize()?;
     let wall_s = start.elapsed().as_secs_f64() / iters as f64;
     let cpu_s = match (cpu0, cpu_seconds()) {
         (Some(a), Some(b)) => (b - a) / iters as f64,
@@ -178,9 +188,20 @@ fn main() -> Result<()> {
     // `--encoder-step-only`: HARNet10 (width 1) train steps and nothing else, for measuring the
     // peak resident memory of a training step (`/usr/bin/time -v`).
     let encoder_only = args.iter().any(|a| a == "--encoder-step-only");
-    let dev = Device::Cpu;
+    let choice = match value("--device") {
+        Some(d) => d.parse::<DeviceChoice>().map_err(candle_core::Error::Msg)?,
+        None => DeviceChoice::Cpu,
+    };
+    let dev = choice.open().map_err(candle_core::Error::Msg)?;
     let mut rng = SeededRng::new(0);
-    let batch = 64;
+    let batch = match value("--batch") {
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n >= 2)
+            .ok_or_else(|| candle_core::Error::Msg(format!("--batch {n}: a number >= 2")))?,
+        None => 64,
+    };
     let x = rng.normal_tensor((batch, 3, 300), DType::F32, &dev)?;
 
     let widths: &[f64] = if encoder_only { &[1.0] } else { &[1.0, 0.25] };
@@ -203,7 +224,7 @@ fn main() -> Result<()> {
             cpu_s: f64::NAN,
         };
         let train = if want("encoder_train_step") {
-            time(iters, || {
+            time(&dev, iters, || {
                 let z = net.forward(&x, ForwardMode::Train)?;
                 // Backward and the update on a pool worker, as the binary's training loops run them.
                 on_worker(|| {
@@ -216,20 +237,20 @@ fn main() -> Result<()> {
         };
         if encoder_only {
             println!(
-                "{{\"what\": \"encoder_train_step\", \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}}}",
+                "{{\"device\": \"{choice}\", \"what\": \"encoder_train_step\", \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}}}",
                 train.wall_s
             );
             return Ok(());
         }
         let eval = if want("encoder_forward_eval") {
-            time(iters, || net.encode_detached(&x).map(|_| ()))?
+            time(&dev, iters, || net.encode_detached(&x).map(|_| ()))?
         } else {
             nothing
         };
         if json {
             if want("encoder_train_step") {
                 println!(
-                    "{{\"what\": \"encoder_train_step\", \"params\": {}, \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
+                    "{{\"device\": \"{choice}\", \"what\": \"encoder_train_step\", \"params\": {}, \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
                     pc.trainable,
                     train.wall_s,
                     train.cpu_s,
@@ -238,7 +259,7 @@ fn main() -> Result<()> {
             }
             if want("encoder_forward_eval") {
                 println!(
-                "{{\"what\": \"encoder_forward_eval\", \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
+                "{{\"device\": \"{choice}\", \"what\": \"encoder_forward_eval\", \"width\": {width}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
                 eval.wall_s,
                 eval.cpu_s,
                 batch as f64 / eval.wall_s
@@ -298,7 +319,7 @@ fn main() -> Result<()> {
             })
         };
         let joint = if want("joint_train_step") {
-            time(iters, joint_step)?
+            time(&dev, iters, joint_step)?
         } else {
             Timing {
                 wall_s: f64::NAN,
@@ -309,7 +330,9 @@ fn main() -> Result<()> {
         let cond = Conditioning::Representation(z);
         let t = FlowTimes::from_tensor(Tensor::full(0.5f32, batch, &dev)?)?;
         let nfe = if want("unet_nfe_forward") {
-            time(iters, || field.velocity_detached(&x, &t, &cond).map(|_| ()))?
+            time(&dev, iters, || {
+                field.velocity_detached(&x, &t, &cond).map(|_| ())
+            })?
         } else {
             Timing {
                 wall_s: f64::NAN,
@@ -319,7 +342,7 @@ fn main() -> Result<()> {
         if json {
             if want("joint_train_step") {
                 println!(
-                "{{\"what\": \"joint_train_step\", \"width\": 1.0, \"unet_params\": {unet_params}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
+                "{{\"device\": \"{choice}\", \"what\": \"joint_train_step\", \"width\": 1.0, \"unet_params\": {unet_params}, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"windows_per_s\": {:.1}}}",
                 joint.wall_s,
                 joint.cpu_s,
                 batch as f64 / joint.wall_s
@@ -327,7 +350,7 @@ fn main() -> Result<()> {
             }
             if want("unet_nfe_forward") {
                 println!(
-                "{{\"what\": \"unet_nfe_forward\", \"width\": 1.0, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"ms_per_nfe_per_window\": {:.3}}}",
+                "{{\"device\": \"{choice}\", \"what\": \"unet_nfe_forward\", \"width\": 1.0, \"batch\": {batch}, \"s_per_step\": {:.4}, \"cpu_s_per_step\": {:.4}, \"ms_per_nfe_per_window\": {:.3}}}",
                 nfe.wall_s,
                 nfe.cpu_s,
                 nfe.wall_s * 1e3 / batch as f64
@@ -355,8 +378,10 @@ fn main() -> Result<()> {
             named_trainable(&[("generator", &vm)])?,
             AdamWConfig::default(),
         )?;
-        let fwd = time(iters, || net.velocity_detached(&x, &t, &cond).map(|_| ()))?;
-        let train = time(iters, || {
+        let fwd = time(&dev, iters, || {
+            net.velocity_detached(&x, &t, &cond).map(|_| ())
+        })?;
+        let train = time(&dev, iters, || {
             let v = net.forward(&x, &t, &cond)?;
             on_worker(|| {
                 let grads = v.sqr()?.mean_all()?.backward()?;

@@ -249,7 +249,10 @@ pub fn conv1d_bias(
             bias.dims()
         );
     }
-    if spec.groups != 1 || c_in_g != c_in || !crate::uses_own_kernels(x.device()) {
+    if !crate::uses_own_kernels(x.device()) {
+        return crate::portable::conv1d(x, weight, Some(bias), spec);
+    }
+    if spec.groups != 1 || c_in_g != c_in {
         return conv1d(x, weight, spec)?.broadcast_add(&bias.reshape((1, c_out, 1))?);
     }
     if crate::sliding::applies(spec, b, l, k) {
@@ -296,7 +299,7 @@ pub fn conv1d(x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<Tensor> 
     let k = weight.dim(2)?;
     spec.out_len(l, k)?;
     if !crate::uses_own_kernels(x.device()) {
-        return candle_conv1d(x, weight, spec);
+        return crate::portable::conv1d(x, weight, None, spec);
     }
     if crate::sliding::applies(spec, b, l, k) {
         return crate::sliding::conv1d_sliding(x, weight, None, spec);
@@ -325,29 +328,6 @@ pub fn conv1d_im2col(x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<T
         wg.matmul(&cg)?.reshape((c_out, b * l_out))?
     };
     y.reshape((c_out, b, l_out))?.transpose(0, 1)?.contiguous()
-}
-
-/// candle's own convolution (used on devices where its kernels are correct).
-fn candle_conv1d(x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<Tensor> {
-    match spec.padding_mode {
-        PaddingMode::Zeros => x.conv1d(
-            weight,
-            spec.padding,
-            spec.stride,
-            spec.dilation,
-            spec.groups,
-        ),
-        PaddingMode::Circular => {
-            let l = x.dim(2)?;
-            let p = spec.padding;
-            let padded = if p == 0 {
-                x.clone()
-            } else {
-                Tensor::cat(&[&x.narrow(2, l - p, p)?, x, &x.narrow(2, 0, p)?], 2)?
-            };
-            padded.conv1d(weight, 0, spec.stride, spec.dilation, spec.groups)
-        }
-    }
 }
 
 /// Configuration of a [`Conv1d`] layer.

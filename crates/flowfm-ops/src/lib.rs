@@ -6,9 +6,13 @@
 //! nearest upsampling, which overwrites instead of accumulating). This crate supplies its own
 //! kernels where candle is wrong (im2col as a custom op with its own backward, a blur-downsample op)
 //! and composes candle's correct primitives elsewhere. Every op is covered by [`gradcheck`] tests
-//! in f64. On non-CPU devices the ops forward to candle's kernels, which are not affected.
+//! in f64. On non-CPU devices (a CUDA GPU) every op takes its portable path instead: a
+//! composition of candle primitives that every backend implements ([`portable`] for convolution
+//! and blur; composed norms, activations and AdamW), never candle's own `conv1d`.
+//! [`with_portable_ops`] forces that path on the CPU, so its forward values and gradients are
+//! tested on every machine (`tests/portable_path.rs`), and on a GPU when one is present.
 //!
-//! Modules: [`conv`] (conv1d, `Conv1d`), [`sliding`] (stride-1 convolution without im2col), [`resample`] (nearest upsampling, anti-aliased
+//! Modules: [`conv`] (conv1d, `Conv1d`), [`portable`] (the device-independent compositions), [`sliding`] (stride-1 convolution without im2col), [`resample`] (nearest upsampling, anti-aliased
 //! downsampling), [`linear`] (linear on inputs of any rank), [`norm`] (group norm, batch norm),
 //! [`activation`], [`lanes`] (SiLU in f32 SIMD lanes), [`pool`] (global pooling, channel concatenation), [`optim`] (AdamW, gradient
 //! clipping, warm-up + cosine schedule, EMA), [`gradcheck`].
@@ -22,6 +26,7 @@ pub mod linear;
 pub mod norm;
 pub mod optim;
 pub mod pool;
+pub mod portable;
 pub mod resample;
 pub mod sliding;
 pub mod spec;
@@ -35,10 +40,38 @@ pub use sliding::conv1d_sliding;
 
 use candle_core::{CpuStorage, Device, Layout, Result, WithDType};
 
-/// Whether flowfm's own kernels are used on `device` (the CPU); elsewhere candle's kernels are
-/// correct and are used instead.
+thread_local! {
+    /// Set while [`with_portable_ops`] runs on this thread.
+    static PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether flowfm's own CPU kernels are used for tensors on `device`: on the CPU, unless the
+/// portable path is forced on this thread ([`with_portable_ops`]). Elsewhere (a CUDA device)
+/// every op runs as its portable composition of candle primitives, whose gradients the tests
+/// check against finite differences on the CPU and, when one is present, on the GPU.
 pub fn uses_own_kernels(device: &Device) -> bool {
-    device.is_cpu()
+    device.is_cpu() && !portable_forced()
+}
+
+/// Whether [`with_portable_ops`] is in force on this thread.
+pub fn portable_forced() -> bool {
+    PORTABLE.with(std::cell::Cell::get)
+}
+
+/// Runs `f` with every op of this crate taking its portable path (the one a GPU runs: candle
+/// primitives only, no CPU kernel of ours) even on the CPU, and restores the previous setting
+/// afterwards, also when `f` panics. [`on_worker`] carries the setting to the pool worker it
+/// hands `f` to. This is how the tests compare, on any machine, the computation a GPU does with
+/// the one the CPU does, and check its gradients.
+pub fn with_portable_ops<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PORTABLE.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(PORTABLE.with(|p| p.replace(true)));
+    f()
 }
 
 /// Runs `f` on a worker thread of rayon's current pool and returns its result.
@@ -54,6 +87,8 @@ pub fn uses_own_kernels(device: &Device) -> bool {
 pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         f()
+    } else if portable_forced() {
+        rayon::scope(|_| with_portable_ops(f))
     } else {
         rayon::scope(|_| f())
     }

@@ -77,7 +77,7 @@ impl Moments {
     fn zeros(var: &Var, amsgrad: bool) -> Result<Self> {
         let n = var.elem_count();
         let n_max = if amsgrad { n } else { 0 };
-        Ok(match (var.device().is_cpu(), var.dtype()) {
+        Ok(match (crate::uses_own_kernels(var.device()), var.dtype()) {
             (true, DType::F32) => Moments::Host32 {
                 m: vec![0.0; n],
                 v: vec![0.0; n],

@@ -71,6 +71,14 @@ pub(crate) enum Command {
         /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
         #[arg(long)]
         skip_nonfinite: bool,
+        /// Where the networks train: `cpu`, or `cuda` / `cuda:N` in a `--features cuda` build
+        /// (docs/cuda-build.md).
+        #[arg(long, default_value = "cpu")]
+        device: flowfm_core::device::DeviceChoice,
+        /// Stop after this many steps in this session (a checkpoint is written; `--resume`
+        /// continues), e.g. for a short timing run of a long profile.
+        #[arg(long)]
+        stop_after: Option<u64>,
     },
     /// Generate windows from a pretrained run: reconstruct given windows from their
     /// representations, or sample new ones conditioned on a Gaussian fitted to representations.

@@ -388,14 +388,21 @@ fn run(cli: Cli) -> Result<()> {
             out,
             resume,
             skip_nonfinite,
+            device,
+            stop_after,
         } => {
             let exp = Experiment::load(&config)?;
+            let device = device
+                .open()
+                .map_err(|e| anyhow::anyhow!("--device: {e}"))?;
             let (pool, skipped) = datasets::load_pool(&store, policy(skip_nonfinite))?;
             report_skipped(skipped);
             let n = pool.num_windows();
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&exp.file.run.name));
             let mut opts = PretrainOptions::new(&out);
             opts.resume = resume;
+            opts.device = device;
+            opts.stop_after = stop_after;
             opts.data_fingerprint = Some(
                 store
                     .iter()
