@@ -3,7 +3,8 @@
 //! and the same noise, on
 //!
 //! - the CPU with the portable path forced (what a GPU computes, checked on every machine), and
-//! - a CUDA GPU when one opens (`--features cuda`; counted as skipped otherwise).
+//! - a CUDA GPU when one opens (`--features cuda`; a CPU build counts the test as ignored, a cuda
+//!   build without a GPU skips it, or fails it under `FLOWFM_REQUIRE_GPU=1`).
 //!
 //! Compared: outputs, the loss, every parameter's gradient, and every parameter after the AdamW
 //! step. In f64, where the arithmetic differs only in summation order (tolerance 1e-8 relative);
@@ -255,6 +256,10 @@ fn the_comparison_sees_a_changed_weight() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "cuda"),
+    ignore = "needs a GPU: a `--features cuda` build on a machine with one (counted as ignored here)"
+)]
 fn the_gpu_gives_the_cpu_results() {
     let Some(gpu) = flowfm_core::device::test_gpu() else {
         skip_without_gpu("the_gpu_gives_the_cpu_results");

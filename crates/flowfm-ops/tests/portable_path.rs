@@ -6,7 +6,9 @@
 //!
 //! Each check runs on a [`Target`]: the CPU with the portable path forced
 //! ([`flowfm_ops::with_portable_ops`], always), and a GPU when one opens
-//! ([`flowfm_core::device::test_gpu`]; counted as skipped otherwise).
+//! ([`flowfm_core::device::test_gpu`]). A CPU build counts the GPU tests as ignored (`cfg_attr`
+//! on the `cuda` feature); a cuda build without a usable GPU skips them with a message, or fails
+//! them under `FLOWFM_REQUIRE_GPU=1`.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
@@ -374,6 +376,10 @@ fn the_portable_setting_reaches_the_pool_worker_and_is_restored() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "cuda"),
+    ignore = "needs a GPU: a `--features cuda` build on a machine with one (counted as ignored here)"
+)]
 fn gpu_gradients_match_finite_differences() {
     let Some(dev) = flowfm_core::device::test_gpu() else {
         skip_without_gpu("gpu_gradients_match_finite_differences");
@@ -383,6 +389,10 @@ fn gpu_gradients_match_finite_differences() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "cuda"),
+    ignore = "needs a GPU: a `--features cuda` build on a machine with one (counted as ignored here)"
+)]
 fn gpu_equals_the_cpu_kernels_in_value_and_gradient() {
     let Some(dev) = flowfm_core::device::test_gpu() else {
         skip_without_gpu("gpu_equals_the_cpu_kernels_in_value_and_gradient");
