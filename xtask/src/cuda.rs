@@ -469,6 +469,23 @@ fn environment(cap: u32) -> Result<(Vec<(String, OsString)>, PathBuf)> {
     Ok((env, root))
 }
 
+/// The cuda build's target folder (`CARGO_TARGET_DIR` of its environment, default
+/// `target/cuda`).
+pub(crate) fn target_dir() -> Result<PathBuf> {
+    let (env, _) = environment(DEFAULT_COMPUTE_CAP)?;
+    Ok(env
+        .into_iter()
+        .find(|(k, _)| k == "CARGO_TARGET_DIR")
+        .map(|(_, v)| PathBuf::from(v))
+        .unwrap_or_else(|| crate::workspace_root().join("target/cuda")))
+}
+
+/// Where the wheels' cuBLAS, cuRAND and CUDA runtime libraries are, for `LD_LIBRARY_PATH` when
+/// a cuda binary runs on a GPU machine (the driver's `libcuda.so.1` comes from the system).
+pub(crate) fn runtime_lib_dir() -> Result<PathBuf> {
+    Ok(environment(DEFAULT_COMPUTE_CAP)?.1.join("lib"))
+}
+
 /// Installs what a cuda build needs (the toolkit wheels; with `link`, the libraries and a
 /// `libcuda.so` for the linker too) and returns the environment for cargo.
 pub(crate) fn toolchain(cap: u32, link: bool) -> Result<Vec<(String, OsString)>> {

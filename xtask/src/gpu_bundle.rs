@@ -83,7 +83,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "throughput",
         ]),
     )?;
-    let target = target_dir(&env, &ws);
+    let target = crate::cuda::target_dir()?;
     let bundle = ws.join(".gpu-bundle");
     if bundle.exists() {
         std::fs::remove_dir_all(&bundle)
@@ -155,13 +155,6 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     eprintln!("run on the GPU machine: bash gpu/run.sh   (carry: .gpu-bundle)");
     Ok(())
-}
-
-/// The target folder of the cuda build (`CARGO_TARGET_DIR` of its environment).
-fn target_dir(env: &[(String, OsString)], ws: &Path) -> PathBuf {
-    env.iter()
-        .find(|(k, _)| k == "CARGO_TARGET_DIR")
-        .map_or_else(|| ws.join("target/cuda"), |(_, v)| PathBuf::from(v))
 }
 
 /// Builds the test target `test` of `package` with the cuda feature and returns its executable

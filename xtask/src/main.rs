@@ -4,7 +4,8 @@
 //!   the tests need (CMake >= 3.26 to build HDF5 from source, Python readers used by
 //!   interoperability tests) when missing
 //!   and runs `cargo test --release --workspace`.
-//! - `cargo xtask reproduce [--quick|--full] [--data-dir DIR] [--force] [--name NAME]`: the study.
+//! - `cargo xtask reproduce [--quick|--full] [--data-dir DIR] [--force] [--name NAME]
+//!   [--device cuda]`: the study.
 //! - `cargo xtask results [--name NAME]`: publish a finished report as `docs/results.md`.
 //! - `cargo xtask bench`: the criterion benchmarks.
 //! - `cargo xtask bench-recording [--days D]`: `embed`/`predict --recording` on a synthetic
@@ -53,6 +54,8 @@ commands:
       --data-dir DIR        also use every supported raw dataset found under DIR
       --force               rerun stages whose outputs already exist
       --seed N              seed of the whole study (default 0; recorded in the report)
+      --device D            where the networks run: cpu (default), cuda or cuda:N (builds and runs
+                            the cuda build of target/cuda, `build-cuda`; needs a GPU)
       --name NAME           report name (default: quick | default | full)
       --no-build            use target/release/flowfm as built (CI, right after `cargo xtask test`)
   results [--name NAME]     publish reports/NAME (default: default) as docs/results.md, plots in docs/results/

@@ -238,6 +238,9 @@ pub(crate) enum Command {
         /// Rerun stages whose outputs exist.
         #[arg(long)]
         force: bool,
+        /// Where the networks run: `cpu`, or `cuda` / `cuda:N` in a `--features cuda` build.
+        #[arg(long, default_value = "cpu")]
+        device: flowfm_core::device::DeviceChoice,
     },
     /// Check that a report directory is complete (every table filled, every plot present).
     CheckReport {

@@ -611,6 +611,7 @@ fn run(cli: Cli) -> Result<()> {
             config_dir,
             seed,
             force,
+            device,
         } => {
             let profile = flowfm::study::Profile::parse(&profile)?;
             flowfm::study::run(&flowfm::study::ReproduceOptions {
@@ -621,6 +622,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 force,
                 quiet: cli.quiet,
+                device,
             })
         }
         Command::CheckReport { dir } => {

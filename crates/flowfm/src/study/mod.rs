@@ -45,6 +45,8 @@ pub struct ReproduceOptions {
     pub force: bool,
     /// No progress bars.
     pub quiet: bool,
+    /// Where the networks run (pretraining, downstream training, generation).
+    pub device: flowfm_core::device::DeviceChoice,
 }
 
 impl ReproduceOptions {
@@ -62,6 +64,9 @@ impl ReproduceOptions {
         if self.seed != 0 {
             cmd.push_str(&format!(" --seed {}", self.seed));
         }
+        if self.device != flowfm_core::device::DeviceChoice::Cpu {
+            cmd.push_str(&format!(" --device {}", self.device));
+        }
         cmd
     }
 }
@@ -76,6 +81,7 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
     let started = Instant::now();
     let (profile, seed) = (opts.profile, opts.seed);
     let work = work_dir(&opts.report_dir);
+    let device = (opts.device.open()).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
     // Every config is read and validated before anything runs, one experiment per seed.
     let experiments = (METHODS.iter())
         .map(|m| {
@@ -108,6 +114,7 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
         work: &work,
         force: opts.force,
         quiet: opts.quiet,
+        device: &device,
     };
     let pre = stages::pretrain_methods(&experiments, &data, &pool, &settings)?;
     for method in &pre.reused {
@@ -186,4 +193,30 @@ pub fn run(opts: &ReproduceOptions) -> Result<()> {
         opts.report_dir.join("report.md").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowfm_core::device::DeviceChoice;
+
+    #[test]
+    fn the_reported_command_names_the_profile_seed_and_a_gpu() {
+        let mut o = ReproduceOptions {
+            profile: Profile::Full,
+            data_dir: None,
+            config_dir: "configs".into(),
+            report_dir: "reports/full".into(),
+            seed: 2,
+            force: false,
+            quiet: true,
+            device: DeviceChoice::Cpu,
+        };
+        assert_eq!(o.command(), "cargo xtask reproduce --full --seed 2");
+        o.device = DeviceChoice::Cuda(1);
+        assert_eq!(
+            o.command(),
+            "cargo xtask reproduce --full --seed 2 --device cuda:1"
+        );
+    }
 }

@@ -59,6 +59,8 @@ pub struct Settings<'a> {
     pub force: bool,
     /// No progress bars.
     pub quiet: bool,
+    /// Where the networks run.
+    pub device: &'a candle_core::Device,
 }
 
 impl Settings<'_> {
@@ -297,6 +299,7 @@ pub fn pretrain_methods(
             popts.quiet = quiet;
             popts.resume = true;
             popts.validation = probe.clone();
+            popts.device = settings.device.clone();
             let run = pretrain(exp, pool.windows.clone(), (0..n_pool).collect(), &popts)?;
             if run.losses.is_empty() && run.steps == run.total_steps {
                 out.reused.push(format!("{method} seed {seed}"));
@@ -465,7 +468,13 @@ pub fn downstream(
                             ws.clone(),
                             &encoder,
                             &cfg,
-                            &ProtocolOptions::new(DatasetInfo::of_window_set(&ws), method.clone()),
+                            &ProtocolOptions {
+                                device: settings.device.clone(),
+                                ..ProtocolOptions::new(
+                                    DatasetInfo::of_window_set(&ws),
+                                    method.clone(),
+                                )
+                            },
                         )
                         .with_context(|| {
                             format!(
@@ -545,7 +554,7 @@ pub fn generation(data: &Data, pool: &Pool, settings: &Settings<'_>) -> Result<G
         settings.force,
     );
     eprintln!("[5/6] generation: flow vs diffusion");
-    let device = candle_core::Device::Cpu;
+    let device = settings.device.clone();
     let flow = TrainedModels::from_run_dir(&settings.run_dir("flowfm", seed), &device)?;
     let diffusion = TrainedModels::from_run_dir(&settings.run_dir("diffusion", seed), &device)?;
     let sets = held_out_windows(
