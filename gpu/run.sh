@@ -19,7 +19,8 @@ mkdir -p "$OUT"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/summary.txt"; }
 
 [ -d "$B" ] || { echo "no $B: run cargo xtask gpu-bundle first and carry it" >&2; exit 2; }
-tar -xzf "$B/bin.tar.gz" -C "$B"
+# Python's tarfile reads xz whether or not the machine has the xz tool.
+python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$B/bin.tar.xz" "$B" || exit 2
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee -a "$OUT/summary.txt"
 
 # cuBLAS, cuRAND and the CUDA runtime (libcublas.so.13, libcurand.so.10, libcudart.so.13) come

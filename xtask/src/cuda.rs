@@ -493,6 +493,13 @@ pub(crate) fn toolchain(cap: u32, link: bool) -> Result<Vec<(String, OsString)>>
     let (env, root) = environment(cap)?;
     let install = install_dir(&cache_root(var)?);
     ensure_wheels(&install, false)?;
+    // cudarc's build script passes `<cuda root>/lib/stubs` to the linker only if the folder
+    // exists when the script first runs, and cargo keeps that output: a `--check` run before the
+    // stub existed made every later link fail with "unable to find library -lcuda". The folder
+    // is made up front, so check and build see the same search paths.
+    let stubs = root.join("lib").join("stubs");
+    std::fs::create_dir_all(&stubs)
+        .with_context(|| format!("cannot create {}", stubs.display()))?;
     if link {
         ensure_wheels(&install, true)?;
         ensure_libcuda(&root, &crate::workspace_root(), var)?;

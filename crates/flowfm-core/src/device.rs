@@ -64,9 +64,13 @@ impl DeviceChoice {
                 "device {self}: this flowfm was built without CUDA support; build it with \
                  `cargo xtask build-cuda` (docs/cuda-build.md)"
             )),
-            Self::Cuda(n) => {
-                Device::new_cuda(n).map_err(|e| format!("device {self}: cannot open the GPU: {e}"))
-            }
+            // candle's error carries a backtrace after its first line when RUST_BACKTRACE is
+            // set; the reason is the first line.
+            Self::Cuda(n) => Device::new_cuda(n).map_err(|e| {
+                let reason = e.to_string();
+                let reason = reason.lines().next().unwrap_or("unknown error").to_string();
+                format!("device {self}: cannot open the GPU: {reason}")
+            }),
         }
     }
 }
