@@ -122,6 +122,9 @@ pub(crate) enum Command {
         /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
         #[arg(long)]
         skip_nonfinite: bool,
+        /// Where the networks run: `cpu`, or `cuda` / `cuda:N` in a `--features cuda` build.
+        #[arg(long, default_value = "cpu")]
+        device: flowfm_core::device::DeviceChoice,
     },
     /// Encode a window store with a pretrained encoder; write `(N, d)` representations to HDF5.
     Embed {
@@ -150,6 +153,9 @@ pub(crate) enum Command {
         /// Leave out windows holding NaN or infinity (counted) instead of failing on the first.
         #[arg(long)]
         skip_nonfinite: bool,
+        /// Where the networks run: `cpu`, or `cuda` / `cuda:N` in a `--features cuda` build.
+        #[arg(long, default_value = "cpu")]
+        device: flowfm_core::device::DeviceChoice,
     },
     /// Fine-tune a pretrained encoder (or one from scratch) with a classifier head on a labelled
     /// store, by subject-disjoint folds; prints and writes the fold metrics.

@@ -435,13 +435,16 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             seed,
             skip_nonfinite,
+            device,
         } => {
             use flowfm::generation::{
                 run_generation, CovarianceKind, GenerateJob, GenerateMode, SamplerSpec,
                 TrainedModels,
             };
             check_output_file(&output, "--output")?;
-            let device = candle_core::Device::Cpu;
+            let device = device
+                .open()
+                .map_err(|e| anyhow::anyhow!("--device: {e}"))?;
             let models = TrainedModels::from_run_dir(&run, &device)?;
             let spec = SamplerSpec::from_parts(&sampler, steps, eta, rtol, atol)?;
             let (st, check) = WindowStore::open_checked(&store, policy(skip_nonfinite))?;
@@ -485,9 +488,12 @@ fn run(cli: Cli) -> Result<()> {
             output,
             batch,
             skip_nonfinite,
+            device,
         } => {
             check_output_file(&output, "--output")?;
-            let device = candle_core::Device::Cpu;
+            let device = device
+                .open()
+                .map_err(|e| anyhow::anyhow!("--device: {e}"))?;
             let enc = flowfm::encode::load_encoder(&encoder, &device)?;
             if let Some(rec) = recording {
                 let cfg = flowfm::recording::stream_config(
@@ -497,6 +503,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 let (n, stats) = flowfm::recording::embed_recording(
                     &enc,
+                    &device,
                     &rec,
                     &csv_spec(&csv, "recording")?,
                     &cfg,

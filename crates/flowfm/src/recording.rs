@@ -110,9 +110,10 @@ pub fn for_each_batch(
 
 /// Encodes every window of the recording at `path` and writes `z` `(N, d)` f32, `start_time_s`
 /// and `end_time_s` `(N)` f64 to the HDF5 file `output`, growing the datasets batch by batch.
-/// Returns the number of windows and the stream's counts.
+/// Returns the number of windows and the stream's counts. `device` is where `encoder` lives.
 pub fn embed_recording(
     encoder: &HarNet,
+    device: &Device,
     path: &Path,
     spec: &CsvFolderSpec,
     cfg: &StreamConfig,
@@ -150,7 +151,7 @@ pub fn embed_recording(
             .create("end_time_s")?;
         let mut n = 0usize;
         let stats = for_each_batch(path, spec, cfg, &expect, progress, |b| {
-            let x = Tensor::from_slice(&b.x, (b.len(), b.channels, b.window_len), &Device::Cpu)?;
+            let x = Tensor::from_slice(&b.x, (b.len(), b.channels, b.window_len), device)?;
             let zb: Vec<f32> = encoder.encode_detached(&x)?.flatten_all()?.to_vec1()?;
             let m = b.len();
             z.resize((n + m, d))?;

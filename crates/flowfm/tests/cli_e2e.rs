@@ -293,6 +293,60 @@ fn bad_config_is_rejected_before_anything_runs() {
     assert!(err.contains("train.lr"), "{err}");
 }
 
+/// `--device` is checked before anything runs: a malformed name, and in a build without the
+/// `cuda` feature a GPU, are errors that say why, and no run directory or output is created.
+#[test]
+fn a_device_the_build_cannot_use_is_rejected_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), "flowfm");
+    let run_dir = tmp.path().join("run");
+    let mut cases = vec![("tpu", "is not one of `cpu`, `cuda`, `cuda:N`")];
+    if !cfg!(feature = "cuda") {
+        cases.push(("cuda:1", "built without CUDA support"));
+    }
+    for (device, says) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_flowfm"))
+            .args([
+                "pretrain",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--store",
+                "missing.h5",
+                "--device",
+                device,
+                "--out",
+                run_dir.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{device}");
+        assert!(err.contains(says), "{device}: {err}");
+        assert!(!run_dir.exists(), "{device}: a run directory was created");
+        let gen_out = tmp.path().join("gen.h5");
+        let out = Command::new(env!("CARGO_BIN_EXE_flowfm"))
+            .args([
+                "generate",
+                "--run",
+                run_dir.to_str().unwrap(),
+                "--store",
+                "missing.h5",
+                "--output",
+                gen_out.to_str().unwrap(),
+                "--device",
+                device,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "generate {device}: {err}"
+        );
+        assert!(!gen_out.exists());
+    }
+}
+
 /// A 6-step config for the thread-count test (wider encoder and larger batch than [`config`], so
 /// the GEMMs split over threads).
 fn threads_config(dir: &Path, method: &str) -> PathBuf {
