@@ -525,15 +525,24 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Runs `cargo args` from the workspace root in the cuda build environment `env`; the seconds it
-/// took, or an error naming the command.
-pub(crate) fn cargo_with(env: &[(String, OsString)], args: &[String]) -> Result<f64> {
+/// `cargo args` from the workspace root in the cuda build environment `env`, not yet run.
+pub(crate) fn cargo_command<S: AsRef<std::ffi::OsStr>>(
+    env: &[(String, OsString)],
+    args: &[S],
+) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(args).current_dir(crate::workspace_root());
     for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// Runs `cargo args` from the workspace root in the cuda build environment `env`; the seconds it
+/// took, or an error naming the command.
+pub(crate) fn cargo_with(env: &[(String, OsString)], args: &[String]) -> Result<f64> {
+    let mut cmd = cargo_command(env, args);
     let get = |k: &str| {
         env.iter()
             .find(|(n, _)| n == k)

@@ -188,26 +188,23 @@ fn test_executable(
     test: &str,
 ) -> Result<(PathBuf, f64)> {
     let start = std::time::Instant::now();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "test",
-        "--release",
-        "--no-run",
-        "-p",
-        package,
-        "--features",
-        "cuda",
-        "--test",
-        test,
-        "--message-format",
-        "json-render-diagnostics",
-    ])
-    .current_dir(crate::workspace_root())
-    .stderr(std::process::Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = crate::cuda::cargo_command(
+        env,
+        &[
+            "test",
+            "--release",
+            "--no-run",
+            "-p",
+            package,
+            "--features",
+            "cuda",
+            "--test",
+            test,
+            "--message-format",
+            "json-render-diagnostics",
+        ],
+    );
+    cmd.stderr(std::process::Stdio::inherit());
     let out = cmd
         .output()
         .with_context(|| format!("cannot run cargo test --no-run for {package}"))?;

@@ -275,18 +275,6 @@ pub fn conv1d_bias(
         .contiguous()
 }
 
-/// An error unless `c_in` input channels and a weight `(c_out, c_in / groups, kernel)` fit `groups`.
-fn check_groups(c_in: usize, weight: &Tensor, g: usize) -> Result<()> {
-    let (c_out, c_in_g, _) = weight.dims3()?;
-    if g == 0 || c_in % g != 0 || c_out % g != 0 || c_in / g != c_in_g {
-        candle_core::bail!(
-            "conv1d: input channels {c_in}, weight {:?} and groups {g} do not fit together",
-            weight.dims()
-        );
-    }
-    Ok(())
-}
-
 /// 1-D convolution (cross-correlation, as in PyTorch) without bias.
 ///
 /// # Shapes
@@ -295,7 +283,7 @@ fn check_groups(c_in: usize, weight: &Tensor, g: usize) -> Result<()> {
 /// - returns `(batch, c_out, out_len)` with `out_len` from [`Conv1dSpec::out_len`]
 pub fn conv1d(x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<Tensor> {
     let (b, c_in, l) = x.dims3()?;
-    check_groups(c_in, weight, spec.groups)?;
+    crate::spec::check_groups(c_in, weight, spec.groups)?;
     let k = weight.dim(2)?;
     spec.out_len(l, k)?;
     if !crate::uses_own_kernels(x.device()) {
@@ -317,7 +305,7 @@ pub fn conv1d_im2col(x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<T
     let (b, c_in, l) = x.dims3()?;
     let (c_out, c_in_g, k) = weight.dims3()?;
     let g = spec.groups;
-    check_groups(c_in, weight, g)?;
+    crate::spec::check_groups(c_in, weight, g)?;
     let l_out = spec.out_len(l, k)?;
     let cols = unfold1d(x, k, spec)?;
     let y = if g == 1 {
@@ -446,45 +434,9 @@ impl Module for Conv1d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::tests::reference;
     use candle_core::Device;
     use flowfm_core::Tolerance;
-
-    /// Direct-loop reference convolution, written independently of the unfold path.
-    fn reference(
-        x: &[f64],
-        (b, c_in, l): (usize, usize, usize),
-        w: &[f64],
-        (c_out, c_in_g, k): (usize, usize, usize),
-        s: &Conv1dSpec,
-    ) -> Vec<f64> {
-        let l_out = s.out_len(l, k).unwrap();
-        let co_g = c_out / s.groups;
-        let mut y = vec![0.0; b * c_out * l_out];
-        for bi in 0..b {
-            for co in 0..c_out {
-                let grp = co / co_g;
-                for o in 0..l_out {
-                    let mut acc = 0.0;
-                    for ci in 0..c_in_g {
-                        let cin = grp * c_in_g + ci;
-                        for kk in 0..k {
-                            let p = (o * s.stride + kk * s.dilation) as i64 - s.padding as i64;
-                            let v = if p >= 0 && p < l as i64 {
-                                x[(bi * c_in + cin) * l + p as usize]
-                            } else if s.padding_mode == PaddingMode::Circular {
-                                x[(bi * c_in + cin) * l + p.rem_euclid(l as i64) as usize]
-                            } else {
-                                0.0
-                            };
-                            acc += v * w[(co * c_in_g + ci) * k + kk];
-                        }
-                    }
-                    y[(bi * c_out + co) * l_out + o] = acc;
-                }
-            }
-        }
-        y
-    }
 
     #[test]
     fn conv1d_forward_matches_direct_loops() {

@@ -93,12 +93,7 @@ pub fn conv1d(
     let (b, c_in, _) = x.dims3()?;
     let (c_out, c_in_g, k) = weight.dims3()?;
     let g = spec.groups;
-    if g == 0 || c_in % g != 0 || c_out % g != 0 || c_in / g != c_in_g {
-        candle_core::bail!(
-            "conv1d: input channels {c_in}, weight {:?} and groups {g} do not fit together",
-            weight.dims()
-        );
-    }
+    crate::spec::check_groups(c_in, weight, g)?;
     let c_out_g = c_out / g;
     let (views, out_len) = taps(x, k, spec)?;
     // (B, C_in, K, L_out): row ci * K + k of the im2col matrix, as the weight is laid out.
@@ -170,43 +165,8 @@ pub fn blur_downsample1d(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::tests::reference;
     use candle_core::{DType, Device};
-
-    /// A direct triple loop (the definition of the convolution), in f64.
-    fn reference(
-        x: &[f64],
-        (b, c_in, l): (usize, usize, usize),
-        w: &[f64],
-        (c_out, c_in_g, k): (usize, usize, usize),
-        spec: &Conv1dSpec,
-    ) -> Vec<f64> {
-        let out_len = spec.out_len(l, k).unwrap();
-        let c_out_g = c_out / spec.groups;
-        let mut y = vec![0.0; b * c_out * out_len];
-        for bi in 0..b {
-            for co in 0..c_out {
-                let gi = co / c_out_g;
-                for o in 0..out_len {
-                    let mut acc = 0.0;
-                    for ci in 0..c_in_g {
-                        for kk in 0..k {
-                            let p =
-                                (o * spec.stride + kk * spec.dilation) as i64 - spec.padding as i64;
-                            let p = match spec.padding_mode {
-                                PaddingMode::Zeros if p < 0 || p >= l as i64 => continue,
-                                PaddingMode::Zeros => p as usize,
-                                PaddingMode::Circular => p.rem_euclid(l as i64) as usize,
-                            };
-                            acc += w[(co * c_in_g + ci) * k + kk]
-                                * x[(bi * c_in + gi * c_in_g + ci) * l + p];
-                        }
-                    }
-                    y[(bi * c_out + co) * out_len + o] = acc;
-                }
-            }
-        }
-        y
-    }
 
     #[test]
     fn portable_conv_equals_the_definition_on_awkward_geometries() {

@@ -7,6 +7,8 @@ use flowfm_core::{ForwardMode, SeededRng};
 use flowfm_ops::gradcheck::{check_gradients, GradCheck};
 use flowfm_ops::*;
 
+mod common;
+
 fn randn(rng: &mut SeededRng, shape: &[usize]) -> Tensor {
     rng.normal_tensor(shape, DType::F64, &Device::Cpu).unwrap()
 }
@@ -14,27 +16,16 @@ fn randn(rng: &mut SeededRng, shape: &[usize]) -> Tensor {
 #[test]
 fn conv1d_gradients_match_finite_differences_over_many_geometries() {
     let mut rng = SeededRng::new(1);
-    // (batch, c_in, len, c_out, kernel, stride, padding, mode, dilation, groups)
-    let cases = [
-        (1, 2, 7, 3, 1, 1, 0, PaddingMode::Zeros, 1, 1),
-        (2, 3, 9, 2, 1, 2, 0, PaddingMode::Zeros, 1, 1),
-        (2, 2, 11, 3, 3, 1, 1, PaddingMode::Zeros, 1, 1),
-        (3, 2, 10, 2, 3, 2, 1, PaddingMode::Circular, 1, 1),
-        (1, 3, 13, 2, 5, 1, 2, PaddingMode::Circular, 1, 1),
-        (2, 2, 16, 3, 5, 5, 2, PaddingMode::Zeros, 1, 1),
-        (2, 2, 15, 2, 3, 1, 2, PaddingMode::Circular, 2, 1),
-        (2, 4, 9, 4, 3, 1, 1, PaddingMode::Zeros, 1, 2),
-        (2, 4, 12, 4, 5, 2, 2, PaddingMode::Circular, 1, 4),
-        (1, 3, 8, 6, 3, 1, 0, PaddingMode::Zeros, 1, 3),
-    ];
-    for (b, c_in, l, c_out, k, stride, padding, padding_mode, dilation, groups) in cases {
-        let spec = Conv1dSpec {
-            stride,
-            padding,
-            padding_mode,
-            dilation,
-            groups,
-        };
+    for common::ConvCase {
+        batch: b,
+        c_in,
+        len: l,
+        c_out,
+        kernel: k,
+        spec,
+    } in common::conv_cases()
+    {
+        let groups = spec.groups;
         let x = randn(&mut rng, &[b, c_in, l]);
         let w = randn(&mut rng, &[c_out, c_in / groups, k]);
         check_gradients(|xs| conv1d(&xs[0], &xs[1], &spec), &[x, w])

@@ -21,6 +21,8 @@ use flowfm_ops::gradcheck::check_gradients;
 use flowfm_ops::optim::{AdamW, AdamWConfig};
 use flowfm_ops::*;
 
+mod common;
+
 /// Where a check runs.
 enum Target {
     /// The CPU, with the portable path forced.
@@ -72,29 +74,17 @@ fn randn(rng: &mut SeededRng, shape: &[usize], dtype: DType, dev: &Device) -> Te
 fn cases(dev: &Device, dtype: DType) -> Vec<Case> {
     let mut rng = SeededRng::new(42);
     let mut out = Vec::new();
-    // (batch, c_in, len, c_out, kernel, stride, padding, mode, dilation, groups): the geometries
-    // of the CPU gradient checks, and HARNet10's and the U-Net's kinds of layer.
-    let convs = [
-        (1, 2, 7, 3, 1, 1, 0, PaddingMode::Zeros, 1, 1),
-        (2, 3, 9, 2, 1, 2, 0, PaddingMode::Zeros, 1, 1),
-        (2, 2, 11, 3, 3, 1, 1, PaddingMode::Zeros, 1, 1),
-        (3, 2, 10, 2, 3, 2, 1, PaddingMode::Circular, 1, 1),
-        (1, 3, 13, 2, 5, 1, 2, PaddingMode::Circular, 1, 1),
-        (2, 2, 16, 3, 5, 5, 2, PaddingMode::Zeros, 1, 1),
-        (2, 2, 15, 2, 3, 1, 2, PaddingMode::Circular, 2, 1),
-        (2, 4, 9, 4, 3, 1, 1, PaddingMode::Zeros, 1, 2),
-        (2, 4, 12, 4, 5, 2, 2, PaddingMode::Circular, 1, 4),
-        (1, 3, 8, 6, 3, 1, 0, PaddingMode::Zeros, 1, 3),
-        (2, 4, 24, 4, 5, 1, 2, PaddingMode::Circular, 1, 1),
-    ];
-    for (b, c_in, l, c_out, k, stride, padding, padding_mode, dilation, groups) in convs {
-        let spec = Conv1dSpec {
-            stride,
-            padding,
-            padding_mode,
-            dilation,
-            groups,
-        };
+    // The geometries of the CPU gradient checks, HARNet10's kind of layer among them.
+    for common::ConvCase {
+        batch: b,
+        c_in,
+        len: l,
+        c_out,
+        kernel: k,
+        spec,
+    } in common::conv_cases()
+    {
+        let groups = spec.groups;
         let x = randn(&mut rng, &[b, c_in, l], dtype, dev);
         let w = randn(&mut rng, &[c_out, c_in / groups, k], dtype, dev);
         out.push(Case {
