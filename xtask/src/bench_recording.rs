@@ -8,17 +8,19 @@
 //! small synthetic labelled store) and a classifier saved by `finetune --save` (one epoch), both
 //! cached in the work folder, and then measures in one run, side by side:
 //!
-//! - `encoder_eval`: the encoder's own evaluation forward (example `throughput -- --json`,
-//!   record `encoder_forward_eval` at the default width), the ceiling;
+//! - `encoder_eval`: the encoder's own evaluation forward (example `throughput -- --json --only
+//!   encoder_forward_eval`, at the default encoder's width and the commands' batch size), the
+//!   ceiling;
 //! - `stream`: reading, unit conversion, resampling and windowing alone (example
 //!   `stream_recording`), no encoder;
 //! - `embed` and `predict` of the `flowfm` binary on the whole recording.
 //!
 //! Each under `/usr/bin/time -v` for the peak resident memory (installed with apt-get when missing
-//! and root, like libhdf5). The encoder's rate, `embed` and `predict` are measured in `R`
-//! alternating rounds (default 3), so that each command's ratio to the encoder is taken against a
-//! ceiling measured minutes, not an hour, apart; the verdict uses the median over rounds of each
-//! round's ratio (the machine's speed drifts by tens of percent between minutes on a shared VM).
+//! and root, like libhdf5). `embed` and `predict` are measured in `R` rounds (default 3), each
+//! command between two measurements of the encoder's rate (encoder, embed, encoder, predict,
+//! encoder, embed, ...) and judged against their mean; the verdict uses the median over rounds of
+//! each round's ratio (the machine's speed drifts by tens of percent within minutes on a shared
+//! VM).
 //! Prints one JSON object per measurement and round, a Markdown table of medians, and says whether
 //! the targets hold (peak RSS <= 1 GiB, throughput within 10 % of the encoder's). A benchmark, not
 //! a test: missed targets are reported, not failed.
@@ -467,33 +469,65 @@ pub fn run(args: &[String]) -> Result<()> {
         "--output",
         s(&timeline)?,
     ];
-    let mut rounds = Vec::with_capacity(o.rounds);
-    for r in 1..=o.rounds {
+    // At the commands' batch size: the encoder's rate depends on it (about 15 % higher at 256
+    // than at 64 for the default encoder), and the ratio must compare like with like.
+    let width_arg = width.to_string();
+    let encoder_rate = |r: usize| -> Result<f64> {
         eprintln!(
             "xtask: round {r}/{}: encoder evaluation (example throughput --json)",
             o.rounds
         );
-        let tp = run_ok(&tools.throughput, &["--json"])?;
-        let ceiling = encoder_eval_windows_per_s(&tp, width).with_context(|| {
+        let tp = run_ok(
+            &tools.throughput,
+            &[
+                "--json",
+                "--only",
+                "encoder_forward_eval",
+                "--width",
+                &width_arg,
+                "--batch",
+                &batch,
+            ],
+        )?;
+        encoder_eval_windows_per_s(&tp, width).with_context(|| {
             format!(
                 "no encoder_forward_eval record at width {width} in the throughput output:\n{tp}"
             )
-        })?;
+        })
+    };
+    // Each command runs between two measurements of the encoder and is judged against their
+    // mean: the machine's speed drifts within a minute, and a command of the 7-day size runs
+    // for about as long.
+    let mut rounds = Vec::with_capacity(o.rounds);
+    let mut before = encoder_rate(1)?;
+    for r in 1..=o.rounds {
         eprintln!("xtask: round {r}/{}: flowfm embed --recording", o.rounds);
         let embed = measure(&tools.flowfm, &embed_args)?;
+        let between = encoder_rate(r)?;
         eprintln!("xtask: round {r}/{}: flowfm predict --recording", o.rounds);
         let predict = measure(&tools.flowfm, &predict_args)?;
+        let after = encoder_rate(r)?;
         std::fs::remove_file(&z).ok();
         std::fs::remove_file(&timeline).ok();
         let round = Round {
-            ceiling,
+            encoder: [before, between, after],
             embed: Row::of("embed", &embed),
             predict: Row::of("predict", &predict),
         };
-        for row in [&round.embed, &round.predict] {
-            println!("{}", row.json(o.days, round.ceiling, o.batch, Some(r)));
-        }
+        println!(
+            "{}",
+            round
+                .embed
+                .json(o.days, round.embed_ceiling(), o.batch, Some(r))
+        );
+        println!(
+            "{}",
+            round
+                .predict
+                .json(o.days, round.predict_ceiling(), o.batch, Some(r))
+        );
         rounds.push(round);
+        before = after;
     }
 
     let stream_row = Row {
@@ -588,9 +622,22 @@ fn per_s(n: Option<usize>, secs: f64) -> f64 {
 
 /// One round: the encoder's rate and the two commands measured right after it.
 struct Round {
-    ceiling: f64,
+    /// The encoder's rate before `embed`, between the commands, and after `predict`.
+    encoder: [f64; 3],
     embed: Row,
     predict: Row,
+}
+
+impl Round {
+    /// What `embed` is judged against: the mean of the encoder's rates around it.
+    fn embed_ceiling(&self) -> f64 {
+        0.5 * (self.encoder[0] + self.encoder[1])
+    }
+
+    /// What `predict` is judged against.
+    fn predict_ceiling(&self) -> f64 {
+        0.5 * (self.encoder[1] + self.encoder[2])
+    }
 }
 
 /// One command over all rounds.
@@ -611,11 +658,14 @@ struct Summary {
 
 impl Summary {
     fn of(rounds: &[Round]) -> Self {
-        let command = |pick: fn(&Round) -> &Row| {
-            let rows: Vec<&Row> = rounds.iter().map(pick).collect();
+        let command = |pick: fn(&Round) -> (&Row, f64)| {
+            let rows: Vec<&Row> = rounds.iter().map(|r| pick(r).0).collect();
             let ratios: Vec<f64> = rounds
                 .iter()
-                .map(|r| pick(r).windows_per_s / r.ceiling)
+                .map(|r| {
+                    let (row, ceiling) = pick(r);
+                    row.windows_per_s / ceiling
+                })
                 .collect();
             CommandSummary {
                 row: Row {
@@ -630,9 +680,14 @@ impl Summary {
             }
         };
         Self {
-            ceiling: median(rounds.iter().map(|r| r.ceiling).collect()),
-            embed: command(|r| &r.embed),
-            predict: command(|r| &r.predict),
+            ceiling: median(
+                rounds
+                    .iter()
+                    .flat_map(|r| [r.embed_ceiling(), r.predict_ceiling()])
+                    .collect(),
+            ),
+            embed: command(|r| (&r.embed, r.embed_ceiling())),
+            predict: command(|r| (&r.predict, r.predict_ceiling())),
         }
     }
 }
@@ -711,24 +766,26 @@ mod tests {
             peak_rss_mib: Some(rss),
         };
         // The machine runs fast, slow, fast: each command is judged against its own round.
+        // Each command is judged against the mean of the encoder's rates around it.
         let rounds = [
             Round {
-                ceiling: 1000.0,
+                encoder: [1000.0, 1000.0, 1000.0],
                 embed: row(950.0, 150.0),
                 predict: row(800.0, 160.0),
             },
             Round {
-                ceiling: 500.0,
+                encoder: [600.0, 400.0, 600.0],
                 embed: row(480.0, 170.0),
                 predict: row(400.0, 150.0),
             },
             Round {
-                ceiling: 900.0,
+                encoder: [1000.0, 800.0, 1000.0],
                 embed: row(700.0, 140.0),
                 predict: row(880.0, 155.0),
             },
         ];
         let s = Summary::of(&rounds);
+        // Ceilings 1000, 1000, 500, 500, 900, 900: the median of the six.
         assert_eq!(s.ceiling, 900.0);
         assert_eq!(s.embed.ratios, vec![0.95, 0.96, 700.0 / 900.0]);
         assert_eq!(s.embed.ratio, 0.95);

@@ -19,6 +19,7 @@ pub mod split;
 pub mod store;
 pub mod stream;
 pub mod synthetic;
+mod taps;
 pub mod window;
 
 pub use augment::{Augmentation, Compose};

@@ -23,6 +23,7 @@ use crate::readers::csv_folder::REGULAR_TOLERANCE_PERIODS;
 use crate::readers::csv_rows::{Fields, Layout, LineReader};
 use crate::readers::CsvFolderSpec;
 use crate::resample::{LowpassKernel, ResampleConfig};
+use crate::taps::{self, Taps};
 use crate::window::{window_label, ImpurePolicy, WindowConfig, WindowLabel, WindowStats};
 
 /// Resampled samples dropped from a buffer's front only once this many have been consumed (so
@@ -111,10 +112,14 @@ pub struct StreamStats {
 type PhaseTaps = (isize, Vec<f64>);
 
 /// [`crate::resample`]'s band-limited rate conversion, fed sample by sample: output `j` is
-/// computed, with the same weights in the same order, as soon as every input it needs has
-/// arrived; the remaining outputs (whose kernel the end cuts) when the segment ends.
+/// computed, with the same weights in the same order, once every input it needs has arrived
+/// (with a rational ratio, four outputs at a time, once the fourth's inputs are there); the
+/// remaining outputs (whose kernel the end cuts) when the segment ends.
 struct StreamResampler {
     channels: usize,
+    /// f64 per buffered input frame ([`taps::stride`]: the channels padded to whole vectors).
+    stride: usize,
+    taps: Taps,
     passthrough: bool,
     fs_in: f64,
     fs_out: f64,
@@ -124,7 +129,7 @@ struct StreamResampler {
     /// `(p, q, per-phase (offset of the first tap, normalised weights))`.
     phases: Option<(usize, usize, Vec<PhaseTaps>)>,
     /// Input frames, interleaved and widened to f64 once (exactly) on arrival: sample `i` of
-    /// channel `c` at `(i - base) * channels + c`.
+    /// channel `c` at `(i - base) * stride + c`, padding lanes zero.
     buf: Vec<f64>,
     labels: Vec<i32>,
     /// Absolute index of `buf[..][0]`.
@@ -133,13 +138,13 @@ struct StreamResampler {
     n_in: usize,
     /// Next output index.
     j: usize,
-    /// Inputs output `j` needs before it can be computed (`needed_hi(j) + 1`), cached so that
-    /// most pushes skip [`StreamResampler::drain`].
+    /// Inputs the next output (or group of four) needs before it can be computed, cached so
+    /// that most pushes skip [`StreamResampler::drain`].
     need: f64,
     weights: Vec<f64>,
-    /// Per-channel accumulators of the generic dot product.
-    acc: Vec<f64>,
     out: Vec<f32>,
+    /// Four outputs' channels, output after output.
+    out4: Vec<f32>,
     peak: usize,
 }
 
@@ -185,6 +190,8 @@ impl StreamResampler {
         });
         Self {
             channels,
+            stride: taps::stride(channels),
+            taps: Taps::new(),
             passthrough,
             fs_in,
             fs_out,
@@ -199,8 +206,8 @@ impl StreamResampler {
             j: 0,
             need: 0.0,
             weights: Vec::new(),
-            acc: vec![0.0; channels],
             out: vec![0.0; channels],
+            out4: vec![0.0; 4 * channels],
             peak: 0,
         }
     }
@@ -224,8 +231,11 @@ impl StreamResampler {
             emit(v, label);
             return;
         }
-        self.buf
-            .extend(v[..self.channels].iter().map(|&x| f64::from(x)));
+        let at = self.buf.len();
+        self.buf.resize(at + self.stride, 0.0);
+        for (b, &x) in self.buf[at..].iter_mut().zip(&v[..self.channels]) {
+            *b = f64::from(x);
+        }
         self.labels.push(label);
         self.n_in += 1;
         self.peak = self.peak.max(self.labels.len());
@@ -270,6 +280,25 @@ impl StreamResampler {
                 if j >= n_out {
                     break;
                 }
+            } else if self.phases.is_some() {
+                // Wait for the inputs of four outputs, and compute them together when all four
+                // are interior (else the first alone).
+                self.need = (j..j + 4)
+                    .map(|i| self.needed_hi(i))
+                    .fold(f64::NEG_INFINITY, f64::max)
+                    + 1.0;
+                if self.need > n_in as f64 {
+                    break;
+                }
+                if let Some(labels) = self.compute_four(j, n_in) {
+                    for (o, label_at) in labels.into_iter().enumerate() {
+                        let l = self.labels[label_at.min(n_in - 1) - self.base];
+                        let c = self.channels;
+                        emit(&self.out4[o * c..(o + 1) * c], l);
+                    }
+                    self.j += 4;
+                    continue;
+                }
             } else {
                 self.need = self.needed_hi(j) + 1.0;
                 if self.need > n_in as f64 {
@@ -285,7 +314,7 @@ impl StreamResampler {
         let keep_from = ((self.j as f64 * self.step - self.hw).floor() - 2.0).max(0.0) as usize;
         if keep_from > self.base + COMPACT_SAMPLES {
             let d = keep_from - self.base;
-            self.buf.drain(..d * self.channels);
+            self.buf.drain(..d * self.stride);
             self.labels.drain(..d);
             self.base = keep_from;
         }
@@ -333,53 +362,36 @@ impl StreamResampler {
                 (lo, &self.weights)
             }
         };
-        let ch = self.channels;
-        let frames = &self.buf[(lo - base) * ch..(lo - base + weights.len()) * ch];
-        weighted_sum(weights, frames, &mut self.acc, &mut self.out);
+        let s = self.stride;
+        let frames = &self.buf[(lo - base) * s..(lo - base + weights.len()) * s];
+        self.taps.one(weights, frames, s, &mut self.out);
         label_at
     }
-}
 
-/// `out[c] = sum_k weights[k] * frames[k * C + c]` for `C = out.len()` interleaved channels
-/// (`acc` is scratch of length `C`); specialised for the usual channel counts.
-fn weighted_sum(weights: &[f64], frames: &[f64], acc: &mut [f64], out: &mut [f32]) {
-    match out.len() {
-        1 => dot::<1>(weights, frames, out),
-        2 => dot::<2>(weights, frames, out),
-        3 => dot::<3>(weights, frames, out),
-        4 => dot::<4>(weights, frames, out),
-        6 => dot::<6>(weights, frames, out),
-        ch => {
-            acc.fill(SUM_START);
-            for (&w, frame) in weights.iter().zip(frames.chunks_exact(ch)) {
-                for (a, &x) in acc.iter_mut().zip(frame) {
-                    *a += w * x;
-                }
+    /// Computes outputs `j..j + 4` into `self.out4` when all four are interior outputs of a
+    /// rational ratio whose inputs have arrived (each exactly as [`StreamResampler::compute`]
+    /// computes it); returns the absolute input indices whose labels they take, or `None`.
+    fn compute_four(&mut self, j: usize, n_in: usize) -> Option<[usize; 4]> {
+        let (p, q, table) = self.phases.as_ref()?;
+        let (s, base) = (self.stride, self.base);
+        let mut label_at = [0usize; 4];
+        let mut weights: [&[f64]; 4] = [&[]; 4];
+        let mut frames: [&[f64]; 4] = [&[]; 4];
+        for o in 0..4 {
+            let jp = (j + o) * p;
+            let (b, r) = (jp / q, jp % q);
+            let (lo_off, w) = &table[r];
+            let lo = b as isize + lo_off;
+            if lo < 0 || (lo as usize) + w.len() > n_in {
+                return None;
             }
-            for (o, &a) in out.iter_mut().zip(acc.iter()) {
-                *o = a as f32;
-            }
+            let lo = lo as usize;
+            label_at[o] = b + usize::from(2 * r >= *q);
+            weights[o] = w;
+            frames[o] = &self.buf[(lo - base) * s..(lo - base + w.len()) * s];
         }
-    }
-}
-
-/// The value `Iterator::sum` of f64 starts from (`-0.0`: adding it leaves every value, a zero's
-/// sign included, unchanged), so the accumulations below give `sum()`'s bits.
-const SUM_START: f64 = -0.0;
-
-/// `out[c] = sum_k w[k] * frames[k * C + c]` for `C` interleaved channels: each channel's terms are
-/// added in tap order, as `weights.iter().zip(samples).map(|(w, x)| w * f64::from(x)).sum()` adds
-/// them, but the `C` independent sums advance together instead of one after the other.
-#[inline]
-fn dot<const C: usize>(weights: &[f64], frames: &[f64], out: &mut [f32]) {
-    let mut acc = [SUM_START; C];
-    for (&w, frame) in weights.iter().zip(frames.chunks_exact(C)) {
-        for (a, &x) in acc.iter_mut().zip(frame) {
-            *a += w * x;
-        }
-    }
-    for (o, a) in out.iter_mut().zip(acc) {
-        *o = a as f32;
+        self.taps.four(weights, frames, s, &mut self.out4);
+        Some(label_at)
     }
 }
 
@@ -756,16 +768,31 @@ impl RecordingStream {
             };
             self.stats.lines = no;
             let line = crate::readers::text::trim(line);
-            let Some(row) =
-                self.layout
-                    .parse(&self.path, no, line, &mut self.fields, &mut self.values)?
-            else {
-                continue;
+            // The one-pass parser for plain rows; any other row (or error) the general one.
+            let (time_s, label_field) = match self.layout.parse_plain(line, &mut self.values) {
+                Some(row) => (
+                    row.time_s,
+                    row.label
+                        .map(|(a, b)| crate::readers::text::trim(&line[a..b])),
+                ),
+                None => {
+                    let Some(row) = self.layout.parse(
+                        &self.path,
+                        no,
+                        line,
+                        &mut self.fields,
+                        &mut self.values,
+                    )?
+                    else {
+                        continue;
+                    };
+                    let l = self.layout.label_col.map(|lc| self.fields.get(line, lc));
+                    (row.time_s, l)
+                }
             };
-            let label = match self.layout.label_col {
+            let label = match label_field {
                 None => -1,
-                Some(lc) => {
-                    let l = self.fields.get(line, lc);
+                Some(l) => {
                     if l.is_empty() || l.eq_ignore_ascii_case(b"nan") {
                         -1
                     } else if l == self.last_label.0.as_slice() {
@@ -792,7 +819,7 @@ impl RecordingStream {
                     }
                 }
             };
-            self.accept(no, row.time_s, label)?;
+            self.accept(no, time_s, label)?;
         }
         Ok(())
     }
@@ -959,46 +986,5 @@ impl Iterator for RecordingStream {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_batch().transpose()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The interleaved dot product gives, bit for bit, what summing each channel's products with
-    /// `Iterator::sum` gives (the order of the old per-channel code), for every specialised
-    /// channel count and the generic path.
-    #[test]
-    fn interleaved_dot_products_equal_per_channel_sums() {
-        let mut x = 0x1234_5678_9abc_def1u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
-        for ch in [1usize, 2, 3, 4, 5, 6, 7] {
-            for taps in [1usize, 2, 5, 121] {
-                let w: Vec<f64> = (0..taps).map(|_| rnd() * 0.1).collect();
-                let planar: Vec<Vec<f32>> = (0..ch)
-                    .map(|_| (0..taps).map(|_| (rnd() * 4.0) as f32).collect())
-                    .collect();
-                let want: Vec<f32> = planar
-                    .iter()
-                    .map(|s| {
-                        let acc: f64 = w.iter().zip(s).map(|(&w, &x)| w * f64::from(x)).sum();
-                        acc as f32
-                    })
-                    .collect();
-                let frames: Vec<f64> = (0..taps)
-                    .flat_map(|k| planar.iter().map(move |s| f64::from(s[k])))
-                    .collect();
-                let mut out = vec![0f32; ch];
-                weighted_sum(&w, &frames, &mut vec![0.0; ch], &mut out);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&out), bits(&want), "{ch} channels, {taps} taps");
-            }
-        }
     }
 }

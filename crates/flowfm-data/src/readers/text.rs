@@ -208,6 +208,110 @@ pub(crate) fn parse_f64(s: &[u8]) -> Option<f64> {
     std::str::from_utf8(s).ok()?.parse::<f64>().ok()
 }
 
+/// Parses the field `line[a..b]` as [`parse_f64`] parses it after [`trim`], with the same result
+/// bit for bit. A field of at most eight bytes is read as one machine word (with its neighbours
+/// in the line, masked off) and decoded without a branch per byte when it is a plain decimal
+/// (`-0.5166`, `+12`, `.5`, `3.`); anything else takes [`parse_f64`].
+#[inline(always)]
+pub(crate) fn parse_f64_at(line: &[u8], a: usize, b: usize) -> Option<f64> {
+    let n = b - a;
+    if (1..=8).contains(&n) && line.len() >= 8 {
+        let w = if a + 8 <= line.len() {
+            word_at(line, a)
+        } else {
+            // The line's last eight bytes, shifted so the field starts at byte 0.
+            let s = line.len() - 8;
+            word_at(line, s) >> (8 * (a - s))
+        };
+        if let Some(v) = short_decimal(w & low_bytes(n), n) {
+            return Some(v);
+        }
+    }
+    parse_trimmed(&line[a..b])
+}
+
+/// [`parse_f64`] of the trimmed field: the rare fields the word path does not take.
+#[cold]
+#[inline(never)]
+fn parse_trimmed(field: &[u8]) -> Option<f64> {
+    parse_f64(trim(field))
+}
+
+/// The eight bytes of `line` from `at` as a little-endian word (`at + 8 <= line.len()`).
+#[inline(always)]
+fn word_at(line: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&line[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// A mask of the `n` low bytes of a word, `1 <= n <= 8`.
+#[inline(always)]
+fn low_bytes(n: usize) -> u64 {
+    u64::MAX >> (64 - 8 * n)
+}
+
+/// The high bit of each byte of `w` that equals `b` (no borrow crosses bytes).
+#[inline(always)]
+fn bytes_equal(w: u64, b: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = w ^ (0x0101_0101_0101_0101 * u64::from(b));
+    !(((x & LOW7) + LOW7) | x) & !LOW7
+}
+
+/// The decimal in the `n` low bytes of `w` (`1 <= n <= 8`; the rest zero), first character in
+/// the lowest byte: an optional sign, then at most eight digits with at most one `.` among them.
+/// `None` for anything else (exponents, `NaN`, spaces, a lone sign or point), which the caller
+/// parses the slow way. The value is Clinger's exact fast path of [`parse_f64`]: the digits as an
+/// integer (below 10^8, exact in f64) divided by an exact power of ten, one correctly rounded
+/// operation.
+#[inline(always)]
+fn short_decimal(w: u64, n: usize) -> Option<f64> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    let first = (w & 0xff) as u8;
+    let neg = first == b'-';
+    let signed = usize::from(neg || first == b'+');
+    let n = n - signed;
+    if n == 0 {
+        return None;
+    }
+    let w = w >> (8 * signed);
+    let valid = low_bytes(n);
+    let dots = bytes_equal(w, b'.') & valid;
+    if dots & dots.wrapping_sub(1) != 0 {
+        return None;
+    }
+    // Close the gap of the point (the bytes after it move down one); without a point the
+    // digits are the field.
+    let (digits, dot, nd) = if dots == 0 {
+        (w, n, n)
+    } else {
+        let dot = dots.trailing_zeros() as usize / 8;
+        let below = (dots >> 7) - 1;
+        ((w & below) | ((w >> 8) & !below), dot, n - 1)
+    };
+    if nd == 0 {
+        return None;
+    }
+    // Each of the nd bytes minus '0' must be below 10: no high nibble, and none after adding 6
+    // (a carry out of a byte only reaches bytes above it, which are rejected or masked anyway).
+    let t = digits ^ ZEROS;
+    if (t | t.wrapping_add(0x0606_0606_0606_0606)) & HIGH_NIBBLES & low_bytes(nd) != 0 {
+        return None;
+    }
+    // Right-align the digits (leading zeros in the low bytes), then combine them pairwise:
+    // 8 one-digit lanes -> 4 two-digit -> one 8-digit integer.
+    let v = t << (8 * (8 - nd));
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    let v = ((v & 0x0000_00FF_0000_00FF)
+        .wrapping_mul(100 + (1_000_000 << 32))
+        .wrapping_add(((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32))))
+        >> 32;
+    let m = (v as u32) as f64 / POW10[(nd - dot) & 15];
+    Some(f64::from_bits(m.to_bits() ^ (u64::from(neg) << 63)))
+}
+
 /// `NaN`, `nan`, `inf`, `-Infinity` and friends.
 fn parse_special(s: &[u8]) -> Option<f64> {
     let txt = std::str::from_utf8(s).ok()?;
@@ -427,6 +531,94 @@ mod tests {
             let ours = parse_f64(c.as_bytes()).expect(c);
             let std: f64 = c.parse().expect(c);
             Tolerance::new(1e-15, 0.0).assert_close(&[ours], &[std]);
+        }
+    }
+
+    /// Every field form the word path takes or refuses, inside lines with other bytes around it
+    /// (so masking the neighbours is tested) and at the end of lines of every length: the result
+    /// equals `parse_f64` of the trimmed field, bit for bit (`None` alike).
+    #[test]
+    fn parse_f64_at_equals_parse_f64_of_the_trimmed_field() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        let alphabet = b"0123456789012345678901234567890123456789.-+e x";
+        let fixed: [&[u8]; 22] = [
+            b"0",
+            b"-0",
+            b"+0",
+            b"0.5166",
+            b"-0.4867",
+            b"12345678",
+            b"99999999",
+            b"-9999999",
+            b".5",
+            b"-.25",
+            b"5.",
+            b"-",
+            b"+",
+            b".",
+            b"-.",
+            b"1.2.3",
+            b"1e5",
+            b" 7",
+            b"7 ",
+            b"00000001",
+            b"0.000001",
+            b"9.9999999",
+        ];
+        let mut checked = 0;
+        for round in 0..60_000 {
+            let field: Vec<u8> = if round < fixed.len() {
+                fixed[round].to_vec()
+            } else {
+                let len = 1 + next(10) as usize;
+                (0..len)
+                    .map(|_| alphabet[next(alphabet.len() as u64) as usize])
+                    .collect()
+            };
+            let before = next(12) as usize;
+            let after = next(12) as usize;
+            let mut line: Vec<u8> = (0..before).map(|_| b"9,.-"[next(4) as usize]).collect();
+            let a = line.len();
+            line.extend_from_slice(&field);
+            let b = line.len();
+            line.extend((0..after).map(|_| b"7,-."[next(4) as usize]));
+            let want = parse_f64(trim(&field)).map(f64::to_bits);
+            let got = parse_f64_at(&line, a, b).map(f64::to_bits);
+            assert_eq!(got, want, "{:?} in {:?}", show(&field), show(&line));
+            checked += usize::from(want.is_some());
+        }
+        assert!(checked > 10_000, "only {checked} numbers among the fields");
+    }
+
+    /// The word path itself (not its fallback) decodes plain decimals: every value of up to
+    /// eight characters that `short_decimal` accepts equals `str::parse`'s.
+    #[test]
+    fn short_decimal_takes_plain_decimals_and_refuses_the_rest() {
+        let cases: [(&str, Option<f64>); 12] = [
+            ("0.5166", Some(0.5166)),
+            ("-0.4867", Some(-0.4867)),
+            ("12345678", Some(12_345_678.0)),
+            ("+3", Some(3.0)),
+            (".5", Some(0.5)),
+            ("5.", Some(5.0)),
+            ("-0", Some(-0.0)),
+            ("1e5", None),
+            ("NaN", None),
+            ("1.2.3", None),
+            ("-", None),
+            ("1 2", None),
+        ];
+        for (s, want) in cases {
+            let mut w = [0u8; 8];
+            w[..s.len()].copy_from_slice(s.as_bytes());
+            let got = short_decimal(u64::from_le_bytes(w), s.len());
+            assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "{s}");
         }
     }
 
