@@ -562,7 +562,7 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("{}", r.json(o.days, ceiling, o.batch, None));
     }
     println!(
-        "\n{} days at 100 Hz ({} windows of the encoder), HARNet10 width {width}, batch {}; medians of {} rounds (encoder, embed, predict alternating)",
+        "\n{} days at 100 Hz ({} windows of the encoder), HARNet10 width {width}, batch {}; medians of {} rounds (each command between two measurements of the encoder)",
         o.days,
         windows.map_or("?".into(), |n| n.to_string()),
         o.batch,

@@ -231,10 +231,19 @@ impl StreamResampler {
             emit(v, label);
             return;
         }
-        let at = self.buf.len();
-        self.buf.resize(at + self.stride, 0.0);
-        for (b, &x) in self.buf[at..].iter_mut().zip(&v[..self.channels]) {
-            *b = f64::from(x);
+        if self.stride == 4 && self.channels <= 4 {
+            // The usual case (up to four channels) as one fixed-size append.
+            let mut frame = [0.0; 4];
+            for (f, &x) in frame.iter_mut().zip(&v[..self.channels]) {
+                *f = f64::from(x);
+            }
+            self.buf.extend_from_slice(&frame);
+        } else {
+            let at = self.buf.len();
+            self.buf.resize(at + self.stride, 0.0);
+            for (b, &x) in self.buf[at..].iter_mut().zip(&v[..self.channels]) {
+                *b = f64::from(x);
+            }
         }
         self.labels.push(label);
         self.n_in += 1;
@@ -255,16 +264,43 @@ impl StreamResampler {
     /// Highest input index output `j` may touch (before the end clamps it).
     fn needed_hi(&self, j: usize) -> f64 {
         match &self.phases {
-            Some((p, q, table)) => {
+            Some((p, q, _)) => {
                 let jp = j * p;
-                let (base, r) = (jp / q, jp % q);
-                let (lo_off, w) = &table[r];
-                let interior_hi = base as f64 + *lo_off as f64 + w.len() as f64 - 1.0;
-                let u = base as f64 + r as f64 / *q as f64;
-                interior_hi.max((u + self.hw).floor())
+                self.needed_hi_at(jp / q, jp % q)
             }
             None => (j as f64 * self.step + self.hw).floor(),
         }
+    }
+
+    /// [`StreamResampler::needed_hi`] of the output at input position `base + r / q` (a
+    /// rational ratio).
+    fn needed_hi_at(&self, base: usize, r: usize) -> f64 {
+        let Some((_, q, table)) = &self.phases else {
+            return f64::NAN;
+        };
+        let (lo_off, w) = &table[r];
+        let interior_hi = base as f64 + *lo_off as f64 + w.len() as f64 - 1.0;
+        let u = base as f64 + r as f64 / *q as f64;
+        interior_hi.max((u + self.hw).floor())
+    }
+
+    /// `(floor(i p / q), i p mod q)` for the four outputs `i = j..j + 4` of a rational ratio:
+    /// one division, then steps of `p`.
+    fn positions_of_four(&self, j: usize) -> [(usize, usize); 4] {
+        let Some((p, q, _)) = &self.phases else {
+            return [(0, 0); 4];
+        };
+        let (p, q) = (*p, *q);
+        let jp = j * p;
+        let mut at = (jp / q, jp % q);
+        let mut out = [(0, 0); 4];
+        for o in &mut out {
+            *o = at;
+            at.1 += p % q;
+            at.0 += p / q + at.1 / q;
+            at.1 %= q;
+        }
+        out
     }
 
     fn drain(&mut self, at_end: bool, emit: &mut impl FnMut(&[f32], i32)) {
@@ -283,14 +319,16 @@ impl StreamResampler {
             } else if self.phases.is_some() {
                 // Wait for the inputs of four outputs, and compute them together when all four
                 // are interior (else the first alone).
-                self.need = (j..j + 4)
-                    .map(|i| self.needed_hi(i))
+                let at = self.positions_of_four(j);
+                self.need = at
+                    .iter()
+                    .map(|&(b, r)| self.needed_hi_at(b, r))
                     .fold(f64::NEG_INFINITY, f64::max)
                     + 1.0;
                 if self.need > n_in as f64 {
                     break;
                 }
-                if let Some(labels) = self.compute_four(j, n_in) {
+                if let Some(labels) = self.compute_four(at, n_in) {
                     for (o, label_at) in labels.into_iter().enumerate() {
                         let l = self.labels[label_at.min(n_in - 1) - self.base];
                         let c = self.channels;
@@ -368,18 +406,17 @@ impl StreamResampler {
         label_at
     }
 
-    /// Computes outputs `j..j + 4` into `self.out4` when all four are interior outputs of a
-    /// rational ratio whose inputs have arrived (each exactly as [`StreamResampler::compute`]
+    /// Computes the four outputs at input positions `at` (`(base, r)`: [`StreamResampler::positions_of_four`])
+    /// into `self.out4` when all four are interior outputs of a rational ratio whose inputs have
+    /// arrived (each exactly as [`StreamResampler::compute`]
     /// computes it); returns the absolute input indices whose labels they take, or `None`.
-    fn compute_four(&mut self, j: usize, n_in: usize) -> Option<[usize; 4]> {
-        let (p, q, table) = self.phases.as_ref()?;
+    fn compute_four(&mut self, at: [(usize, usize); 4], n_in: usize) -> Option<[usize; 4]> {
+        let (_, q, table) = self.phases.as_ref()?;
         let (s, base) = (self.stride, self.base);
         let mut label_at = [0usize; 4];
         let mut weights: [&[f64]; 4] = [&[]; 4];
         let mut frames: [&[f64]; 4] = [&[]; 4];
-        for o in 0..4 {
-            let jp = (j + o) * p;
-            let (b, r) = (jp / q, jp % q);
+        for (o, &(b, r)) in at.iter().enumerate() {
             let (lo_off, w) = &table[r];
             let lo = b as isize + lo_off;
             if lo < 0 || (lo as usize) + w.len() > n_in {

@@ -410,25 +410,31 @@ fn separators(chunk: &[u8], sep: u8) -> (u64, bool) {
     (seps, quotes != 0)
 }
 
-/// Each 64-byte chunk's [`separators`] with AVX2 (pulp runs `with_simd` in a function with the
-/// target features enabled, so the intrinsics inline).
+/// [`Layout::parse_plain`] with AVX2: each 64-byte chunk's [`separators`] with two 32-byte
+/// compares, then the row, all in one function pulp compiles with the CPU's features (so the
+/// intrinsics inline, and the word arithmetic of the number parser gets BMI2's shifts).
 #[cfg(target_arch = "x86_64")]
-struct SeparatorsAvx2<'a> {
+struct PlainAvx2<'a> {
+    layout: &'a Layout,
     v3: pulp::x86::V3,
     line: &'a [u8],
     sep: u8,
-    masks: &'a mut [(u64, bool)],
+    values: &'a mut [f32],
 }
 
 #[cfg(target_arch = "x86_64")]
-impl pulp::WithSimd for SeparatorsAvx2<'_> {
-    type Output = ();
+impl pulp::WithSimd for PlainAvx2<'_> {
+    type Output = Option<PlainRow>;
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        for (m, chunk) in self.masks.iter_mut().zip(self.line.chunks(64)) {
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Option<PlainRow> {
+        let mut masks = [(0u64, false); PLAIN_CHUNKS];
+        let chunks = self.line.len().div_ceil(64);
+        for (m, chunk) in masks.iter_mut().zip(self.line.chunks(64)) {
             *m = separators_avx2(self.v3, chunk, self.sep);
         }
+        self.layout
+            .parse_plain_with(self.line, self.values, &masks[..chunks])
     }
 }
 
@@ -622,6 +628,9 @@ pub(crate) struct Layout {
     v3: Option<pulp::x86::V3>,
 }
 
+/// Lines of at most this many 64-byte chunks take [`Layout::parse_plain`].
+const PLAIN_CHUNKS: usize = 4;
+
 /// What a column is to [`Layout::parse_plain`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Role {
@@ -788,26 +797,26 @@ impl Layout {
         let Delim::Byte(sep) = self.delim else {
             return None;
         };
-        // The separators of each 64-byte chunk, found first (lines longer than 256 bytes take
-        // the general path).
-        let mut masks = [(0u64, false); 4];
+        // The separators of each 64-byte chunk are found first (lines longer than
+        // 64 * PLAIN_CHUNKS bytes take the general path).
         let chunks = line.len().div_ceil(64);
-        if chunks > masks.len() {
+        if chunks > PLAIN_CHUNKS {
             return None;
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(v3) = self.v3 {
-            pulp::Simd::vectorize(
+            return pulp::Simd::vectorize(
                 v3,
-                SeparatorsAvx2 {
+                PlainAvx2 {
+                    layout: self,
                     v3,
                     line,
                     sep,
-                    masks: &mut masks,
+                    values,
                 },
             );
-            return self.parse_plain_with(line, values, &masks[..chunks]);
         }
+        let mut masks = [(0u64, false); PLAIN_CHUNKS];
         for (m, chunk) in masks.iter_mut().zip(line.chunks(64)) {
             *m = separators(chunk, sep);
         }
@@ -815,6 +824,7 @@ impl Layout {
     }
 
     /// [`Layout::parse_plain`] given each 64-byte chunk's separator bits and quote flag.
+    #[inline(always)]
     fn parse_plain_with(
         &self,
         line: &[u8],
@@ -832,41 +842,13 @@ impl Layout {
         };
         let mut field = 0usize;
         let mut start = 0usize;
-        // Field `field` is `line[start..end]`: parse or note it; `false` when it is not plain.
-        let mut take = |field: usize, start: usize, end: usize, row: &mut PlainRow| -> bool {
-            match self.roles.get(field) {
-                None | Some(Role::Skip) => true,
-                Some(&Role::Channel(k)) => match text::parse_f64_at(line, start, end) {
-                    Some(v) if v.is_finite() => {
-                        values[k] = (v * self.factors[k]) as f32;
-                        true
-                    }
-                    _ => false,
-                },
-                Some(&Role::Time(scale)) => match text::parse_f64_at(line, start, end) {
-                    Some(t) if t.is_finite() => {
-                        row.time_s = Some(scale.map_or(t, |f| t * f));
-                        true
-                    }
-                    _ => false,
-                },
-                Some(Role::Label) => {
-                    row.label = Some((start, end));
-                    true
-                }
-                Some(Role::Subject) => {
-                    row.subject = Some((start, end));
-                    true
-                }
-            }
-        };
         for (ci, &(mut seps, quotes)) in masks.iter().enumerate() {
             if quotes {
                 return None;
             }
             while seps != 0 {
                 let i = ci * 64 + seps.trailing_zeros() as usize;
-                if field + 1 >= n || !take(field, start, i, &mut row) {
+                if field + 1 >= n || !self.take_plain(line, values, field, (start, i), &mut row) {
                     return None;
                 }
                 field += 1;
@@ -874,10 +856,48 @@ impl Layout {
                 seps &= seps - 1;
             }
         }
-        if field + 1 != n || !take(field, start, line.len(), &mut row) {
+        if field + 1 != n || !self.take_plain(line, values, field, (start, line.len()), &mut row) {
             return None;
         }
         Some(row)
+    }
+
+    /// Field `field` of a plain row is `line[a..b]`: parses or notes it; `false` when it is not
+    /// plain (not a finite number where one is needed).
+    #[inline(always)]
+    fn take_plain(
+        &self,
+        line: &[u8],
+        values: &mut [f32],
+        field: usize,
+        (a, b): (usize, usize),
+        row: &mut PlainRow,
+    ) -> bool {
+        match self.roles.get(field) {
+            None | Some(Role::Skip) => true,
+            Some(&Role::Channel(k)) => match text::parse_f64_at(line, a, b) {
+                Some(v) if v.is_finite() => {
+                    values[k] = (v * self.factors[k]) as f32;
+                    true
+                }
+                _ => false,
+            },
+            Some(&Role::Time(scale)) => match text::parse_f64_at(line, a, b) {
+                Some(t) if t.is_finite() => {
+                    row.time_s = Some(scale.map_or(t, |f| t * f));
+                    true
+                }
+                _ => false,
+            },
+            Some(Role::Label) => {
+                row.label = Some((a, b));
+                true
+            }
+            Some(Role::Subject) => {
+                row.subject = Some((a, b));
+                true
+            }
+        }
     }
 
     /// Output channel names from the header (or `ch<k>` without one).
