@@ -73,30 +73,8 @@ impl Taps {
         #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
         if let Some(v3) = self.v3 {
             match stride / LANES {
-                1 => {
-                    let rows = Rows::<R, 1> {
-                        v3,
-                        weights,
-                        frames,
-                        out,
-                    };
-                    return v3.vectorize(
-                        #[inline(always)]
-                        move || rows.run(),
-                    );
-                }
-                2 => {
-                    let rows = Rows::<R, 2> {
-                        v3,
-                        weights,
-                        frames,
-                        out,
-                    };
-                    return v3.vectorize(
-                        #[inline(always)]
-                        move || rows.run(),
-                    );
-                }
+                1 => return Rows::<R, 1>::run_in(v3, weights, frames, out),
+                2 => return Rows::<R, 2>::run_in(v3, weights, frames, out),
                 _ => {}
             }
         }
@@ -131,7 +109,26 @@ struct Rows<'a, const R: usize, const B: usize> {
 }
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-impl<const R: usize, const B: usize> Rows<'_, R, B> {
+impl<'a, const R: usize, const B: usize> Rows<'a, R, B> {
+    /// Runs the rows in a function compiled with AVX2 (so the vector operations inline).
+    fn run_in(
+        v3: pulp::x86::V3,
+        weights: [&'a [f64]; R],
+        frames: [&'a [f64]; R],
+        out: &'a mut [f32],
+    ) {
+        let rows = Self {
+            v3,
+            weights,
+            frames,
+            out,
+        };
+        v3.vectorize(
+            #[inline(always)]
+            move || rows.run(),
+        )
+    }
+
     #[inline(always)]
     fn run(self) {
         let v = self.v3;

@@ -357,16 +357,8 @@ pub(crate) enum Delim {
     Whitespace,
 }
 
-/// The high bit of each byte of `w` that equals `b`, nothing else (no borrow crosses bytes).
-fn bytes_equal(w: u64, b: u8) -> u64 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let x = w ^ (0x0101_0101_0101_0101 * u64::from(b));
-    // A byte's high bit ends up clear exactly when the byte of `x` is zero.
-    !(((x & LOW7) + LOW7) | x) & !LOW7
-}
-
 /// Bit `i` set exactly when byte `i` of `m` has its high bit set, for an `m` with no other bits
-/// (what [`bytes_equal`] returns): the multiply gathers the eight high bits into the top byte.
+/// (what [`text::bytes_equal`] returns): the multiply gathers the eight high bits into the top byte.
 fn byte_mask(m: u64) -> u64 {
     ((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
 }
@@ -385,8 +377,8 @@ fn separators(chunk: &[u8], sep: u8) -> (u64, bool) {
         // `black_box` keeps this loop scalar: vectorised (SSE2 has no 64-bit multiply) it took
         // twice the instructions for the usual four or five words.
         let w = std::hint::black_box(u64::from_le_bytes(word.try_into().unwrap_or_default()));
-        quotes |= bytes_equal(w, b'"');
-        seps |= byte_mask(bytes_equal(w, sep)) << (8 * wi);
+        quotes |= text::bytes_equal(w, b'"');
+        seps |= byte_mask(text::bytes_equal(w, sep)) << (8 * wi);
         wi += 1;
     }
     if t > 0 {
@@ -404,8 +396,8 @@ fn separators(chunk: &[u8], sep: u8) -> (u64, bool) {
             (w, 0)
         };
         let keep = (1u64 << t) - 1;
-        quotes |= (byte_mask(bytes_equal(w, b'"')) >> skip) & keep;
-        seps |= ((byte_mask(bytes_equal(w, sep)) >> skip) & keep) << (8 * wi);
+        quotes |= (byte_mask(text::bytes_equal(w, b'"')) >> skip) & keep;
+        seps |= ((byte_mask(text::bytes_equal(w, sep)) >> skip) & keep) << (8 * wi);
     }
     (seps, quotes != 0)
 }
@@ -1076,13 +1068,7 @@ mod tests {
     /// must also take the plain lines (else the fast path is dead code).
     #[test]
     fn parse_plain_declines_or_agrees_with_parse() {
-        let mut state = 0x0123_4567_89ab_cdefu64;
-        let mut next = move |n: u64| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) % n
-        };
+        let mut next = text::test_lcg(0x0123_4567_89ab_cdefu64);
         let units = [
             TimeUnit::Seconds,
             TimeUnit::Milliseconds,

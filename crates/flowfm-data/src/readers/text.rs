@@ -251,12 +251,25 @@ fn low_bytes(n: usize) -> u64 {
     u64::MAX >> (64 - 8 * n)
 }
 
-/// The high bit of each byte of `w` that equals `b` (no borrow crosses bytes).
+/// The high bit of each byte of `w` that equals `b`, nothing else (no borrow crosses bytes).
 #[inline(always)]
-fn bytes_equal(w: u64, b: u8) -> u64 {
+pub(crate) fn bytes_equal(w: u64, b: u8) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let x = w ^ (0x0101_0101_0101_0101 * u64::from(b));
+    // A byte's high bit ends up clear exactly when the byte of `x` is zero.
     !(((x & LOW7) + LOW7) | x) & !LOW7
+}
+
+/// A fixed LCG for the tests' generated inputs: `next(n)` is uniform-ish in `0..n`.
+#[cfg(test)]
+pub(crate) fn test_lcg(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |n| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % n
+    }
 }
 
 /// The decimal in the `n` low bytes of `w` (`1 <= n <= 8`; the rest zero), first character in
@@ -539,13 +552,7 @@ mod tests {
     /// equals `parse_f64` of the trimmed field, bit for bit (`None` alike).
     #[test]
     fn parse_f64_at_equals_parse_f64_of_the_trimmed_field() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: u64| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) % n
-        };
+        let mut next = test_lcg(0x9e37_79b9_7f4a_7c15u64);
         let alphabet = b"0123456789012345678901234567890123456789.-+e x";
         let fixed: [&[u8]; 22] = [
             b"0",
@@ -626,13 +633,7 @@ mod tests {
     fn parse_f64_is_bit_identical_to_std_on_generated_decimals() {
         // A fixed LCG: mantissas of 1 to 22 digits, leading zeros, signs, decimal points and
         // exponents, so both the fast path and the fallback are exercised.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u64| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) % n
-        };
+        let mut next = test_lcg(0x2545_f491_4f6c_dd1du64);
         let mut fast = 0;
         for _ in 0..200_000 {
             let mut c = String::new();
