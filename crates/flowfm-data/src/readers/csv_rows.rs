@@ -426,7 +426,7 @@ impl pulp::WithSimd for PlainAvx2<'_> {
             *m = separators_avx2(self.v3, chunk, self.sep);
         }
         self.layout
-            .parse_plain_with(self.line, self.values, &masks[..chunks])
+            .parse_plain_with(self.line, self.values, &masks[..chunks], Some(self.v3))
     }
 }
 
@@ -812,16 +812,18 @@ impl Layout {
         for (m, chunk) in masks.iter_mut().zip(line.chunks(64)) {
             *m = separators(chunk, sep);
         }
-        self.parse_plain_with(line, values, &masks[..chunks])
+        self.parse_plain_with(line, values, &masks[..chunks], None)
     }
 
-    /// [`Layout::parse_plain`] given each 64-byte chunk's separator bits and quote flag.
+    /// [`Layout::parse_plain`] given each 64-byte chunk's separator bits and quote flag; numbers
+    /// through `simd`'s register path when given ([`text::parse_f64_in`]).
     #[inline(always)]
     fn parse_plain_with(
         &self,
         line: &[u8],
         values: &mut [f32],
         masks: &[(u64, bool)],
+        simd: Option<text::Simd>,
     ) -> Option<PlainRow> {
         let n = self.ncols?;
         if self.roles.is_empty() || self.max_col >= n {
@@ -840,7 +842,9 @@ impl Layout {
             }
             while seps != 0 {
                 let i = ci * 64 + seps.trailing_zeros() as usize;
-                if field + 1 >= n || !self.take_plain(line, values, field, (start, i), &mut row) {
+                if field + 1 >= n
+                    || !self.take_plain(line, values, field, (start, i), &mut row, simd)
+                {
                     return None;
                 }
                 field += 1;
@@ -848,7 +852,9 @@ impl Layout {
                 seps &= seps - 1;
             }
         }
-        if field + 1 != n || !self.take_plain(line, values, field, (start, line.len()), &mut row) {
+        if field + 1 != n
+            || !self.take_plain(line, values, field, (start, line.len()), &mut row, simd)
+        {
             return None;
         }
         Some(row)
@@ -864,17 +870,18 @@ impl Layout {
         field: usize,
         (a, b): (usize, usize),
         row: &mut PlainRow,
+        simd: Option<text::Simd>,
     ) -> bool {
         match self.roles.get(field) {
             None | Some(Role::Skip) => true,
-            Some(&Role::Channel(k)) => match text::parse_f64_at(line, a, b) {
+            Some(&Role::Channel(k)) => match text::parse_f64_in(simd, line, a, b) {
                 Some(v) if v.is_finite() => {
                     values[k] = (v * self.factors[k]) as f32;
                     true
                 }
                 _ => false,
             },
-            Some(&Role::Time(scale)) => match text::parse_f64_at(line, a, b) {
+            Some(&Role::Time(scale)) => match text::parse_f64_in(simd, line, a, b) {
                 Some(t) if t.is_finite() => {
                     row.time_s = Some(scale.map_or(t, |f| t * f));
                     true

@@ -230,6 +230,95 @@ pub(crate) fn parse_f64_at(line: &[u8], a: usize, b: usize) -> Option<f64> {
     parse_trimmed(&line[a..b])
 }
 
+/// The vector instructions [`parse_f64_in`] can use: AVX2-level x86 (SSE4.1 and SSSE3 with it).
+#[cfg(target_arch = "x86_64")]
+pub(crate) type Simd = pulp::x86::V3;
+/// No vector path on other architectures.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) type Simd = std::convert::Infallible;
+
+/// [`parse_f64_at`], with `simd` through [`sixteen_digits`] (fields of up to sixteen bytes in one
+/// 16-byte register); call it inside a function compiled with those features (a `pulp`
+/// `WithSimd`) so that the intrinsics inline. The same result as [`parse_f64_at`], bit for bit.
+#[inline(always)]
+pub(crate) fn parse_f64_in(simd: Option<Simd>, line: &[u8], a: usize, b: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v3) = simd {
+        if let Some(v) = sixteen_digits(v3, line, a, b) {
+            return Some(v);
+        }
+        return parse_trimmed(&line[a..b]);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
+    parse_f64_at(line, a, b)
+}
+
+/// The decimal `line[a..b]` (an optional sign, then at most sixteen digits with at most one `.`
+/// among them, and an integer of the digits at most 2^53) in one 16-byte register: the field's
+/// bytes minus `'0'` are shuffled into place (the point dropped, the digits right-aligned,
+/// zeros in front), checked to be digits, and combined pairwise by multiply-adds into two
+/// eight-digit halves. The value is [`parse_f64`]'s fast path (the integer divided by an exact
+/// power of ten), so the bits are the same; `None` for anything else, which the caller parses
+/// the slow way. Needs a line of at least sixteen bytes (the register is loaded from the line,
+/// from the field or from the line's last sixteen bytes).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn sixteen_digits(v3: pulp::x86::V3, line: &[u8], a: usize, b: usize) -> Option<f64> {
+    use std::arch::x86_64::__m128i;
+    let first = *line.get(a)?;
+    let neg = first == b'-';
+    let a = a + usize::from(neg || first == b'+');
+    let n = b.checked_sub(a)?;
+    if !(1..=16).contains(&n) || line.len() < 16 {
+        return None;
+    }
+    let at = a.min(line.len() - 16);
+    let off = a - at;
+    let mut raw = [0u8; 16];
+    raw.copy_from_slice(&line[at..at + 16]);
+    let x: __m128i = pulp::cast(raw);
+    let (sse2, ssse3) = (v3.sse2, v3.ssse3);
+    let splat = |b: i8| sse2._mm_set1_epi8(b);
+    let points = sse2._mm_movemask_epi8(sse2._mm_cmpeq_epi8(x, splat(b'.' as i8))) as u32;
+    let points = (points >> off) & ((1u32 << n) - 1);
+    if points & points.wrapping_sub(1) != 0 {
+        return None;
+    }
+    let (dot, nd) = if points == 0 {
+        (n, n)
+    } else {
+        (points.trailing_zeros() as usize, n - 1)
+    };
+    if nd == 0 {
+        return None;
+    }
+    // Lane j receives digit i = j + nd - 16 (a zero where i < 0), which lies at byte
+    // off + i of the register, one further once past the point.
+    let iota = sse2._mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let i = sse2._mm_add_epi8(iota, splat(nd as i8 - 16));
+    let past = sse2._mm_cmpgt_epi8(i, splat(dot as i8 - 1));
+    let src = sse2._mm_add_epi8(sse2._mm_sub_epi8(i, past), splat(off as i8));
+    let ctrl = sse2._mm_or_si128(src, sse2._mm_cmpgt_epi8(sse2._mm_setzero_si128(), i));
+    let d = ssse3._mm_shuffle_epi8(sse2._mm_sub_epi8(x, splat(b'0' as i8)), ctrl);
+    let digits = sse2._mm_cmpeq_epi8(sse2._mm_min_epu8(d, splat(9)), d);
+    if sse2._mm_movemask_epi8(digits) != 0xFFFF {
+        return None;
+    }
+    // Lanes (10, 1) -> two-digit pairs, (100, 1) -> four digits, then (10^4, 1) -> eight.
+    let pairs = ssse3._mm_maddubs_epi16(d, sse2._mm_set1_epi16(0x010A));
+    let quads = sse2._mm_madd_epi16(pairs, sse2._mm_set1_epi32(0x0001_0064));
+    let quads = v3.sse4_1._mm_packus_epi32(quads, quads);
+    let eights = sse2._mm_madd_epi16(quads, sse2._mm_set1_epi32(0x0001_2710));
+    let [high, low, _, _]: [u32; 4] = pulp::cast(eights);
+    let m = u64::from(high) * 100_000_000 + u64::from(low);
+    if m > 1 << 53 {
+        return None;
+    }
+    let v = m as f64 / POW10[nd - dot];
+    Some(f64::from_bits(v.to_bits() ^ (u64::from(neg) << 63)))
+}
+
 /// [`parse_f64`] of the trimmed field: the rare fields the word path does not take.
 #[cold]
 #[inline(never)]
@@ -554,7 +643,17 @@ mod tests {
     fn parse_f64_at_equals_parse_f64_of_the_trimmed_field() {
         let mut next = test_lcg(0x9e37_79b9_7f4a_7c15u64);
         let alphabet = b"0123456789012345678901234567890123456789.-+e x";
-        let fixed: [&[u8]; 22] = [
+        let fixed: [&[u8]; 32] = [
+            b"596160000",
+            b"-596160000",
+            b"1234567.891",
+            b"0.0000000000001",
+            b"9007199254740992",
+            b"9007199254740993",
+            b"12345678.1234567",
+            b"123456789012345678",
+            b"1.2.3.4.5.6",
+            b"12345678e5",
             b"0",
             b"-0",
             b"+0",
@@ -583,7 +682,7 @@ mod tests {
             let field: Vec<u8> = if round < fixed.len() {
                 fixed[round].to_vec()
             } else {
-                let len = 1 + next(10) as usize;
+                let len = 1 + next(18) as usize;
                 (0..len)
                     .map(|_| alphabet[next(alphabet.len() as u64) as usize])
                     .collect()
@@ -598,6 +697,11 @@ mod tests {
             let want = parse_f64(trim(&field)).map(f64::to_bits);
             let got = parse_f64_at(&line, a, b).map(f64::to_bits);
             assert_eq!(got, want, "{:?} in {:?}", show(&field), show(&line));
+            #[cfg(target_arch = "x86_64")]
+            if let Some(v3) = pulp::x86::V3::try_new() {
+                let got = parse_f64_in(Some(v3), &line, a, b).map(f64::to_bits);
+                assert_eq!(got, want, "SIMD: {:?} in {:?}", show(&field), show(&line));
+            }
             checked += usize::from(want.is_some());
         }
         assert!(checked > 10_000, "only {checked} numbers among the fields");
@@ -626,6 +730,45 @@ mod tests {
             w[..s.len()].copy_from_slice(s.as_bytes());
             let got = short_decimal(u64::from_le_bytes(w), s.len());
             assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "{s}");
+        }
+    }
+
+    /// The 16-byte register path itself (not its fallback) decodes plain decimals of up to
+    /// sixteen characters after the sign, at the start, inside and at the end of a line.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sixteen_digits_takes_decimals_of_up_to_sixteen_digits_and_refuses_the_rest() {
+        let Some(v3) = pulp::x86::V3::try_new() else {
+            return;
+        };
+        let cases: [(&str, Option<f64>); 16] = [
+            ("0.5166", Some(0.5166)),
+            ("-0.4867", Some(-0.4867)),
+            ("596160000", Some(596_160_000.0)),
+            ("-604799990", Some(-604_799_990.0)),
+            ("+1234567.891", Some(1_234_567.891)),
+            ("-0.000000000001", Some(-1e-12)),
+            ("9007199254740992", Some(9_007_199_254_740_992.0)),
+            (".5", Some(0.5)),
+            ("5.", Some(5.0)),
+            ("-0", Some(-0.0)),
+            ("9007199254740993", None),
+            ("12345678901234567", None),
+            ("123456789e1", None),
+            ("12345.678.9", None),
+            ("-.", None),
+            ("1 2", None),
+        ];
+        for (s, want) in cases {
+            for (before, after) in [("", ",0.25,0.5,sit"), ("17,", ",sit"), ("0.5,0.25,1,", "")] {
+                let line = format!("{before}{s}{after}");
+                let (a, b) = (before.len(), before.len() + s.len());
+                if line.len() < 16 {
+                    continue;
+                }
+                let got = sixteen_digits(v3, line.as_bytes(), a, b);
+                assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "{line}");
+            }
         }
     }
 
