@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
 use crate::readers::csv_folder::REGULAR_TOLERANCE_PERIODS;
-use crate::readers::csv_rows::{Fields, Layout, LineReader};
+use crate::readers::csv_rows::{Fields, Layout, LineReader, PlainLines};
 use crate::readers::CsvFolderSpec;
 use crate::resample::{LowpassKernel, ResampleConfig};
 use crate::taps::{self, Taps};
@@ -575,11 +575,7 @@ pub struct RecordingStream {
     layout: Layout,
     path: PathBuf,
     channel_names: Vec<String>,
-    class_names: Vec<String>,
-    fixed_classes: bool,
-    class_index: HashMap<Vec<u8>, i32>,
-    /// The last label field and its class (labels come in long runs).
-    last_label: (Vec<u8>, i32),
+    classes: Classes,
     cfg: StreamConfig,
     gap_limit_s: f64,
     clock: Clock,
@@ -590,12 +586,62 @@ pub struct RecordingStream {
     stats: StreamStats,
     fields: Fields,
     values: Vec<f32>,
+    /// A block of plain lines parsed straight from the reader's buffer.
+    plain: PlainLines,
+    /// Their classes.
+    plain_labels: Vec<i32>,
     done: bool,
     failed: bool,
     /// The first raw times (up to [`TIMING_PROBE_STEPS`] steps), for the plausibility check of
     /// the clock; `None` once checked.
     timing_probe: Option<Vec<f64>>,
     time_unit: Option<&'static str>,
+}
+
+/// Lines [`RecordingStream::fill_plain`] parses in one block.
+const PLAIN_BLOCK_LINES: usize = 128;
+
+/// The classes met so far (or the spec's fixed list) and the label fields naming them.
+struct Classes {
+    names: Vec<String>,
+    /// Only the spec's classes are allowed.
+    fixed: bool,
+    index: HashMap<Vec<u8>, i32>,
+    /// The last label field and its class (labels come in long runs).
+    last: (Vec<u8>, i32),
+}
+
+impl Classes {
+    /// The class of label field `l` (trimmed) on line `line_no` of `path`: `-1` without one (no
+    /// column, empty or `NaN`), a new class when the list is not fixed, else an error.
+    fn id(&mut self, path: &Path, line_no: usize, l: Option<&[u8]>) -> Result<i32> {
+        let Some(l) = l else {
+            return Ok(-1);
+        };
+        if l.is_empty() || l.eq_ignore_ascii_case(b"nan") {
+            Ok(-1)
+        } else if l == self.last.0.as_slice() {
+            Ok(self.last.1)
+        } else if let Some(&i) = self.index.get(l) {
+            self.last = (l.to_vec(), i);
+            Ok(i)
+        } else if self.fixed {
+            Err(DataError::parse(
+                path,
+                line_no,
+                format!(
+                    "label `{}` is not one of the spec's classes ({})",
+                    String::from_utf8_lossy(l),
+                    self.names.join(", ")
+                ),
+            ))
+        } else {
+            let i = self.names.len() as i32;
+            self.names.push(String::from_utf8_lossy(l).into_owned());
+            self.index.insert(l.to_vec(), i);
+            Ok(i)
+        }
+    }
 }
 
 /// Steps of the time column checked against the nominal rate (as the readers check theirs).
@@ -609,6 +655,16 @@ impl RecordingStream {
     pub fn open(path: &Path, spec: &CsvFolderSpec, cfg: &StreamConfig) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
         let lines = LineReader::with_options(path.to_path_buf(), Box::new(file), false, true)?;
+        Self::with_lines(lines, spec, cfg)
+    }
+
+    /// [`RecordingStream::open`], decompressing on the thread that calls
+    /// [`RecordingStream::next_batch`] instead of a thread of its own: for callers that run the
+    /// stream as jobs on a thread pool, where a busy extra thread would compete with the pool's
+    /// workers for the cores.
+    pub fn open_inline(path: &Path, spec: &CsvFolderSpec, cfg: &StreamConfig) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+        let lines = LineReader::with_options(path.to_path_buf(), Box::new(file), false, false)?;
         Self::with_lines(lines, spec, cfg)
     }
 
@@ -653,10 +709,12 @@ impl RecordingStream {
                 ..StreamStats::default()
             },
             path,
-            fixed_classes: spec.classes.is_some(),
-            class_names,
-            class_index,
-            last_label: (Vec::new(), -1),
+            classes: Classes {
+                fixed: spec.classes.is_some(),
+                names: class_names,
+                index: class_index,
+                last: (Vec::new(), -1),
+            },
             gap_limit_s: cfg.resample.max_gap_s.max(1.5 / rate_hz),
             clock: Clock {
                 has_column: layout_spec.time.is_some(),
@@ -702,6 +760,8 @@ impl RecordingStream {
             layout,
             fields: Fields::default(),
             values: vec![0.0; nch],
+            plain: PlainLines::default(),
+            plain_labels: Vec::new(),
             done: false,
             failed: false,
             timing_probe: layout_spec.time.is_some().then(Vec::new),
@@ -717,7 +777,7 @@ impl RecordingStream {
     /// Class names the batches' `y` index: the spec's `classes`, else the labels in order of
     /// first appearance so far.
     pub fn class_names(&self) -> &[String] {
-        &self.class_names
+        &self.classes.names
     }
 
     /// Samples per window `L`.
@@ -794,6 +854,9 @@ impl RecordingStream {
     /// Reads lines until a batch is full or the input ends.
     fn fill(&mut self) -> Result<()> {
         while !self.done && self.batch.len() < self.cfg.batch_windows {
+            if self.fill_plain()? {
+                continue;
+            }
             let Some((no, line)) = self.lines.next_line_ref()? else {
                 self.done = true;
                 self.check_timing(self.stats.lines)?;
@@ -827,38 +890,44 @@ impl RecordingStream {
                     (row.time_s, l)
                 }
             };
-            let label = match label_field {
-                None => -1,
-                Some(l) => {
-                    if l.is_empty() || l.eq_ignore_ascii_case(b"nan") {
-                        -1
-                    } else if l == self.last_label.0.as_slice() {
-                        self.last_label.1
-                    } else if let Some(&i) = self.class_index.get(l) {
-                        self.last_label = (l.to_vec(), i);
-                        i
-                    } else if self.fixed_classes {
-                        return Err(DataError::parse(
-                            &self.path,
-                            no,
-                            format!(
-                                "label `{}` is not one of the spec's classes ({})",
-                                String::from_utf8_lossy(l),
-                                self.class_names.join(", ")
-                            ),
-                        ));
-                    } else {
-                        let i = self.class_names.len() as i32;
-                        self.class_names
-                            .push(String::from_utf8_lossy(l).into_owned());
-                        self.class_index.insert(l.to_vec(), i);
-                        i
-                    }
-                }
-            };
+            let label = self.classes.id(&self.path, no, label_field)?;
             self.accept(no, time_s, label)?;
         }
         Ok(())
+    }
+
+    /// Takes a block of plain lines straight from the reader's buffer (one pass finds the line
+    /// ends, the separators and the numbers: [`Layout::parse_plain_lines`]), each exactly as
+    /// [`RecordingStream::fill`]'s line-by-line path takes it; `false` when the next line is not
+    /// one of them (or not yet whole in the buffer), for that path to read.
+    fn fill_plain(&mut self) -> Result<bool> {
+        let buf = self.lines.unread();
+        let used = self
+            .layout
+            .parse_plain_lines(buf, PLAIN_BLOCK_LINES, &mut self.plain);
+        if used == 0 {
+            return Ok(false);
+        }
+        let first = self.lines.line_no() + 1;
+        self.plain_labels.clear();
+        for (r, row) in self.plain.rows.iter().enumerate() {
+            let field = row
+                .label
+                .map(|(a, b)| crate::readers::text::trim(&buf[a..b]));
+            let label = self.classes.id(&self.path, first + r, field)?;
+            self.plain_labels.push(label);
+        }
+        let rows = self.plain.rows.len();
+        self.lines.skip_lines(used, rows);
+        let c = self.values.len();
+        for r in 0..rows {
+            self.stats.lines = first + r;
+            self.values
+                .copy_from_slice(&self.plain.values[r * c..(r + 1) * c]);
+            let time_s = self.plain.rows[r].time_s;
+            self.accept(first + r, time_s, self.plain_labels[r])?;
+        }
+        Ok(true)
     }
 
     /// Takes one parsed sample (values in `self.values`) through the clock and the pipeline.

@@ -461,10 +461,10 @@ impl Read for Trickle {
     }
 }
 
-/// The same recording as a plain file, gzip'd (decompressed on the stream's gunzip thread), and
-/// through a reader that returns a few bytes at a time, with CRLF line ends, a blank line, a line
-/// longer than the reader's initial buffer (trailing blanks) and no final line break: the
-/// windows, times, labels and counts are identical bit for bit.
+/// The same recording as a plain file, gzip'd (decompressed on the stream's gunzip thread or
+/// inline), and through a reader that returns a few bytes at a time, with CRLF line ends, a blank
+/// line, a line longer than the reader's initial buffer (trailing blanks) and no final line
+/// break: the windows, times, labels and counts are identical bit for bit.
 #[test]
 fn plain_gzip_and_trickled_input_stream_identically() {
     let tmp = tempfile::tempdir().unwrap();
@@ -526,6 +526,8 @@ fn plain_gzip_and_trickled_input_stream_identically() {
     assert_eq!(want.3.len(), 40, "400 s in windows of 10 s");
     let from_gz = run(&mut RecordingStream::open(&gz, &sp, &scfg).unwrap());
     assert!(from_gz == want, "gzip file differs");
+    let inline = run(&mut RecordingStream::open_inline(&gz, &sp, &scfg).unwrap());
+    assert!(inline == want, "gzip file decompressed inline differs");
     for data in [body, gz_bytes] {
         let src = Box::new(Trickle { data, pos: 0 });
         let got = run(&mut RecordingStream::from_reader("t.csv", src, &sp, &scfg).unwrap());

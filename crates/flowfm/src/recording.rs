@@ -1,9 +1,12 @@
 //! Long recordings through a trained model in bounded memory: `flowfm embed --recording` and
-//! `flowfm predict --recording`. A reader thread streams the file (`flowfm_data::stream`: read,
-//! convert units, resample, window) into a channel of at most two batches while this thread
-//! encodes, so reading overlaps encoding; results are written as they come (HDF5 datasets that
-//! grow by chunks, CSV lines through a buffer), so memory does not depend on the recording's
-//! length. Outputs are written under a temporary name and renamed only when complete.
+//! `flowfm predict --recording`. The file is streamed (`flowfm_data::stream`: decompress, read,
+//! convert units, resample, window) batch by batch in jobs on rayon's pool, at most two batches
+//! ahead of this thread, which encodes: the pool's workers take a reading job only when the
+//! encoder leaves them idle, so reading overlaps encoding without a thread of its own competing
+//! with the encoder's workers for the cores. Results are written as they come (HDF5 datasets
+//! that grow by chunks, CSV lines through a buffer), so memory does not depend on the
+//! recording's length. Outputs are written under a temporary name and renamed only when
+//! complete.
 
 use crate::encode::write_str_attr;
 use anyhow::{anyhow, Context, Result};
@@ -12,8 +15,9 @@ use flowfm_data::readers::CsvFolderSpec;
 use flowfm_data::stream::{RecordingStream, StreamConfig, StreamStats, WindowBatch};
 use flowfm_models::HarNet;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Streaming settings for windows of `window_len` samples at `rate_hz`, back to back (no
 /// overlap), `batch` windows at a time.
@@ -36,9 +40,9 @@ pub struct Expect {
     pub what: String,
 }
 
-/// Streams `path` with `spec` / `cfg` and calls `f` on every batch of windows, reading on a
-/// second thread (at most two batches ahead). An error unless the stream's windows have the
-/// shape `expect` names. Returns the stream's counts.
+/// Streams `path` with `spec` / `cfg` and calls `f` on every batch of windows, reading in jobs
+/// on rayon's pool (at most two batches ahead: [`Feed`]). An error unless the stream's windows
+/// have the shape `expect` names. Returns the stream's counts.
 pub fn for_each_batch(
     path: &Path,
     spec: &CsvFolderSpec,
@@ -47,7 +51,7 @@ pub fn for_each_batch(
     progress: bool,
     mut f: impl FnMut(&WindowBatch) -> Result<()>,
 ) -> Result<StreamStats> {
-    let mut stream = RecordingStream::open(path, spec, cfg)
+    let stream = RecordingStream::open_inline(path, spec, cfg)
         .with_context(|| format!("opening the recording {}", path.display()))?;
     let channels = stream.channel_names().len();
     if stream.window_len() != expect.window_len || channels != expect.channels {
@@ -75,37 +79,157 @@ pub fn for_each_batch(
     } else {
         ProgressBar::hidden()
     };
-    let (tx, rx) = sync_channel::<Result<(WindowBatch, u64)>>(2);
-    let reader = std::thread::spawn(move || -> StreamStats {
-        loop {
-            match stream.next_batch() {
-                Ok(Some(batch)) => {
-                    let read = stream.bytes_read();
-                    if tx.send(Ok((batch, read))).is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = tx.send(Err(anyhow!(e)));
-                    break;
-                }
+    let feed = Feed::start(stream);
+    let mut windows = 0usize;
+    let result = (|| -> Result<()> {
+        while let Some((batch, read)) = feed.next()? {
+            f(&batch)?;
+            windows += batch.len();
+            bar.set_position(read);
+            bar.set_message(format!("{windows} windows"));
+        }
+        Ok(())
+    })();
+    bar.finish_and_clear();
+    let stats = feed.finish();
+    result?;
+    stats.ok_or_else(|| {
+        anyhow!(
+            "the reader of {} stopped without its counts",
+            path.display()
+        )
+    })
+}
+
+/// Batches read ahead of the caller as jobs on rayon's pool: a job reads one batch and queues
+/// the next job while fewer than [`AHEAD`] batches wait. The pool's workers take a job only when
+/// they have no other work (the encoder's tasks come first from their own queues), so reading
+/// fills the gaps of the encoder instead of competing with it for the cores as a thread of its
+/// own would.
+struct Feed {
+    shared: Arc<(Mutex<FeedState>, Condvar)>,
+}
+
+/// Batches the caller may have waiting.
+const AHEAD: usize = 2;
+
+struct FeedState {
+    /// The stream, while no job holds it.
+    stream: Option<RecordingStream>,
+    ready: VecDeque<Result<(WindowBatch, u64)>>,
+    /// A job is queued or running.
+    running: bool,
+    /// The stream ended (its counts kept) or failed, or the caller stopped.
+    done: bool,
+    stats: Option<StreamStats>,
+}
+
+impl Feed {
+    fn start(stream: RecordingStream) -> Self {
+        let feed = Self {
+            shared: Arc::new((
+                Mutex::new(FeedState {
+                    stream: Some(stream),
+                    ready: VecDeque::new(),
+                    running: false,
+                    done: false,
+                    stats: None,
+                }),
+                Condvar::new(),
+            )),
+        };
+        if let Ok(mut st) = feed.shared.0.lock() {
+            Self::schedule(&feed.shared, &mut st);
+        }
+        feed
+    }
+
+    /// Queues a job when none is under way and there is room.
+    fn schedule(shared: &Arc<(Mutex<FeedState>, Condvar)>, st: &mut FeedState) {
+        if st.running || st.done || st.ready.len() >= AHEAD {
+            return;
+        }
+        if let Some(stream) = st.stream.take() {
+            st.running = true;
+            let shared = Arc::clone(shared);
+            rayon::spawn(move || Self::job(shared, stream));
+        }
+    }
+
+    fn job(shared: Arc<(Mutex<FeedState>, Condvar)>, mut stream: RecordingStream) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream.next_batch()));
+        let Ok(mut st) = shared.0.lock() else {
+            return;
+        };
+        st.running = false;
+        match r {
+            Ok(Ok(Some(batch))) => {
+                let read = stream.bytes_read();
+                st.ready.push_back(Ok((batch, read)));
+                st.stream = Some(stream);
+            }
+            Ok(Ok(None)) => {
+                st.stats = Some(stream.stats().clone());
+                st.done = true;
+            }
+            Ok(Err(e)) => {
+                st.ready.push_back(Err(anyhow!(e)));
+                st.done = true;
+            }
+            Err(_) => {
+                st.ready
+                    .push_back(Err(anyhow!("the recording's reader panicked")));
+                st.done = true;
             }
         }
-        stream.stats().clone()
-    });
-    let mut windows = 0usize;
-    for item in rx.iter() {
-        let (batch, read) = item?;
-        f(&batch)?;
-        windows += batch.len();
-        bar.set_position(read);
-        bar.set_message(format!("{windows} windows"));
+        Self::schedule(&shared, &mut st);
+        shared.1.notify_all();
     }
-    bar.finish_and_clear();
-    reader
-        .join()
-        .map_err(|_| anyhow!("the reader thread of {} panicked", path.display()))
+
+    /// The next batch (with the raw bytes read so far), or `None` at the end. With nothing
+    /// ready and no job under way, the batch is read here (the caller would only wait); a
+    /// caller that is itself one of the pool's workers helps with the pool's work while it
+    /// waits (blocking it could leave the job no worker to run on).
+    fn next(&self) -> Result<Option<(WindowBatch, u64)>> {
+        let poisoned = || anyhow!("the recording reader's state is poisoned");
+        let (lock, cv) = &*self.shared;
+        let mut st = lock.lock().map_err(|_| poisoned())?;
+        loop {
+            if let Some(item) = st.ready.pop_front() {
+                Self::schedule(&self.shared, &mut st);
+                return item.map(Some);
+            }
+            if st.done && !st.running {
+                return Ok(None);
+            }
+            if !st.running {
+                if let Some(stream) = st.stream.take() {
+                    st.running = true;
+                    drop(st);
+                    Self::job(Arc::clone(&self.shared), stream);
+                    st = lock.lock().map_err(|_| poisoned())?;
+                    continue;
+                }
+            }
+            if rayon::current_thread_index().is_some() {
+                drop(st);
+                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    std::thread::yield_now();
+                }
+                st = lock.lock().map_err(|_| poisoned())?;
+            } else {
+                st = cv.wait(st).map_err(|_| poisoned())?;
+            }
+        }
+    }
+
+    /// Stops reading (a job under way finishes on its own) and returns the stream's counts when
+    /// it reached its end.
+    fn finish(self) -> Option<StreamStats> {
+        let mut st = self.shared.0.lock().ok()?;
+        st.done = true;
+        st.stats.take()
+    }
 }
 
 /// Encodes every window of the recording at `path` and writes `z` `(N, d)` f32, `start_time_s`
@@ -174,4 +298,101 @@ pub fn embed_recording(
 fn ndarray_rows(v: &[f32], rows: usize, cols: usize) -> Result<ndarray::Array2<f32>> {
     ndarray::Array2::from_shape_vec((rows, cols), v.to_vec())
         .map_err(|e| anyhow!("embedding batch of {rows} x {cols}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowfm_data::synthetic::{
+        synthetic_csv_spec, write_synthetic_recording, SyntheticRecordingSpec,
+    };
+
+    /// Every window once and in order, whether the caller is outside the pool (the CLI), the
+    /// only worker of a one-thread pool (its reading jobs then run while it waits, never a
+    /// deadlock), or a worker of a larger pool; the counts are the stream's own.
+    #[test]
+    fn batches_arrive_in_order_from_outside_and_inside_the_pool() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("r.csv.gz");
+        let rec = SyntheticRecordingSpec {
+            days: 0.02,
+            rate_hz: 100.0,
+            seed: 3,
+        };
+        write_synthetic_recording(&path, &rec).unwrap();
+        let spec = synthetic_csv_spec(100.0);
+        let cfg = stream_config(300, 30.0, 7);
+        let expect = Expect {
+            window_len: 300,
+            channels: 3,
+            what: "the test".into(),
+        };
+        let mut direct = RecordingStream::open(&path, &spec, &cfg).unwrap();
+        let mut want = Vec::new();
+        while let Some(b) = direct.next_batch().unwrap() {
+            want.extend(b.start_time_s.iter().map(|t| t.to_bits()));
+            want.extend(b.x.iter().map(|v| u64::from(v.to_bits())));
+        }
+        let want_stats = direct.stats().clone();
+        assert!(want.len() > 100 * 300, "a few hundred windows");
+        let run = || {
+            let mut got = Vec::new();
+            let stats = for_each_batch(&path, &spec, &cfg, &expect, false, |b| {
+                got.extend(b.start_time_s.iter().map(|t| t.to_bits()));
+                got.extend(b.x.iter().map(|v| u64::from(v.to_bits())));
+                Ok(())
+            })
+            .unwrap();
+            (got, stats)
+        };
+        let outside = run();
+        assert!(outside.0 == want, "outside the pool");
+        assert_eq!(outside.1.samples, want_stats.samples);
+        assert_eq!(outside.1.lines, want_stats.lines);
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let inside = pool.install(run);
+            assert!(inside.0 == want, "inside a pool of {threads}");
+            assert_eq!(inside.1.samples, want_stats.samples);
+        }
+    }
+
+    /// An error from the callback stops the stream and comes back as the result.
+    #[test]
+    fn an_error_from_the_callback_is_returned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("r.csv.gz");
+        let rec = SyntheticRecordingSpec {
+            days: 0.01,
+            rate_hz: 100.0,
+            seed: 4,
+        };
+        write_synthetic_recording(&path, &rec).unwrap();
+        let expect = Expect {
+            window_len: 300,
+            channels: 3,
+            what: "the test".into(),
+        };
+        let mut calls = 0;
+        let cfg = stream_config(300, 30.0, 4);
+        let r = for_each_batch(
+            &path,
+            &synthetic_csv_spec(100.0),
+            &cfg,
+            &expect,
+            false,
+            |_| {
+                calls += 1;
+                if calls == 3 {
+                    anyhow::bail!("stop here");
+                }
+                Ok(())
+            },
+        );
+        assert_eq!(calls, 3);
+        assert!(r.unwrap_err().to_string().contains("stop here"));
+    }
 }

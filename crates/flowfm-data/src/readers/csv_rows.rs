@@ -289,6 +289,26 @@ impl LineReader {
         Ok(Some((self.line_no, line)))
     }
 
+    /// The bytes read but not yet handed out (possibly none, or an unfinished line: the next
+    /// [`LineReader::next_line_ref`] reads more).
+    pub(crate) fn unread(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Hands out the first `bytes` of [`LineReader::unread`], which hold `lines` whole lines
+    /// (their line ends included), as if read one by one.
+    pub(crate) fn skip_lines(&mut self, bytes: usize, lines: usize) {
+        debug_assert!(bytes <= self.end - self.start);
+        self.start += bytes;
+        self.scanned = self.scanned.max(self.start);
+        self.line_no += lines;
+    }
+
+    /// Lines handed out so far.
+    pub(crate) fn line_no(&self) -> usize {
+        self.line_no
+    }
+
     fn too_long(&self) -> DataError {
         DataError::parse(
             &self.path,
@@ -427,6 +447,103 @@ impl pulp::WithSimd for PlainAvx2<'_> {
         }
         self.layout
             .parse_plain_with(self.line, self.values, &masks[..chunks], Some(self.v3))
+    }
+}
+
+/// [`Layout::parse_plain_lines`] with AVX2: for each line, the separators, line ends and quotes
+/// of the 64-byte chunks from its start (two 32-byte compares each), then its row, every line of
+/// the block inside this one function.
+#[cfg(target_arch = "x86_64")]
+struct PlainLinesAvx2<'a> {
+    layout: &'a Layout,
+    v3: pulp::x86::V3,
+    buf: &'a [u8],
+    sep: u8,
+    max: usize,
+    out: &'a mut PlainLines,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl pulp::WithSimd for PlainLinesAvx2<'_> {
+    type Output = usize;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> usize {
+        use std::arch::x86_64::__m256i;
+        let (v3, buf, out) = (self.v3, self.buf, self.out);
+        let channels = self.layout.chan_cols.len();
+        let sep_v = v3.avx._mm256_set1_epi8(self.sep as i8);
+        let nl_v = v3.avx._mm256_set1_epi8(b'\n' as i8);
+        let quote_v = v3.avx._mm256_set1_epi8(b'"' as i8);
+        let load = |at: usize| -> __m256i {
+            let mut bytes = [0u8; 32];
+            bytes.copy_from_slice(&buf[at..at + 32]);
+            pulp::cast(bytes)
+        };
+        let bits = |x: __m256i, v: __m256i| -> u64 {
+            u64::from(
+                v3.avx2
+                    ._mm256_movemask_epi8(v3.avx2._mm256_cmpeq_epi8(x, v)) as u32,
+            )
+        };
+        // Room for every row up front (no call inside the loop, which would spill the
+        // registers); cut to the rows taken at the end.
+        out.values.resize(self.max * channels, 0.0);
+        let mut p = 0usize;
+        while out.rows.len() < self.max {
+            // The chunks of the line from `p` up to its line end (whole chunks inside `buf`).
+            let mut masks = [(0u64, false); PLAIN_CHUNKS];
+            let mut end = None;
+            for (c, m) in masks.iter_mut().enumerate() {
+                let q = p + 64 * c;
+                if q + 64 > buf.len() {
+                    break;
+                }
+                let (lo, hi) = (load(q), load(q + 32));
+                let nl = bits(lo, nl_v) | bits(hi, nl_v) << 32;
+                // Bits below the line end only (all of them when it lies further on).
+                let keep = if nl == 0 {
+                    u64::MAX
+                } else {
+                    (nl & nl.wrapping_neg()) - 1
+                };
+                let seps = (bits(lo, sep_v) | bits(hi, sep_v) << 32) & keep;
+                let quotes = (bits(lo, quote_v) | bits(hi, quote_v) << 32) & keep;
+                *m = (seps, quotes != 0);
+                if nl != 0 {
+                    end = Some((c + 1, q + nl.trailing_zeros() as usize));
+                    break;
+                }
+            }
+            let Some((chunks, nl)) = end else {
+                break;
+            };
+            let mut e = nl;
+            if e > p && buf[e - 1] == b'\r' {
+                e -= 1;
+            }
+            let line = &buf[p..e];
+            // Blank lines and whitespace around a line are the general path's (it trims).
+            match (line.first(), line.last()) {
+                (Some(f), Some(l)) if !f.is_ascii_whitespace() && !l.is_ascii_whitespace() => {}
+                _ => break,
+            }
+            let at = out.rows.len() * channels;
+            let Some(mut row) = self.layout.parse_plain_with(
+                line,
+                &mut out.values[at..at + channels],
+                &masks[..chunks],
+                Some(v3),
+            ) else {
+                break;
+            };
+            row.label = row.label.map(|(a, b)| (p + a, p + b));
+            row.subject = row.subject.map(|(a, b)| (p + a, p + b));
+            out.rows.push(row);
+            p = nl + 1;
+        }
+        out.values.truncate(out.rows.len() * channels);
+        p
     }
 }
 
@@ -643,6 +760,15 @@ pub(crate) struct PlainRow {
     pub(crate) subject: Option<(usize, usize)>,
 }
 
+/// The rows of a block of whole lines ([`Layout::parse_plain_lines`]).
+#[derive(Default)]
+pub(crate) struct PlainLines {
+    /// Row after row, each row's channels in g or rad/s.
+    pub(crate) values: Vec<f32>,
+    /// Each row's time, and where its label and subject fields lie in the buffer.
+    pub(crate) rows: Vec<PlainRow>,
+}
+
 /// One parsed row: the sample's time (seconds, when there is a time column); channel values go
 /// to the caller's buffer, label and subject fields are read from the [`Fields`].
 pub(crate) struct Row {
@@ -813,6 +939,39 @@ impl Layout {
             *m = separators(chunk, sep);
         }
         self.parse_plain_with(line, values, &masks[..chunks], None)
+    }
+
+    /// Parses whole lines from the start of `buf` while each is a row [`Layout::parse_plain`]
+    /// takes, ends in `\n` inside `buf` (a `\r` before it dropped) and has no whitespace at
+    /// either end, at most `max` of them, into `out` (cleared first). Returns the bytes those
+    /// lines span, line ends included: the first line it does not take (and everything after it)
+    /// is left to the general path, so every error stays the general path's. Parses nothing
+    /// without AVX2, or before the general path has read a row (the number of fields unknown).
+    pub(crate) fn parse_plain_lines(&self, buf: &[u8], max: usize, out: &mut PlainLines) -> usize {
+        out.values.clear();
+        out.rows.clear();
+        let Delim::Byte(sep) = self.delim else {
+            return 0;
+        };
+        if self.ncols.is_none() {
+            return 0;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v3) = self.v3 {
+            return pulp::Simd::vectorize(
+                v3,
+                PlainLinesAvx2 {
+                    layout: self,
+                    v3,
+                    buf,
+                    sep,
+                    max,
+                    out,
+                },
+            );
+        }
+        let _ = (buf, max, sep);
+        0
     }
 
     /// [`Layout::parse_plain`] given each 64-byte chunk's separator bits and quote flag; numbers
@@ -1083,7 +1242,7 @@ mod tests {
             TimeUnit::Nanoseconds,
             TimeUnit::DateTime,
         ];
-        let (mut taken, mut lines) = (0usize, 0usize);
+        let (mut taken, mut lines, mut block_taken) = (0usize, 0usize, 0usize);
         for layout_no in 0..40 {
             let sep = [b',', b';', b'\t'][layout_no % 3];
             let has_header = layout_no % 2 == 0;
@@ -1117,6 +1276,7 @@ mod tests {
             .unwrap();
             let mut layout = Layout::read(&mut reader, &spec).unwrap();
             let mut fields = Fields::default();
+            let mut block = Vec::new();
             for row in 0..400 {
                 let mut f: Vec<String> = (0..ncols)
                     .map(|_| {
@@ -1142,6 +1302,11 @@ mod tests {
                     _ => {}
                 }
                 let line = f.join(&(sep as char).to_string());
+                if next(25) == 0 {
+                    block.push(b' ');
+                }
+                block.extend_from_slice(line.as_bytes());
+                block.extend_from_slice(if next(3) == 0 { b"\r\n" } else { b"\n" });
                 let line = text::trim(line.as_bytes());
                 lines += 1;
                 let mut v_gen = vec![0f32; 3];
@@ -1173,11 +1338,69 @@ mod tests {
                     layout.subject_col.map(|c| fields.get(line, c))
                 );
             }
+            block_taken += check_plain_lines(&layout, &block, 1 + next(9) as usize);
         }
         assert!(
             taken > lines / 20,
             "the plain path took {taken} of {lines} lines"
         );
+        // The block path runs only with AVX2 (else it takes nothing and the lines go one by one).
+        #[cfg(target_arch = "x86_64")]
+        if pulp::x86::V3::try_new().is_some() {
+            assert!(
+                block_taken > taken / 2,
+                "the block path took {block_taken} of the {taken} plain lines"
+            );
+        }
+    }
+
+    /// [`Layout::parse_plain_lines`] over `buf` (whole lines), `max` rows a call, skipping each
+    /// line it leaves: every row it takes is [`Layout::parse_plain`]'s of that line (its `\r`
+    /// dropped) bit for bit, and every line it leaves is one that `parse_plain` declines, has
+    /// blanks at an end, or lies too close to the buffer's end. Returns the rows taken.
+    fn check_plain_lines(layout: &Layout, buf: &[u8], max: usize) -> usize {
+        let (mut pos, mut taken) = (0usize, 0usize);
+        let mut out = PlainLines::default();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        while pos < buf.len() {
+            let used = layout.parse_plain_lines(&buf[pos..], max, &mut out);
+            let mut at = pos;
+            for (r, row) in out.rows.iter().enumerate() {
+                let end = at + buf[at..].iter().position(|&b| b == b'\n').unwrap();
+                let line = buf[at..end].strip_suffix(b"\r").unwrap_or(&buf[at..end]);
+                let mut v = vec![0f32; 3];
+                let want = layout.parse_plain(line, &mut v).unwrap_or_else(|| {
+                    panic!("took a line parse_plain declines: {:?}", text::show(line))
+                });
+                assert_eq!(bits(&v), bits(&out.values[3 * r..3 * r + 3]));
+                assert_eq!(row.time_s.map(f64::to_bits), want.time_s.map(f64::to_bits));
+                let shift =
+                    |f: Option<(usize, usize)>| f.map(|(a, b)| (a + at - pos, b + at - pos));
+                assert_eq!(row.label, shift(want.label));
+                assert_eq!(row.subject, shift(want.subject));
+                at = end + 1;
+            }
+            assert_eq!(used, at - pos, "the bytes of the rows taken");
+            taken += out.rows.len();
+            pos = at;
+            if pos >= buf.len() || out.rows.len() == max {
+                continue;
+            }
+            // The line left: not plain, blanks at an end, or too near the end of the buffer.
+            let end = pos + buf[pos..].iter().position(|&b| b == b'\n').unwrap();
+            let line = buf[pos..end].strip_suffix(b"\r").unwrap_or(&buf[pos..end]);
+            let mut v = vec![0f32; 3];
+            let near_end = buf.len() - pos < 64 * (end - pos).div_ceil(64).max(1);
+            let blanks = line.first().is_none_or(u8::is_ascii_whitespace)
+                || line.last().is_none_or(u8::is_ascii_whitespace);
+            assert!(
+                near_end || blanks || layout.parse_plain(line, &mut v).is_none(),
+                "left a plain line: {:?}",
+                text::show(line)
+            );
+            pos = end + 1;
+        }
+        taken
     }
 
     #[test]
