@@ -590,6 +590,8 @@ pub struct RecordingStream {
     plain: PlainLines,
     /// Their classes.
     plain_labels: Vec<i32>,
+    /// The last short label field of a block (its bytes as a word, its length) and its class.
+    plain_key: Option<((u64, usize), i32)>,
     done: bool,
     failed: bool,
     /// The first raw times (up to [`TIMING_PROBE_STEPS`] steps), for the plausibility check of
@@ -762,6 +764,7 @@ impl RecordingStream {
             values: vec![0.0; nch],
             plain: PlainLines::default(),
             plain_labels: Vec::new(),
+            plain_key: None,
             done: false,
             failed: false,
             timing_probe: layout_spec.time.is_some().then(Vec::new),
@@ -911,10 +914,28 @@ impl RecordingStream {
         let first = self.lines.line_no() + 1;
         self.plain_labels.clear();
         for (r, row) in self.plain.rows.iter().enumerate() {
-            let field = row
-                .label
-                .map(|(a, b)| crate::readers::text::trim(&buf[a..b]));
-            let label = self.classes.id(&self.path, first + r, field)?;
+            // Labels come in long runs: a field of at most eight bytes whose raw bytes equal the
+            // last one's (one word compare) has its class.
+            let key = row.label.and_then(|(a, b)| {
+                let n = b - a;
+                (n <= 8 && a + 8 <= buf.len()).then(|| {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(&buf[a..a + 8]);
+                    let mask = u64::MAX.checked_shr(8 * (8 - n) as u32).unwrap_or(0);
+                    (u64::from_le_bytes(w) & mask, n)
+                })
+            });
+            let label = match (key, self.plain_key) {
+                (Some(k), Some((last, class))) if k == last => class,
+                _ => {
+                    let field = row
+                        .label
+                        .map(|(a, b)| crate::readers::text::trim(&buf[a..b]));
+                    let class = self.classes.id(&self.path, first + r, field)?;
+                    self.plain_key = key.map(|k| (k, class));
+                    class
+                }
+            };
             self.plain_labels.push(label);
         }
         let rows = self.plain.rows.len();

@@ -135,6 +135,61 @@ fn stream_equals_prepare_for_a_fixed_rate_file_at_a_rational_ratio() {
     check_equivalence(&p, &spec(30.0, false), &cfg(30.0, 1.0, 0.5), "30 -> 30 Hz");
 }
 
+/// Label runs whose fields share prefixes, lengths and bytes (the stream resolves a run's class
+/// once, by the field's raw bytes): every window's class equals the in-memory path's.
+#[test]
+fn stream_equals_prepare_with_labels_that_differ_in_one_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("labels.csv");
+    let labels = [
+        "walk",
+        "wale",
+        "walks",
+        "wal",
+        "Walk",
+        " walk",
+        "",
+        "walk",
+        "wa",
+        "walk2",
+        "walkingxx",
+    ];
+    let mut text = String::from("t_ms,x,y,z,label\n");
+    for i in 0..30_000 {
+        let label = labels[(i / 2_500) % labels.len()];
+        text.push_str(&format!(
+            "{},{:.6},{:.6},{:.6},{label}\n",
+            i * 10,
+            signal(i, 100.0, 0),
+            signal(i, 100.0, 1),
+            signal(i, 100.0, 2)
+        ));
+    }
+    std::fs::write(&p, text).unwrap();
+    let mut sp = spec(100.0, true);
+    sp.classes = Some(
+        [
+            "walk",
+            "wale",
+            "walks",
+            "wal",
+            "Walk",
+            "wa",
+            "walk2",
+            "walkingxx",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    check_equivalence(&p, &sp, &cfg(30.0, 10.0, 10.0), "labels one byte apart");
+    // The classes seen are all distinct in the windows (not merged into one).
+    let (streamed, _) = stream_all(&p, &sp, &StreamConfig::default());
+    let mut seen: Vec<i64> = streamed.y.iter().copied().filter(|&y| y >= 0).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 8, "classes in the windows: {seen:?}");
+}
+
 #[test]
 fn stream_equals_prepare_at_an_irrational_ratio() {
     let tmp = tempfile::tempdir().unwrap();
