@@ -410,7 +410,9 @@ pub fn run(args: &[String]) -> Result<()> {
 
     // Named by the gzip level it is written at (files of level 1, before session 12, are not
     // reused).
-    let rec = o.work.join(format!("synthetic-{}d-100hz-gz6.csv.gz", o.days));
+    let rec = o
+        .work
+        .join(format!("synthetic-{}d-100hz-gz6.csv.gz", o.days));
     let mut write_note = String::new();
     let stream = if rec.is_file() {
         eprintln!("xtask: streaming the cached {}", rec.display());
