@@ -913,6 +913,9 @@ impl RecordingStream {
         }
         let first = self.lines.line_no() + 1;
         self.plain_labels.clear();
+        // A label error is returned after the rows before it are taken, so that an earlier
+        // row's error (a clock going backwards) comes first, as on the line-by-line path.
+        let mut label_error = None;
         for (r, row) in self.plain.rows.iter().enumerate() {
             // Labels come in long runs: a field of at most eight bytes whose raw bytes equal the
             // last one's (one word compare) has its class.
@@ -931,9 +934,16 @@ impl RecordingStream {
                     let field = row
                         .label
                         .map(|(a, b)| crate::readers::text::trim(&buf[a..b]));
-                    let class = self.classes.id(&self.path, first + r, field)?;
-                    self.plain_key = key.map(|k| (k, class));
-                    class
+                    match self.classes.id(&self.path, first + r, field) {
+                        Ok(class) => {
+                            self.plain_key = key.map(|k| (k, class));
+                            class
+                        }
+                        Err(e) => {
+                            label_error = Some(e);
+                            break;
+                        }
+                    }
                 }
             };
             self.plain_labels.push(label);
@@ -941,14 +951,17 @@ impl RecordingStream {
         let rows = self.plain.rows.len();
         self.lines.skip_lines(used, rows);
         let c = self.values.len();
-        for r in 0..rows {
+        for r in 0..self.plain_labels.len() {
             self.stats.lines = first + r;
             self.values
                 .copy_from_slice(&self.plain.values[r * c..(r + 1) * c]);
             let time_s = self.plain.rows[r].time_s;
             self.accept(first + r, time_s, self.plain_labels[r])?;
         }
-        Ok(true)
+        match label_error {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
     }
 
     /// Takes one parsed sample (values in `self.values`) through the clock and the pipeline.

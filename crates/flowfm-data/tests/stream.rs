@@ -381,6 +381,48 @@ fn bad_input_after_a_million_good_lines_names_the_line() {
     }
 }
 
+/// Two bad lines close together (in one block of the fast path): the first in the file is the
+/// one reported, whichever kind of error each is.
+#[test]
+fn the_first_of_two_nearby_bad_lines_is_the_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("two.csv");
+    let bad = |kind: &str, i: usize| match kind {
+        "backwards" => "5,0.1,0.2,0.9,walk".to_string(),
+        _ => format!("{},0.1,0.2,0.9,swim", i * 10),
+    };
+    for (first_bad, second_bad, expect) in [
+        ("backwards", "swim", "backwards"),
+        ("swim", "backwards", "`swim`"),
+    ] {
+        let mut text = String::from("t_ms,x,y,z,label\n");
+        for i in 0..2_000 {
+            // Lines 1002 and 1010 (the header is line 1).
+            match i {
+                1000 => text.push_str(&bad(first_bad, i)),
+                1008 => text.push_str(&bad(second_bad, i)),
+                _ => text.push_str(&format!("{},0.1,0.2,0.9,walk", i * 10)),
+            }
+            text.push('\n');
+        }
+        std::fs::write(&p, text).unwrap();
+        let mut s =
+            RecordingStream::open(&p, &spec(100.0, true), &StreamConfig::default()).unwrap();
+        let err = loop {
+            match s.next_batch() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the bad lines went unnoticed"),
+                Err(e) => break e,
+            }
+        };
+        match &err {
+            DataError::Parse { line, .. } => assert_eq!(*line, 1002, "{err}"),
+            other => panic!("expected a parse error, got {other}"),
+        }
+        assert!(err.to_string().contains(expect), "{err}");
+    }
+}
+
 #[test]
 fn a_truncated_gzip_recording_is_an_error_naming_the_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();
@@ -394,22 +436,30 @@ fn a_truncated_gzip_recording_is_an_error_naming_the_file_and_line() {
     gz.truncate(gz.len() * 2 / 3);
     let p = tmp.path().join("cut.csv.gz");
     std::fs::write(&p, &gz).unwrap();
-    let mut s = RecordingStream::open(&p, &spec(100.0, true), &StreamConfig::default()).unwrap();
-    let err = loop {
-        match s.next_batch() {
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the truncation went unnoticed"),
-            Err(e) => break e,
+    // Decompressed on a thread of its own, and inline.
+    for inline in [false, true] {
+        let (sp, cfg) = (spec(100.0, true), StreamConfig::default());
+        let mut s = if inline {
+            RecordingStream::open_inline(&p, &sp, &cfg).unwrap()
+        } else {
+            RecordingStream::open(&p, &sp, &cfg).unwrap()
+        };
+        let err = loop {
+            match s.next_batch() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the truncation went unnoticed"),
+                Err(e) => break e,
+            }
+        };
+        let msg = err.to_string();
+        assert!(msg.contains("cut.csv.gz:"), "{msg}");
+        match err {
+            DataError::Parse { line, .. } => assert!(line > 1000, "{msg}"),
+            other => panic!("expected a parse error, got {other}"),
         }
-    };
-    let msg = err.to_string();
-    assert!(msg.contains("cut.csv.gz:"), "{msg}");
-    match err {
-        DataError::Parse { line, .. } => assert!(line > 1000, "{msg}"),
-        other => panic!("expected a parse error, got {other}"),
+        // The stream stays finished after an error.
+        assert!(s.next_batch().unwrap().is_none());
     }
-    // The stream stays finished after an error.
-    assert!(s.next_batch().unwrap().is_none());
 }
 
 #[test]
