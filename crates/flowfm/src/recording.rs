@@ -307,26 +307,33 @@ mod tests {
         synthetic_csv_spec, write_synthetic_recording, SyntheticRecordingSpec,
     };
 
-    /// Every window once and in order, whether the caller is outside the pool (the CLI), the
-    /// only worker of a one-thread pool (its reading jobs then run while it waits, never a
-    /// deadlock), or a worker of a larger pool; the counts are the stream's own.
-    #[test]
-    fn batches_arrive_in_order_from_outside_and_inside_the_pool() {
+    /// A synthetic recording of `days` at 100 Hz in a temporary folder (kept while the first
+    /// value lives), and what a 30 Hz encoder of 300-sample windows expects.
+    fn recording(days: f64, seed: u64) -> (tempfile::TempDir, std::path::PathBuf, Expect) {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("r.csv.gz");
         let rec = SyntheticRecordingSpec {
-            days: 0.02,
+            days,
             rate_hz: 100.0,
-            seed: 3,
+            seed,
         };
         write_synthetic_recording(&path, &rec).unwrap();
-        let spec = synthetic_csv_spec(100.0);
-        let cfg = stream_config(300, 30.0, 7);
         let expect = Expect {
             window_len: 300,
             channels: 3,
             what: "the test".into(),
         };
+        (tmp, path, expect)
+    }
+
+    /// Every window once and in order, whether the caller is outside the pool (the CLI), the
+    /// only worker of a one-thread pool (its reading jobs then run while it waits, never a
+    /// deadlock), or a worker of a larger pool; the counts are the stream's own.
+    #[test]
+    fn batches_arrive_in_order_from_outside_and_inside_the_pool() {
+        let (_tmp, path, expect) = recording(0.02, 3);
+        let spec = synthetic_csv_spec(100.0);
+        let cfg = stream_config(300, 30.0, 7);
         let mut direct = RecordingStream::open(&path, &spec, &cfg).unwrap();
         let mut want = Vec::new();
         while let Some(b) = direct.next_batch().unwrap() {
@@ -363,19 +370,7 @@ mod tests {
     /// An error from the callback stops the stream and comes back as the result.
     #[test]
     fn an_error_from_the_callback_is_returned() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("r.csv.gz");
-        let rec = SyntheticRecordingSpec {
-            days: 0.01,
-            rate_hz: 100.0,
-            seed: 4,
-        };
-        write_synthetic_recording(&path, &rec).unwrap();
-        let expect = Expect {
-            window_len: 300,
-            channels: 3,
-            what: "the test".into(),
-        };
+        let (_tmp, path, expect) = recording(0.01, 4);
         let mut calls = 0;
         let cfg = stream_config(300, 30.0, 4);
         let r = for_each_batch(
