@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{DataError, Result};
 use crate::readers::csv_folder::REGULAR_TOLERANCE_PERIODS;
 use crate::readers::csv_rows::{Fields, Layout, LineReader, PlainLines};
+use crate::readers::text;
 use crate::readers::CsvFolderSpec;
 use crate::resample::{LowpassKernel, ResampleConfig};
 use crate::taps::{self, Taps};
@@ -655,9 +656,7 @@ impl RecordingStream {
     /// not apply to a single recording). A gzip file is decompressed on a second thread, a few
     /// 128 KiB chunks ahead of the parsing (which stays on the caller's thread).
     pub fn open(path: &Path, spec: &CsvFolderSpec, cfg: &StreamConfig) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-        let lines = LineReader::with_options(path.to_path_buf(), Box::new(file), false, true)?;
-        Self::with_lines(lines, spec, cfg)
+        Self::open_file(path, spec, cfg, true)
     }
 
     /// [`RecordingStream::open`], decompressing on the thread that calls
@@ -665,8 +664,18 @@ impl RecordingStream {
     /// stream as jobs on a thread pool, where a busy extra thread would compete with the pool's
     /// workers for the cores.
     pub fn open_inline(path: &Path, spec: &CsvFolderSpec, cfg: &StreamConfig) -> Result<Self> {
+        Self::open_file(path, spec, cfg, false)
+    }
+
+    fn open_file(
+        path: &Path,
+        spec: &CsvFolderSpec,
+        cfg: &StreamConfig,
+        gunzip_thread: bool,
+    ) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-        let lines = LineReader::with_options(path.to_path_buf(), Box::new(file), false, false)?;
+        let lines =
+            LineReader::with_options(path.to_path_buf(), Box::new(file), false, gunzip_thread)?;
         Self::with_lines(lines, spec, cfg)
     }
 
@@ -870,14 +879,10 @@ impl RecordingStream {
                 break;
             };
             self.stats.lines = no;
-            let line = crate::readers::text::trim(line);
+            let line = text::trim(line);
             // The one-pass parser for plain rows; any other row (or error) the general one.
             let (time_s, label_field) = match self.layout.parse_plain(line, &mut self.values) {
-                Some(row) => (
-                    row.time_s,
-                    row.label
-                        .map(|(a, b)| crate::readers::text::trim(&line[a..b])),
-                ),
+                Some(row) => (row.time_s, row.label.map(|(a, b)| text::trim(&line[a..b]))),
                 None => {
                     let Some(row) = self.layout.parse(
                         &self.path,
@@ -917,26 +922,22 @@ impl RecordingStream {
         // row's error (a clock going backwards) comes first, as on the line-by-line path.
         let mut label_error = None;
         for (r, row) in self.plain.rows.iter().enumerate() {
-            // Labels come in long runs: a field of at most eight bytes whose raw bytes equal the
+            // Labels come in long runs: a field of one to eight bytes whose raw bytes equal the
             // last one's (one word compare) has its class.
             let key = row.label.and_then(|(a, b)| {
                 let n = b - a;
-                (n <= 8 && a + 8 <= buf.len()).then(|| {
-                    let mut w = [0u8; 8];
-                    w.copy_from_slice(&buf[a..a + 8]);
-                    let mask = u64::MAX.checked_shr(8 * (8 - n) as u32).unwrap_or(0);
-                    (u64::from_le_bytes(w) & mask, n)
-                })
+                ((1..=8).contains(&n) && a + 8 <= buf.len())
+                    .then(|| (text::word_at(buf, a) & text::low_bytes(n), n))
             });
             let label = match (key, self.plain_key) {
                 (Some(k), Some((last, class))) if k == last => class,
                 _ => {
-                    let field = row
-                        .label
-                        .map(|(a, b)| crate::readers::text::trim(&buf[a..b]));
+                    let field = row.label.map(|(a, b)| text::trim(&buf[a..b]));
                     match self.classes.id(&self.path, first + r, field) {
                         Ok(class) => {
-                            self.plain_key = key.map(|k| (k, class));
+                            if let Some(k) = key {
+                                self.plain_key = Some((k, class));
+                            }
                             class
                         }
                         Err(e) => {

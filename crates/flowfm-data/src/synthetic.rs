@@ -254,9 +254,10 @@ pub struct SyntheticSummary {
 
 /// Writes the synthetic recording of `spec` as gzip'd CSV to `path` at gzip's default level (6,
 /// what `gzip` and most tools write; until session 12 level 1, whose stream costs about a third
-/// more to decompress per byte), streaming (memory does not depend on the duration) and atomically (`flowfm_core::fs::write_atomic_with`: a temporary file
-/// in the same folder, synced and renamed onto `path` only once complete, so an interrupted run
-/// leaves no partial file behind).
+/// more to decompress per byte), streaming (memory does not depend on the duration) and
+/// atomically (`flowfm_core::fs::write_atomic_with`: a temporary file in the same folder, synced
+/// and renamed onto `path` only once complete, so an interrupted run leaves no partial file
+/// behind).
 pub fn write_synthetic_recording(
     path: &Path,
     spec: &SyntheticRecordingSpec,

@@ -475,17 +475,7 @@ impl pulp::WithSimd for PlainLinesAvx2<'_> {
         let sep_v = v3.avx._mm256_set1_epi8(self.sep as i8);
         let nl_v = v3.avx._mm256_set1_epi8(b'\n' as i8);
         let quote_v = v3.avx._mm256_set1_epi8(b'"' as i8);
-        let load = |at: usize| -> __m256i {
-            let mut bytes = [0u8; 32];
-            bytes.copy_from_slice(&buf[at..at + 32]);
-            pulp::cast(bytes)
-        };
-        let bits = |x: __m256i, v: __m256i| -> u64 {
-            u64::from(
-                v3.avx2
-                    ._mm256_movemask_epi8(v3.avx2._mm256_cmpeq_epi8(x, v)) as u32,
-            )
-        };
+        let bits = |x: __m256i, v: __m256i| eq_bits(v3, x, v);
         // Room for every row up front (no call inside the loop, which would spill the
         // registers); cut to the rows taken at the end.
         out.values.resize(self.max * channels, 0.0);
@@ -499,7 +489,7 @@ impl pulp::WithSimd for PlainLinesAvx2<'_> {
                 if q + 64 > buf.len() {
                     break;
                 }
-                let (lo, hi) = (load(q), load(q + 32));
+                let (lo, hi) = (load32(buf, q), load32(buf, q + 32));
                 let nl = bits(lo, nl_v) | bits(hi, nl_v) << 32;
                 // Bits below the line end only (all of them when it lies further on).
                 let keep = if nl == 0 {
@@ -558,23 +548,32 @@ fn separators_avx2(v3: pulp::x86::V3, chunk: &[u8], sep: u8) -> (u64, bool) {
     if !(32..=64).contains(&n) {
         return separators(chunk, sep);
     }
-    let load = |at: usize| -> __m256i {
-        let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(&chunk[at..at + 32]);
-        pulp::cast(bytes)
-    };
     let sep_v = v3.avx._mm256_set1_epi8(sep as i8);
     let quote_v = v3.avx._mm256_set1_epi8(b'"' as i8);
-    let mask = |x: __m256i, v: __m256i| -> u64 {
-        u64::from(
-            v3.avx2
-                ._mm256_movemask_epi8(v3.avx2._mm256_cmpeq_epi8(x, v)) as u32,
-        )
-    };
-    let (lo, hi) = (load(0), load(n - 32));
+    let mask = |x: __m256i, v: __m256i| eq_bits(v3, x, v);
+    let (lo, hi) = (load32(chunk, 0), load32(chunk, n - 32));
     let seps = mask(lo, sep_v) | mask(hi, sep_v) << (n - 32);
     let quotes = mask(lo, quote_v) | mask(hi, quote_v);
     (seps, quotes != 0)
+}
+
+/// The 32 bytes of `bytes` from `at` in an AVX2 register (`at + 32 <= bytes.len()`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn load32(bytes: &[u8], at: usize) -> std::arch::x86_64::__m256i {
+    let mut b = [0u8; 32];
+    b.copy_from_slice(&bytes[at..at + 32]);
+    pulp::cast(b)
+}
+
+/// Bit `i` set where byte `i` of `x` equals the byte repeated in `v`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn eq_bits(v3: pulp::x86::V3, x: std::arch::x86_64::__m256i, v: std::arch::x86_64::__m256i) -> u64 {
+    u64::from(
+        v3.avx2
+            ._mm256_movemask_epi8(v3.avx2._mm256_cmpeq_epi8(x, v)) as u32,
+    )
 }
 
 /// The fields of one line, as byte ranges into it (or owned copies when quotes were removed).

@@ -328,7 +328,7 @@ fn parse_trimmed(field: &[u8]) -> Option<f64> {
 
 /// The eight bytes of `line` from `at` as a little-endian word (`at + 8 <= line.len()`).
 #[inline(always)]
-fn word_at(line: &[u8], at: usize) -> u64 {
+pub(crate) fn word_at(line: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&line[at..at + 8]);
     u64::from_le_bytes(w)
@@ -336,7 +336,7 @@ fn word_at(line: &[u8], at: usize) -> u64 {
 
 /// A mask of the `n` low bytes of a word, `1 <= n <= 8`.
 #[inline(always)]
-fn low_bytes(n: usize) -> u64 {
+pub(crate) fn low_bytes(n: usize) -> u64 {
     u64::MAX >> (64 - 8 * n)
 }
 
