@@ -8,6 +8,8 @@
 //!   [--device cuda]`: the study.
 //! - `cargo xtask results [--name NAME]`: publish a finished report as `docs/results.md`.
 //! - `cargo xtask bench`: the criterion benchmarks.
+//! - `cargo xtask bench-epoch --data-dir DIR`: one pretraining epoch over the WISDM watch store,
+//!   every method at widths 1.0 and 0.25 (`bench_epoch`; the README's epoch table).
 //! - `cargo xtask bench-recording [--days D]`: `embed`/`predict --recording` on a synthetic
 //!   recording of D days (default 7): throughput and peak memory (`bench_recording`).
 //! - `cargo xtask fuzz [--seconds N]`: build and run every cargo-fuzz target (`fuzz`).
@@ -21,6 +23,7 @@
 //! Architecture invariant: xtask never links candle or any flowfm crate; it drives the `flowfm`
 //! binary and cargo.
 
+mod bench_epoch;
 mod bench_prepare;
 mod bench_recording;
 mod cuda;
@@ -60,6 +63,9 @@ commands:
       --no-build            use target/release/flowfm as built (CI, right after `cargo xtask test`)
   results [--name NAME]     publish reports/NAME (default: default) as docs/results.md, plots in docs/results/
   bench                     run the criterion benchmarks
+  bench-epoch --data-dir DIR [--steps N] [--warmup N] [--rounds N] [--widths 1,0.25] [--work DIR] [--no-build]
+                            one pretraining epoch over the WISDM watch store, every method at each width
+                            (flowfm pretrain --stop-after N, steady steps timed; summary in target/bench-epoch)
   bench-prepare --data-dir DIR [--repeats N]
                             time `flowfm prepare` on WISDM watch accel against a pandas script
   bench-recording [--days D] [--work DIR] [--batch N] [--no-build]
@@ -129,6 +135,7 @@ fn run() -> Result<()> {
             deps::ensure_system_deps()?;
             cargo(&["bench", "-p", "flowfm-benches"])
         }
+        "bench-epoch" => bench_epoch::run(&args[1..]),
         "bench-prepare" => bench_prepare::run(&args[1..]),
         "bench-recording" => bench_recording::run(&args[1..]),
         "fuzz" => fuzz::run(&args[1..]),
