@@ -274,6 +274,19 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, mode: ForwardMode) -> Result<Tensor> {
+        if mode == ForwardMode::Eval
+            && flowfm_ops::uses_own_kernels(x.device())
+            && !x.track_op()
+            && !self.conv1.weight().track_op()
+        {
+            // No autograd graph: each norm and its ReLU are applied while the following
+            // convolution copies its input, and the residual is added inside the second
+            // convolution (`flowfm_ops::conv::conv1d_prepared`); the same values.
+            let prep1 = self.bn1.row_affine(x, Activation::Relu)?;
+            let h = self.conv1.forward_prepared(x, Some(&prep1), None)?;
+            let prep2 = self.bn2.row_affine(&h, Activation::Relu)?;
+            return self.conv2.forward_prepared(&h, Some(&prep2), Some(x));
+        }
         let h = self
             .conv1
             .forward(&self.bn1.forward_act(x, mode, Activation::Relu)?)?;

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 use flowfm_core::ForwardMode;
-use flowfm_ops::fused_norm::Activation;
+use flowfm_ops::fused_norm::{Activation, RowAffine};
 use flowfm_ops::norm::is_buffer_name;
 use flowfm_ops::{BatchNorm1d, BatchNormConfig, GroupNorm};
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,18 @@ impl Norm {
 }
 
 impl Norm {
+    /// The evaluation-mode norm and `activation` as one transform per row, for a following
+    /// `Conv1d::forward_prepared` (no autograd).
+    ///
+    /// # Shapes
+    /// - `x`: `(batch, channels, samples)`
+    pub(crate) fn row_affine(&self, x: &Tensor, activation: Activation) -> Result<RowAffine> {
+        match self {
+            Norm::Batch(bn) => bn.row_affine(x, activation),
+            Norm::Group(gn) => gn.row_affine(x, activation),
+        }
+    }
+
     /// The training-mode forward (batch statistics) that also adds this layer's input to
     /// `rec` when it is a batch norm; group norm has no running statistics and is applied as is.
     ///

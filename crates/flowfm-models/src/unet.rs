@@ -291,6 +291,9 @@ impl ResBlock {
 
     /// `emb` is the already activated embedding `(batch, emb_dim)`.
     fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
+        if evaluation_only(x, emb, self.conv1.weight()) {
+            return self.forward_eval(x, emb);
+        }
         let c = self.c_out;
         let h = self
             .conv1
@@ -307,6 +310,37 @@ impl ResBlock {
             Some(s) => s.forward(x)? + h,
         }
     }
+
+    /// [`ResBlock::forward`] with no autograd graph: each norm and its SiLU are applied while
+    /// the following convolution copies its input, and the residual is added inside the second
+    /// convolution (`flowfm_ops::conv::conv1d_prepared`); the same values, fewer passes.
+    fn forward_eval(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
+        let c = self.c_out;
+        let prep1 = self.norm1.row_affine(x, Activation::Silu)?;
+        let h = self.conv1.forward_prepared(x, Some(&prep1), None)?;
+        let ss = self.film.forward(emb)?;
+        let scale = (ss.narrow(1, 0, c)?.contiguous()? + 1.0)?;
+        let shift = ss.narrow(1, c, c)?.contiguous()?;
+        let prep2 = self
+            .norm2
+            .row_affine_modulated(&h, &scale, &shift, Activation::Silu)?;
+        let residual = match &self.skip {
+            None => x.clone(),
+            Some(s) => s.forward(x)?,
+        };
+        self.conv2
+            .forward_prepared(&h, Some(&prep2), Some(&residual))
+    }
+}
+
+/// Whether a forward can take the fused evaluation path: the CPU kernels run and neither the
+/// inputs nor the weights are part of an autograd graph (the detached networks of generation
+/// and embedding).
+fn evaluation_only(x: &Tensor, emb: &Tensor, weight: &Tensor) -> bool {
+    flowfm_ops::uses_own_kernels(x.device())
+        && !x.track_op()
+        && !emb.track_op()
+        && !weight.track_op()
 }
 
 #[derive(Clone, Debug)]
@@ -542,9 +576,13 @@ impl UNet1d {
                 h = up.forward(&upsample_nearest1d(&h, 2)?)?;
             }
         }
-        let out = self
-            .conv_out
-            .forward(&self.out_norm.forward_act(&h, Activation::Silu)?)?;
+        let out = if evaluation_only(&h, &emb, self.conv_out.weight()) {
+            let prep = self.out_norm.row_affine(&h, Activation::Silu)?;
+            self.conv_out.forward_prepared(&h, Some(&prep), None)?
+        } else {
+            self.conv_out
+                .forward(&self.out_norm.forward_act(&h, Activation::Silu)?)?
+        };
         if padded == l {
             Ok(out)
         } else {

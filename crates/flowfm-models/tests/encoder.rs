@@ -223,3 +223,28 @@ fn training_mode_updates_running_statistics_and_eval_does_not() {
     net.encode(&x, ForwardMode::Train).unwrap();
     assert!(Tolerance::F32.check(&read(), &before).is_err());
 }
+
+#[test]
+fn the_fused_evaluation_path_gives_the_live_encoders_bits_in_f32() {
+    // `encode_detached` takes the fused evaluation path (batch norm and ReLU applied inside the
+    // next convolution's input copy, the residual inside the second convolution); the live
+    // encoder in evaluation mode takes the separate ops.
+    let mut rng = SeededRng::new(21);
+    let (_vm, vb) = seeded(6, DType::F32);
+    let net = HarNet::new(EncoderConfig::harnet10().with_width(0.125), vb).unwrap();
+    let x = randn(&mut rng, &[4, 3, 300], DType::F32);
+    net.encode(&x, ForwardMode::Train).unwrap();
+    let live = net.encode(&x, ForwardMode::Eval).unwrap();
+    let detached = net.encode_detached(&x).unwrap();
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f32::to_bits)
+            .collect()
+    };
+    assert!(live.track_op() && !detached.track_op());
+    assert!(bits(&detached) == bits(&live));
+}

@@ -10,6 +10,7 @@
 //! correct; the gradient checks in `tests/` verify the composition.
 
 use crate::contiguous_slice;
+use crate::fused_norm::RowAffine;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor, WithDType};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
@@ -318,6 +319,56 @@ pub fn conv1d_im2col(x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<T
     y.reshape((c_out, b, l_out))?.transpose(0, 1)?.contiguous()
 }
 
+/// `residual + conv1d(prep(x), weight) + bias` for evaluation (no autograd): one pass through
+/// [`crate::sliding::conv1d_sliding_prepared`] where the sliding path applies on the CPU, else
+/// the same ops one after the other (`prep` applied as a tensor, the convolution, the sum). Same
+/// values either way.
+///
+/// # Shapes
+/// - `x`: `(batch, c_in, samples)`; `prep` computed for `(batch, c_in)`
+/// - `weight`: `(c_out, c_in / groups, kernel)`; `bias`: `(c_out,)`
+/// - `residual`: `(batch, c_out, out_len)`
+/// - returns `(batch, c_out, out_len)`
+pub fn conv1d_prepared(
+    x: &Tensor,
+    prep: Option<&RowAffine>,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    spec: &Conv1dSpec,
+) -> Result<Tensor> {
+    let (b, c_in, l) = x.dims3()?;
+    let (_, c_in_g, k) = weight.dims3()?;
+    let tracked = [Some(x), Some(weight), bias, residual]
+        .into_iter()
+        .flatten()
+        .any(Tensor::track_op);
+    if tracked {
+        candle_core::bail!(
+            "conv1d_prepared: evaluation only, but an argument is part of an autograd graph"
+        );
+    }
+    if crate::uses_own_kernels(x.device())
+        && spec.groups == 1
+        && c_in_g == c_in
+        && crate::sliding::applies(spec, b, l, k)
+    {
+        return crate::sliding::conv1d_sliding_prepared(x, prep, weight, bias, residual, spec);
+    }
+    let x = match prep {
+        Some(p) => p.apply(x)?,
+        None => x.clone(),
+    };
+    let y = match bias {
+        None => conv1d(&x, weight, spec)?,
+        Some(bv) => conv1d_bias(&x, weight, bv, spec)?,
+    };
+    match residual {
+        None => Ok(y),
+        Some(r) => r + y,
+    }
+}
+
 /// Configuration of a [`Conv1d`] layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv1dConfig {
@@ -416,6 +467,29 @@ impl Conv1d {
     /// The geometry.
     pub fn spec(&self) -> &Conv1dSpec {
         &self.spec
+    }
+
+    /// `residual + self(prep(x))` for evaluation, in one pass where it can be
+    /// ([`conv1d_prepared`]); an error if any argument or the layer's weights are part of an
+    /// autograd graph.
+    ///
+    /// # Shapes
+    /// - `x`: `(batch, c_in, samples)`; `residual`: the output's shape
+    /// - returns `(batch, c_out, out_len)`
+    pub fn forward_prepared(
+        &self,
+        x: &Tensor,
+        prep: Option<&RowAffine>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        conv1d_prepared(
+            x,
+            prep,
+            &self.weight,
+            self.bias.as_ref(),
+            residual,
+            &self.spec,
+        )
     }
 }
 

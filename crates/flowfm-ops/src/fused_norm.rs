@@ -82,7 +82,7 @@ impl Activation {
 /// The per-row elementwise passes of the fused norms, by element type: f64 computes in f64
 /// through the C library's `exp` (the gradient checks' path); f32 computes in f32 and runs SiLU
 /// in SIMD lanes ([`crate::lanes`]).
-trait RowKernel: WithDType {
+pub(crate) trait RowKernel: WithDType {
     /// `dst = act(src * scale + shift)`.
     fn affine_act(act: Activation, dst: &mut [Self], src: &[Self], scale: f64, shift: f64);
     /// `dst = grad * act'(src * scale + shift)`.
@@ -571,6 +571,29 @@ pub fn fused_norm_act(
     eps: f64,
     activation: Activation,
 ) -> Result<(Tensor, Option<BatchStats>)> {
+    let mut op = checked_op(x, gamma, beta, grouping, stats, eps, activation)?;
+    let slot: StatsSlot = Arc::new(Mutex::new(None));
+    op.slot = Some(slot.clone());
+    let gamma = gamma.to_dtype(x.dtype())?.contiguous()?;
+    let beta = beta.to_dtype(x.dtype())?.contiguous()?;
+    let y = x.contiguous()?.apply_op3(&gamma, &beta, op)?;
+    let stats = slot
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("fused_norm: poisoned".into()))?
+        .take();
+    Ok((y, stats))
+}
+
+/// The fused op for these arguments, after checking their shapes.
+fn checked_op(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    grouping: Grouping,
+    stats: Statistics,
+    eps: f64,
+    activation: Activation,
+) -> Result<FusedNorm> {
     let (b, c, l) = x.dims3()?;
     let per_row = gamma.dims() == [b, c];
     if !(gamma.dims() == [c] || per_row) || beta.dims() != gamma.dims() {
@@ -592,22 +615,119 @@ pub fn fused_norm_act(
             );
         }
     }
-    let slot: StatsSlot = Arc::new(Mutex::new(None));
-    let op = FusedNorm {
+    Ok(FusedNorm {
         geo: Geometry { b, c, l, grouping },
         stats,
         eps,
         activation,
-        slot: Some(slot.clone()),
+        slot: None,
         cache: Mutex::new(None),
         per_row,
+    })
+}
+
+/// A normalisation and its activation reduced to one affine transform per row, for an
+/// evaluation-only consumer that applies them while it copies its input (the sliding
+/// convolution's input buffer: [`crate::sliding::conv1d_sliding_prepared`]) instead of writing
+/// the normalised tensor first. Row `r = b * C + c` of the norm's output is
+/// `act(x_row * scale[r] + shift[r])`, computed by the same row kernel as [`fused_norm_act`]
+/// with the same `scale` and `shift`, so the values are bit for bit the fused op's.
+#[derive(Clone, Debug)]
+pub struct RowAffine {
+    scale: Vec<f64>,
+    shift: Vec<f64>,
+    activation: Activation,
+    /// `(batch, channels)` of the tensor the transform was computed for.
+    rows: (usize, usize),
+}
+
+impl RowAffine {
+    /// `(batch, channels)` of the tensor it belongs to.
+    pub fn rows(&self) -> (usize, usize) {
+        self.rows
+    }
+
+    /// `dst = act(src * scale[r] + shift[r])` for row `r`.
+    pub(crate) fn apply_row<T: RowKernel>(&self, r: usize, dst: &mut [T], src: &[T]) {
+        T::affine_act(self.activation, dst, src, self.scale[r], self.shift[r]);
+    }
+
+    /// The transform applied to all of `x` `(batch, channels, samples)`: the tensor
+    /// [`fused_norm_act`] would have returned (no autograd; for fallbacks and tests).
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, l) = x.dims3()?;
+        if (b, c) != self.rows {
+            candle_core::bail!(
+                "RowAffine: computed for {:?} rows, applied to {:?}",
+                self.rows,
+                x.dims()
+            );
+        }
+        fn rows<T: RowKernel>(p: &RowAffine, x: &[T], l: usize) -> Vec<T> {
+            let mut y = vec![T::zero(); x.len()];
+            if l > 0 {
+                y.par_chunks_mut(l)
+                    .zip(x.par_chunks(l))
+                    .enumerate()
+                    .for_each(|(r, (dst, src))| p.apply_row(r, dst, src));
+            }
+            y
+        }
+        let x = x.detach();
+        let y = match x.dtype() {
+            DType::F32 => with_slice::<f32, _>(&x, |s| Ok(rows(self, s, l)))?,
+            DType::F64 => {
+                let v = with_slice::<f64, _>(&x, |s| Ok(rows(self, s, l)))?;
+                return Tensor::from_vec(v, (b, c, l), x.device());
+            }
+            dt => candle_core::bail!("RowAffine: unsupported dtype {dt:?}"),
+        };
+        Tensor::from_vec(y, (b, c, l), x.device())
+    }
+}
+
+/// The per-row transform of `fused_norm_act(x, gamma, beta, grouping, stats, eps, activation)`
+/// (statistics computed from `x` where `stats` says so), without applying it: see
+/// [`RowAffine`]. Evaluation only (nothing is recorded for a backward pass; batch statistics
+/// are not returned).
+///
+/// # Shapes
+/// - as [`fused_norm_act`]
+pub fn norm_row_affine(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    grouping: Grouping,
+    stats: Statistics,
+    eps: f64,
+    activation: Activation,
+) -> Result<RowAffine> {
+    let op = checked_op(x, gamma, beta, grouping, stats, eps, activation)?;
+    let (b, c, _) = x.dims3()?;
+    // The affine parameters as the fused op reads them: in `x`'s dtype, then widened.
+    let as_f64 = |t: &Tensor| -> Result<Vec<f64>> {
+        t.to_dtype(x.dtype())?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()
     };
-    let gamma = gamma.to_dtype(x.dtype())?.contiguous()?;
-    let beta = beta.to_dtype(x.dtype())?.contiguous()?;
-    let y = x.contiguous()?.apply_op3(&gamma, &beta, op)?;
-    let stats = slot
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("fused_norm: poisoned".into()))?
-        .take();
-    Ok((y, stats))
+    let (gamma, beta) = (as_f64(gamma)?, as_f64(beta)?);
+    let (mean, inv, _) = match x.dtype() {
+        DType::F32 => with_slice::<f32, _>(x, |s| Ok(op.moments(s)))?,
+        DType::F64 => with_slice::<f64, _>(x, |s| Ok(op.moments(s)))?,
+        dt => candle_core::bail!("norm_row_affine: unsupported dtype {dt:?}"),
+    };
+    let (scale, shift) = (0..b * c)
+        .map(|r| {
+            let (s, k) = (op.geo.group_of(r), op.affine_index(r));
+            let scale = inv[s] * gamma[k];
+            (scale, beta[k] - mean[s] * scale)
+        })
+        .unzip();
+    Ok(RowAffine {
+        scale,
+        shift,
+        activation,
+        rows: (b, c),
+    })
 }

@@ -2,7 +2,9 @@
 //! `(batch, channels, samples)` tensors, composed from candle primitives whose gradients are
 //! verified in `tests/`.
 
-use crate::fused_norm::{fused_norm_act, Activation, Grouping, Statistics};
+use crate::fused_norm::{
+    fused_norm_act, norm_row_affine, Activation, Grouping, RowAffine, Statistics,
+};
 use candle_core::{Result, Tensor, Var, D};
 use candle_nn::VarBuilder;
 use flowfm_core::ForwardMode;
@@ -111,6 +113,56 @@ impl GroupNorm {
             self.eps,
         )?;
         activate(&y, activation)
+    }
+
+    /// The norm and `activation` as one transform per row, to be applied by the consumer
+    /// ([`crate::conv::conv1d_prepared`]); evaluation only. CPU kernels only (an error on other
+    /// devices).
+    ///
+    /// # Shapes
+    /// - `x`: `(batch, channels, samples)`
+    pub fn row_affine(&self, x: &Tensor, activation: Activation) -> Result<RowAffine> {
+        norm_row_affine(
+            x,
+            &self.weight,
+            &self.bias,
+            Grouping::Groups(self.groups),
+            Statistics::FromInput,
+            self.eps,
+            activation,
+        )
+    }
+
+    /// [`GroupNorm::forward_modulated`] as one transform per row (see [`GroupNorm::row_affine`]).
+    ///
+    /// # Shapes
+    /// - `x`: `(batch, channels, samples)`; `scale`, `shift`: `(batch, channels)`
+    pub fn row_affine_modulated(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+        activation: Activation,
+    ) -> Result<RowAffine> {
+        let (b, c, _) = x.dims3()?;
+        if scale.dims() != [b, c] || shift.dims() != [b, c] {
+            candle_core::bail!(
+                "GroupNorm::row_affine_modulated: scale {:?} and shift {:?} must be ({b}, {c})",
+                scale.dims(),
+                shift.dims()
+            );
+        }
+        let gamma = self.weight.unsqueeze(0)?.broadcast_mul(scale)?;
+        let beta = self.bias.unsqueeze(0)?.broadcast_mul(scale)?.add(shift)?;
+        norm_row_affine(
+            x,
+            &gamma,
+            &beta,
+            Grouping::Groups(self.groups),
+            Statistics::FromInput,
+            self.eps,
+            activation,
+        )
     }
 
     /// `activation(group_norm(x) * scale + shift)` with a per-sample, per-channel modulation
@@ -303,6 +355,29 @@ impl BatchNorm1d {
                 Ok(y)
             }
         }
+    }
+
+    /// The evaluation-mode norm (running statistics) and `activation` as one transform per row,
+    /// to be applied by the consumer ([`crate::conv::conv1d_prepared`]).
+    ///
+    /// # Shapes
+    /// - `x`: `(batch, channels, samples)`
+    pub fn row_affine(&self, x: &Tensor, activation: Activation) -> Result<RowAffine> {
+        let stats = |t: &Var| -> Result<Vec<f64>> {
+            t.as_tensor().to_dtype(candle_core::DType::F64)?.to_vec1()
+        };
+        norm_row_affine(
+            x,
+            &self.weight,
+            &self.bias,
+            Grouping::PerChannel,
+            Statistics::Fixed {
+                mean: Arc::new(stats(&self.running_mean)?),
+                var: Arc::new(stats(&self.running_var)?),
+            },
+            self.cfg.eps,
+            activation,
+        )
     }
 
     /// `running = (1 - momentum) * running + momentum * batch`, outside the autograd graph.

@@ -28,10 +28,12 @@
 //! they are at most 10 % of the positions; short sequences keep the im2col path.
 
 use crate::contiguous_slice;
+use crate::fused_norm::{RowAffine, RowKernel};
 use crate::spec::{Conv1dSpec, PaddingMode};
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor,
+    WithDType,
 };
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
@@ -41,7 +43,7 @@ use std::sync::Arc;
 use std::thread::LocalKey;
 
 /// The element types the sliding convolution runs on (f32 and f64).
-pub(crate) trait Elem: WithDType + faer::traits::ComplexField {
+pub(crate) trait Elem: WithDType + faer::traits::ComplexField + RowKernel {
     /// This thread's free scratch buffers of this type (see [`Scratch`]).
     fn free_buffers() -> &'static LocalKey<RefCell<Vec<Vec<Self>>>>;
 }
@@ -217,15 +219,26 @@ fn par_matmul_taps<T: Elem>(dst: MatMut<'_, T>, taps: &[(MatRef<'_, T>, MatRef<'
 /// The padded, channels-first copy of `x` `(B, C, L)` with the batch inside each channel's row:
 /// `C` rows of `B * Lp` values (row `c` holds sample 0's padded channel `c`, then sample 1's, ...),
 /// so that a shift by `k` positions is a plain strided view.
-fn channels_first<T: Elem>(g: &Geo, x: &[T]) -> Scratch<T> {
+///
+/// With `prep`, every row goes through its norm-and-activation transform on the way
+/// ([`RowAffine`]), and the padding is taken from the transformed values.
+fn channels_first<T: Elem>(g: &Geo, x: &[T], prep: Option<&RowAffine>) -> Scratch<T> {
     let (c, l, lp, pad) = (g.c_in, g.len, g.lp(), g.pad);
     let mut out = Scratch::take(c * g.batch * lp);
     out.par_chunks_mut(lp).enumerate().for_each(|(r, dst)| {
         let (ci, b) = (r / g.batch, r % g.batch);
         let src = &x[(b * c + ci) * l..][..l];
-        dst[pad..pad + l].copy_from_slice(src);
-        for q in (0..pad).chain(pad + l..lp) {
-            dst[q] = g.source(q).map_or(T::zero(), |i| src[i]);
+        let (head, rest) = dst.split_at_mut(pad);
+        let (body, tail) = rest.split_at_mut(l);
+        match prep {
+            None => body.copy_from_slice(src),
+            Some(p) => p.apply_row(b * c + ci, body, src),
+        }
+        for (q, v) in head.iter_mut().enumerate() {
+            *v = g.source(q).map_or(T::zero(), |i| body[i]);
+        }
+        for (q, v) in tail.iter_mut().enumerate() {
+            *v = g.source(pad + l + q).map_or(T::zero(), |i| body[i]);
         }
     });
     out
@@ -271,7 +284,16 @@ fn gradient_rows<T: Elem>(g: &Geo, grad: &[T], lead: usize, row_len: usize) -> S
 /// output instead of one product over all positions followed by a copy.
 const DIRECT_MIN_LEN: usize = 256;
 
-fn forward<T: Elem>(g: &Geo, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+/// The convolution of `x` (after `prep`, when given), plus `bias`, plus `residual` `(B, C_out,
+/// L_out)` when given (added last, as `residual + conv` would be).
+fn forward<T: Elem>(
+    g: &Geo,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    prep: Option<&RowAffine>,
+    residual: Option<&[T]>,
+) -> Vec<T> {
     let (c, o, k, lp, lo, n) = (
         g.c_in,
         g.c_out,
@@ -281,7 +303,7 @@ fn forward<T: Elem>(g: &Geo, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
         g.positions(),
     );
     let bl = g.batch * lp;
-    let xcf = channels_first(g, x);
+    let xcf = channels_first(g, x, prep);
     let wk = per_tap(g, w, false);
     // Tap k reads X shifted left by k positions: X[:, k .. k + N], a view with row stride B Lp.
     let taps: Vec<_> = (0..k)
@@ -312,6 +334,11 @@ fn forward<T: Elem>(g: &Geo, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
                     Par::Seq,
                 );
             }
+            if let Some(res) = residual {
+                for (d, &r) in yb.iter_mut().zip(&res[b * o * lo..(b + 1) * o * lo]) {
+                    *d += r;
+                }
+            }
         });
         return y;
     }
@@ -330,6 +357,11 @@ fn forward<T: Elem>(g: &Geo, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
             }
             None => dst.copy_from_slice(src),
         }
+        if let Some(res) = residual {
+            for (d, &v) in dst.iter_mut().zip(&res[r * lo..(r + 1) * lo]) {
+                *d += v;
+            }
+        }
     });
     y
 }
@@ -338,7 +370,7 @@ fn forward<T: Elem>(g: &Geo, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
 fn weight_grad<T: Elem>(g: &Geo, x: &[T], grad: &[T]) -> Vec<T> {
     let (c, o, k, n) = (g.c_in, g.c_out, g.kernel, g.positions());
     let bl = g.batch * g.lp();
-    let xcf = channels_first(g, x);
+    let xcf = channels_first(g, x, None);
     // The gradient as (C_out, N), zero at the straddling positions.
     let gt = gradient_rows(g, grad, 0, n);
     let lhs = MatRef::from_row_major_slice(&gt, o, n);
@@ -463,11 +495,11 @@ macro_rules! dispatch {
 }
 
 fn forward_nobias<T: Elem>(g: &Geo, x: &[T], w: &[T]) -> Vec<T> {
-    forward(g, x, w, None)
+    forward(g, x, w, None, None, None)
 }
 
 fn forward_bias<T: Elem>(g: &Geo, x: &[T], w: &[T], b: &[T]) -> Vec<T> {
-    forward(g, x, w, Some(b))
+    forward(g, x, w, Some(b), None, None)
 }
 
 /// The convolution without bias: `(x, w)`.
@@ -673,6 +705,169 @@ pub fn conv1d_sliding(
     }
 }
 
+/// The evaluation-only convolution of [`conv1d_sliding_prepared`]: `(x, w)`, with the bias, the
+/// residual and the input transform carried by the op.
+struct SlideConvPrepared {
+    geo: Arc<Geo>,
+    prep: Option<Arc<RowAffine>>,
+    bias: Option<Tensor>,
+    residual: Option<Tensor>,
+}
+
+/// The contiguous CPU values of `t` as `T` (`t` was made contiguous and of `x`'s dtype by the
+/// caller).
+fn held_slice<T: WithDType, R>(
+    name: &str,
+    t: Option<&Tensor>,
+    f: impl FnOnce(Option<&[T]>) -> Result<R>,
+) -> Result<R> {
+    let Some(t) = t else {
+        return f(None);
+    };
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("{name}: a held tensor is not on the CPU");
+    };
+    f(Some(contiguous_slice::<T>(name, cpu, layout)?))
+}
+
+impl SlideConvPrepared {
+    fn run<T: Elem>(&self, x: &[T], w: &[T]) -> Result<Vec<T>> {
+        let name = self.name();
+        held_slice::<T, _>(name, self.bias.as_ref(), |bias| {
+            held_slice::<T, _>(name, self.residual.as_ref(), |residual| {
+                Ok(forward(
+                    &self.geo,
+                    x,
+                    w,
+                    bias,
+                    self.prep.as_deref(),
+                    residual,
+                ))
+            })
+        })
+    }
+}
+
+impl CustomOp2 for SlideConvPrepared {
+    fn name(&self) -> &'static str {
+        "flowfm-slide-conv1d-prepared"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let out = match s1.dtype() {
+            DType::F32 => f32::to_cpu_storage_owned(self.run::<f32>(
+                contiguous_slice(name, s1, l1)?,
+                contiguous_slice(name, s2, l2)?,
+            )?),
+            DType::F64 => f64::to_cpu_storage_owned(self.run::<f64>(
+                contiguous_slice(name, s1, l1)?,
+                contiguous_slice(name, s2, l2)?,
+            )?),
+            dt => candle_core::bail!("{name}: unsupported dtype {dt:?}"),
+        };
+        Ok((out, self.geo.out_shape()))
+    }
+}
+
+/// `residual + conv1d(prep(x), weight) + bias` in one pass for **evaluation** (no autograd: an
+/// error if any argument is part of a graph): the norm and activation that precede the
+/// convolution (`prep`, from [`crate::fused_norm::norm_row_affine`]) are applied while the input
+/// is copied into the convolution's padded buffer, and the residual is added into the output,
+/// so neither the normalised tensor nor the sum is written as a tensor of its own. The values
+/// are bit for bit those of the separate ops (`fused_norm_act`, [`conv1d_sliding`], then
+/// `residual + y`). For the shapes where [`applies`] holds; [`crate::conv::conv1d_prepared`]
+/// falls back to the separate ops elsewhere.
+///
+/// # Shapes
+/// - `x`: `(batch, c_in, samples)`; `prep` computed for `(batch, c_in)`
+/// - `weight`: `(c_out, c_in, kernel)`; `bias`: `(c_out,)`
+/// - `residual`: `(batch, c_out, out_len)`
+/// - returns `(batch, c_out, out_len)`
+pub fn conv1d_sliding_prepared(
+    x: &Tensor,
+    prep: Option<&RowAffine>,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    spec: &Conv1dSpec,
+) -> Result<Tensor> {
+    let (batch, c_in, len) = x.dims3()?;
+    let (c_out, c_in_w, kernel) = weight.dims3()?;
+    if spec.stride != 1 || spec.dilation != 1 || spec.groups != 1 || c_in_w != c_in {
+        candle_core::bail!(
+            "conv1d_sliding_prepared: needs stride 1, dilation 1, one group and matching channels ({spec:?}, input {:?}, weight {:?})",
+            x.dims(),
+            weight.dims()
+        );
+    }
+    if !x.device().is_cpu() {
+        candle_core::bail!("conv1d_sliding_prepared: CPU only");
+    }
+    let tracked = [Some(x), Some(weight), bias, residual]
+        .into_iter()
+        .flatten()
+        .any(Tensor::track_op);
+    if tracked {
+        candle_core::bail!(
+            "conv1d_sliding_prepared: evaluation only, but an argument is part of an autograd graph"
+        );
+    }
+    let out_len = spec.out_len(len, kernel)?;
+    if let Some(p) = prep {
+        if p.rows() != (batch, c_in) {
+            candle_core::bail!(
+                "conv1d_sliding_prepared: the input transform is for {:?} rows, the input {:?}",
+                p.rows(),
+                x.dims()
+            );
+        }
+    }
+    if let Some(b) = bias {
+        if b.dims() != [c_out] {
+            candle_core::bail!(
+                "conv1d_sliding_prepared: bias {:?} does not match {c_out} output channels",
+                b.dims()
+            );
+        }
+    }
+    if let Some(r) = residual {
+        if r.dims() != [batch, c_out, out_len] {
+            candle_core::bail!(
+                "conv1d_sliding_prepared: residual {:?} is not the output's shape ({batch}, {c_out}, {out_len})",
+                r.dims()
+            );
+        }
+    }
+    let dt = x.dtype();
+    let held = |t: Option<&Tensor>| -> Result<Option<Tensor>> {
+        t.map(|t| t.to_dtype(dt)?.contiguous()).transpose()
+    };
+    let op = SlideConvPrepared {
+        geo: Arc::new(Geo {
+            batch,
+            c_in,
+            len,
+            c_out,
+            kernel,
+            pad: spec.padding,
+            circular: spec.padding_mode == PaddingMode::Circular,
+        }),
+        prep: prep.map(|p| Arc::new(p.clone())),
+        bias: held(bias)?,
+        residual: held(residual)?,
+    };
+    x.contiguous()?
+        .apply_op2_no_bwd(&weight.to_dtype(dt)?.contiguous()?, &op)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,7 +886,7 @@ mod tests {
 
     fn all_three(g: &Geo, x: &[f64], w: &[f64], b: &[f64], gy: &[f64]) -> [Vec<f64>; 3] {
         [
-            forward(g, x, w, Some(b)),
+            forward(g, x, w, Some(b), None, None),
             weight_grad(g, x, gy),
             input_grad(g, gy, w),
         ]
