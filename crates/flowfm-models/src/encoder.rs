@@ -452,7 +452,15 @@ impl HarNet {
     /// - returns `(batch, repr_dim)`
     pub fn encode_detached(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        flowfm_ops::on_worker(|| self.detached.forward(&x.detach(), ForwardMode::Eval))
+        let x = x.detach();
+        flowfm_ops::on_worker(|| {
+            // Evaluation-mode norms use running statistics: windows do not interact, and chunks
+            // of the batch run concurrently (`flowfm_ops::eval_in_chunks`).
+            flowfm_ops::eval_in_chunks(x.dim(0)?, |start, len| {
+                self.detached
+                    .forward(&x.narrow(0, start, len)?, ForwardMode::Eval)
+            })
+        })
     }
 
     /// Recalibrates batch norm: sets every layer's running mean and (unbiased) running variance

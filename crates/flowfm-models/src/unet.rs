@@ -516,7 +516,24 @@ impl UNet1d {
     /// - `cond`: `Conditioning::Representation` of `(batch, cond_dim)` or `None`
     /// - returns `(batch, in_channels, samples)`
     pub fn forward(&self, x: &Tensor, time_values: &Tensor, cond: &Conditioning) -> Result<Tensor> {
-        flowfm_ops::on_worker(|| self.forward_on_worker(x, time_values, cond))
+        flowfm_ops::on_worker(|| {
+            let batch = x.dim(0)?;
+            let graph_free = !time_values.track_op()
+                && !cond.representation().is_some_and(Tensor::track_op)
+                && evaluation_only(x, x, self.conv_in.weight());
+            if graph_free && batch > flowfm_ops::EVAL_CHUNK {
+                // Windows do not interact (group norm is per window): chunks of the batch run
+                // concurrently (`flowfm_ops::eval_in_chunks`).
+                return flowfm_ops::eval_in_chunks(batch, |start, len| {
+                    self.forward_on_worker(
+                        &x.narrow(0, start, len)?,
+                        &time_values.narrow(0, start, len)?,
+                        &cond.narrow(start, len)?,
+                    )
+                });
+            }
+            self.forward_on_worker(x, time_values, cond)
+        })
     }
 
     fn forward_on_worker(

@@ -232,10 +232,13 @@ fn the_fused_evaluation_path_gives_the_live_encoders_bits_in_f32() {
     let mut rng = SeededRng::new(21);
     let (_vm, vb) = seeded(6, DType::F32);
     let net = HarNet::new(EncoderConfig::harnet10().with_width(0.125), vb).unwrap();
-    let x = randn(&mut rng, &[4, 3, 300], DType::F32);
+    // 37 windows: the detached encoder evaluates chunks of 16, 16 and 5 concurrently
+    // (`flowfm_ops::eval_in_chunks`), the live one the whole batch at once.
+    let x = randn(&mut rng, &[37, 3, 300], DType::F32);
     net.encode(&x, ForwardMode::Train).unwrap();
     let live = net.encode(&x, ForwardMode::Eval).unwrap();
     let detached = net.encode_detached(&x).unwrap();
+    assert_eq!(detached.dims(), live.dims());
     let bits = |t: &Tensor| -> Vec<u32> {
         t.flatten_all()
             .unwrap()

@@ -306,11 +306,35 @@ fn the_fused_evaluation_path_gives_the_live_networks_bits_in_f32() {
     cfg.base_channels = 8;
     let (_vm, vb) = seeded(4, DType::F32);
     let flow = FlowUNet::new(cfg, vb).unwrap();
-    let x = randn(&mut rng, &[2, 3, 300], DType::F32);
-    let z = Conditioning::Representation(randn(&mut rng, &[2, 6], DType::F32));
-    let t = FlowTimes::from_values(&[0.3, 0.9], DType::F32, &Device::Cpu).unwrap();
+    let inputs = |rng: &mut SeededRng, n: usize| {
+        let x = randn(rng, &[n, 3, 300], DType::F32);
+        let z = Conditioning::Representation(randn(rng, &[n, 6], DType::F32));
+        let ts: Vec<f64> = (0..n).map(|i| (i as f64 + 0.5) / n as f64).collect();
+        let t = FlowTimes::from_values(&ts, DType::F32, &Device::Cpu).unwrap();
+        (x, t, z)
+    };
+    let (x, t, z) = inputs(&mut rng, 3);
     let live = flow.velocity(&x, &t, &z).unwrap();
     let det = flow.detached().velocity(&x, &t, &z).unwrap();
     assert!(live.track_op() && !det.track_op());
     assert!(bits32(&det) == bits32(&live));
+
+    // 37 windows: the detached network evaluates chunks of 16, 16 and 5 concurrently
+    // (`flowfm_ops::eval_in_chunks`), the live one the whole batch at once. The small linear
+    // layers of the embeddings take another kernel for 16 rows than for 37 (rounding-level
+    // differences), so the two agree to f32 tolerance; the chunked result itself does not
+    // depend on the number of threads.
+    let (x, t, z) = inputs(&mut rng, 37);
+    let live = flow.velocity(&x, &t, &z).unwrap();
+    let on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| flow.detached().velocity(&x, &t, &z).unwrap())
+    };
+    let (one, three) = (on(1), on(3));
+    assert_eq!(one.dims(), live.dims());
+    Tolerance::F32.assert_close(&flat(&one), &flat(&live));
+    assert!(bits32(&one) == bits32(&three));
 }
