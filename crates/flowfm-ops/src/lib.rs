@@ -39,6 +39,7 @@ pub use resample::{blur_downsample1d, upsample_nearest1d, BlurDownsample};
 pub use sliding::conv1d_sliding;
 
 use candle_core::{CpuStorage, Device, Layout, Result, WithDType};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 thread_local! {
     /// Set while [`with_portable_ops`] runs on this thread.
@@ -84,13 +85,55 @@ pub fn with_portable_ops<R>(f: impl FnOnce() -> R) -> R {
 /// (measured in docs/benchmarks.md, "Speed against PyTorch, session 9"). On a worker already, `f` simply
 /// runs. `f` must not block waiting for other work on the same pool (a channel fed by a thread
 /// that itself uses rayon): with a one-thread pool that would never finish.
+///
+/// While `f` runs, the pool's other workers stay awake looking for its work ([`keep_busy`])
+/// instead of falling asleep between its parallel loops and waiting to be woken for the next
+/// (the scheduler's wake-ups were most of what two threads lost on a training step;
+/// docs/benchmarks.md).
 pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
-        f()
-    } else if portable_forced() {
-        rayon::scope(|_| with_portable_ops(f))
-    } else {
-        rayon::scope(|_| f())
+        return f();
+    }
+    let forced = portable_forced();
+    let done = AtomicBool::new(false);
+    let done = &done;
+    rayon::scope(|scope| {
+        let owner = rayon::current_thread_index();
+        for _ in 1..rayon::current_num_threads() {
+            scope.spawn(move |_| keep_busy(done, owner));
+        }
+        let out = if forced { with_portable_ops(f) } else { f() };
+        done.store(true, Ordering::Release);
+        out
+    })
+}
+
+/// Runs the pool's pending work on this worker until `done`, spinning briefly between
+/// attempts (what OpenMP runtimes do between parallel regions). Returns at once on the thread
+/// that runs the caller's work (`owner`): picked up there while it waits inside a parallel
+/// loop, it would otherwise spin until that very work finished.
+fn keep_busy(done: &AtomicBool, owner: Option<usize>) {
+    if rayon::current_thread_index() == owner {
+        return;
+    }
+    let mut idle = 0u32;
+    while !done.load(Ordering::Acquire) {
+        match rayon::yield_now() {
+            Some(rayon::Yield::Executed) => idle = 0,
+            Some(rayon::Yield::Idle) => {
+                idle = idle.saturating_add(1);
+                if idle % 1024 == 0 {
+                    // Long idle stretches (a serial part of the caller's work): let the
+                    // operating system run something else on this core if it has to.
+                    std::thread::yield_now();
+                } else {
+                    for _ in 0..32 {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+            None => return,
+        }
     }
 }
 
