@@ -6,6 +6,10 @@
 //!   followed by candle's ReLU (the path before).
 //! - `groupnorm_silu_fwd_bwd/*`: group norm (8 groups) + SiLU on the U-Net's three levels
 //!   (48/96/192 channels at 300/150/75 samples), fused against norm then candle's SiLU.
+//! - `norm_conv_eval/*`: graph-free evaluation of group norm + SiLU + convolution (+ residual),
+//!   a U-Net block's second half at its three levels: `prepared` is one pass
+//!   (`conv1d_prepared`: the norm applied while the convolution copies its input, the residual
+//!   added inside), `separate` the fused norm, the convolution and the sum one after the other.
 //! - `adamw_step/*`: one AdamW update of every HARNet10 parameter (10.5 M), the fused in-place
 //!   pass against the composed candle ops (`adamw_step_composed`).
 //!
@@ -18,9 +22,10 @@ use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use flowfm_core::init::seeded_var_builder;
 use flowfm_core::{ForwardMode, SeededRng};
 use flowfm_models::{EncoderConfig, HarNet};
+use flowfm_ops::conv::conv1d_prepared;
 use flowfm_ops::fused_norm::Activation;
 use flowfm_ops::optim::{adamw_step_composed, AdamW, AdamWConfig, ComposedState};
-use flowfm_ops::{BatchNorm1d, BatchNormConfig, GroupNorm};
+use flowfm_ops::{conv1d_bias, BatchNorm1d, BatchNormConfig, Conv1dSpec, GroupNorm};
 use std::time::Duration;
 
 #[global_allocator]
@@ -170,11 +175,61 @@ fn bench_adamw(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_norm_conv_eval(c: &mut Criterion) {
+    let mut rng = SeededRng::new(3);
+    let mut g = group(c, "norm_conv_eval");
+    let spec = Conv1dSpec {
+        padding: 1,
+        ..Default::default()
+    };
+    for (ch, len) in [(48usize, 300usize), (96, 150), (192, 75)] {
+        let vm = VarMap::new();
+        let vb = seeded_var_builder(&vm, 2, DType::F32, &Device::Cpu);
+        let gn = GroupNorm::new(8, ch, 1e-5, vb).expect("group norm");
+        let x = rng
+            .normal_tensor((BATCH, ch, len), DType::F32, &Device::Cpu)
+            .expect("x");
+        let w = (rng
+            .normal_tensor((ch, ch, 3), DType::F32, &Device::Cpu)
+            .expect("w")
+            * 0.05)
+            .expect("scale");
+        let b = Tensor::zeros(ch, DType::F32, &Device::Cpu).expect("bias");
+        g.throughput(Throughput::Elements((BATCH * ch * len) as u64));
+        g.bench_function(
+            BenchmarkId::new("prepared", format!("{ch}x{len}")),
+            |bench| {
+                bench.iter(|| {
+                    flowfm_ops::on_worker(|| {
+                        let prep = gn.row_affine(&x, Activation::Silu)?;
+                        conv1d_prepared(&x, Some(&prep), &w, Some(&b), Some(&x), &spec)
+                    })
+                    .expect("prepared")
+                })
+            },
+        );
+        g.bench_function(
+            BenchmarkId::new("separate", format!("{ch}x{len}")),
+            |bench| {
+                bench.iter(|| {
+                    flowfm_ops::on_worker(|| {
+                        let h = gn.forward_act(&x, Activation::Silu)?;
+                        &x + conv1d_bias(&h, &w, &b, &spec)?
+                    })
+                    .expect("separate")
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
 /// Every benchmark of this file (written out so the generated function needs no docs).
 fn benches() {
     let mut c = Criterion::default().configure_from_args();
     bench_norm_relu(&mut c);
     bench_groupnorm_silu(&mut c);
+    bench_norm_conv_eval(&mut c);
     bench_adamw(&mut c);
 }
 
