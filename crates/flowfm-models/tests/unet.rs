@@ -283,17 +283,6 @@ fn detached_views_build_no_graph_and_agree_with_the_live_networks() {
     assert!(live.track_op());
 }
 
-/// The f32 bits of `t`.
-fn bits32(t: &Tensor) -> Vec<u32> {
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f32::to_bits)
-        .collect()
-}
-
 #[test]
 fn the_fused_evaluation_path_gives_the_live_networks_bits_in_f32() {
     // The detached views take the fused evaluation path (each norm applied inside the next

@@ -339,15 +339,7 @@ pub fn conv1d_prepared(
 ) -> Result<Tensor> {
     let (b, c_in, l) = x.dims3()?;
     let (_, c_in_g, k) = weight.dims3()?;
-    let tracked = [Some(x), Some(weight), bias, residual]
-        .into_iter()
-        .flatten()
-        .any(Tensor::track_op);
-    if tracked {
-        candle_core::bail!(
-            "conv1d_prepared: evaluation only, but an argument is part of an autograd graph"
-        );
-    }
+    crate::sliding::refuse_graphs("conv1d_prepared", [Some(x), Some(weight), bias, residual])?;
     if crate::uses_own_kernels(x.device())
         && spec.groups == 1
         && c_in_g == c_in

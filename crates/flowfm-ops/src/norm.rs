@@ -144,16 +144,8 @@ impl GroupNorm {
         shift: &Tensor,
         activation: Activation,
     ) -> Result<RowAffine> {
-        let (b, c, _) = x.dims3()?;
-        if scale.dims() != [b, c] || shift.dims() != [b, c] {
-            candle_core::bail!(
-                "GroupNorm::row_affine_modulated: scale {:?} and shift {:?} must be ({b}, {c})",
-                scale.dims(),
-                shift.dims()
-            );
-        }
-        let gamma = self.weight.unsqueeze(0)?.broadcast_mul(scale)?;
-        let beta = self.bias.unsqueeze(0)?.broadcast_mul(scale)?.add(shift)?;
+        check_modulation("row_affine_modulated", x, scale, shift)?;
+        let (gamma, beta) = self.folded(scale, shift)?;
         norm_row_affine(
             x,
             &gamma,
@@ -163,6 +155,14 @@ impl GroupNorm {
             self.eps,
             activation,
         )
+    }
+
+    /// The modulation folded into the affine transform: `(gamma * scale, beta * scale + shift)`,
+    /// both `(batch, channels)`.
+    fn folded(&self, scale: &Tensor, shift: &Tensor) -> Result<(Tensor, Tensor)> {
+        let gamma = self.weight.unsqueeze(0)?.broadcast_mul(scale)?;
+        let beta = self.bias.unsqueeze(0)?.broadcast_mul(scale)?.add(shift)?;
+        Ok((gamma, beta))
     }
 
     /// `activation(group_norm(x) * scale + shift)` with a per-sample, per-channel modulation
@@ -180,17 +180,9 @@ impl GroupNorm {
         shift: &Tensor,
         activation: Activation,
     ) -> Result<Tensor> {
-        let (b, c, _) = x.dims3()?;
-        if scale.dims() != [b, c] || shift.dims() != [b, c] {
-            candle_core::bail!(
-                "GroupNorm::forward_modulated: scale {:?} and shift {:?} must be ({b}, {c})",
-                scale.dims(),
-                shift.dims()
-            );
-        }
+        check_modulation("forward_modulated", x, scale, shift)?;
         if crate::uses_own_kernels(x.device()) {
-            let gamma = self.weight.unsqueeze(0)?.broadcast_mul(scale)?;
-            let beta = self.bias.unsqueeze(0)?.broadcast_mul(scale)?.add(shift)?;
+            let (gamma, beta) = self.folded(scale, shift)?;
             let (y, _) = fused_norm_act(
                 x,
                 &gamma,
@@ -208,6 +200,20 @@ impl GroupNorm {
             .broadcast_add(&shift.unsqueeze(2)?)?;
         activate(&y, activation)
     }
+}
+
+/// That a FiLM modulation `scale`, `shift` is `(batch, channels)` of `x`; `what` names the
+/// caller in the error.
+fn check_modulation(what: &str, x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<()> {
+    let (b, c, _) = x.dims3()?;
+    if scale.dims() != [b, c] || shift.dims() != [b, c] {
+        candle_core::bail!(
+            "GroupNorm::{what}: scale {:?} and shift {:?} must be ({b}, {c})",
+            scale.dims(),
+            shift.dims()
+        );
+    }
+    Ok(())
 }
 
 /// Batch statistics normalisation (training mode) without affine or running statistics.

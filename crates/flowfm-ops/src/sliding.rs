@@ -32,8 +32,7 @@ use crate::fused_norm::{RowAffine, RowKernel};
 use crate::spec::{Conv1dSpec, PaddingMode};
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor,
-    WithDType,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
 };
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
@@ -143,6 +142,34 @@ struct Geo {
 }
 
 impl Geo {
+    /// The geometry of `conv(x, weight)` under `spec`, or an error naming `op` where the sliding
+    /// path cannot compute it (stride, dilation or groups other than 1, mismatched channels, not
+    /// on the CPU, no output).
+    fn checked(op: &str, x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<Self> {
+        let (batch, c_in, len) = x.dims3()?;
+        let (c_out, c_in_w, kernel) = weight.dims3()?;
+        if spec.stride != 1 || spec.dilation != 1 || spec.groups != 1 || c_in_w != c_in {
+            candle_core::bail!(
+                "{op}: needs stride 1, dilation 1, one group and matching channels ({spec:?}, input {:?}, weight {:?})",
+                x.dims(),
+                weight.dims()
+            );
+        }
+        if !x.device().is_cpu() {
+            candle_core::bail!("{op}: CPU only");
+        }
+        spec.out_len(len, kernel)?;
+        Ok(Self {
+            batch,
+            c_in,
+            len,
+            c_out,
+            kernel,
+            pad: spec.padding,
+            circular: spec.padding_mode == PaddingMode::Circular,
+        })
+    }
+
     /// Padded length of one sample.
     fn lp(&self) -> usize {
         self.len + 2 * self.pad
@@ -666,28 +693,8 @@ pub fn conv1d_sliding(
     bias: Option<&Tensor>,
     spec: &Conv1dSpec,
 ) -> Result<Tensor> {
-    let (batch, c_in, len) = x.dims3()?;
-    let (c_out, c_in_w, kernel) = weight.dims3()?;
-    if spec.stride != 1 || spec.dilation != 1 || spec.groups != 1 || c_in_w != c_in {
-        candle_core::bail!(
-            "conv1d_sliding: needs stride 1, dilation 1, one group and matching channels ({spec:?}, input {:?}, weight {:?})",
-            x.dims(),
-            weight.dims()
-        );
-    }
-    if !x.device().is_cpu() {
-        candle_core::bail!("conv1d_sliding: CPU only");
-    }
-    spec.out_len(len, kernel)?;
-    let geo = Arc::new(Geo {
-        batch,
-        c_in,
-        len,
-        c_out,
-        kernel,
-        pad: spec.padding,
-        circular: spec.padding_mode == PaddingMode::Circular,
-    });
+    let geo = Arc::new(Geo::checked("conv1d_sliding", x, weight, spec)?);
+    let c_out = geo.c_out;
     let x = x.contiguous()?;
     let weight = weight.to_dtype(x.dtype())?.contiguous()?;
     match bias {
@@ -705,6 +712,15 @@ pub fn conv1d_sliding(
     }
 }
 
+/// An error naming `op` if any of `tensors` is part of an autograd graph (the evaluation-only
+/// ops have no backward pass).
+pub(crate) fn refuse_graphs<const N: usize>(op: &str, tensors: [Option<&Tensor>; N]) -> Result<()> {
+    if tensors.into_iter().flatten().any(Tensor::track_op) {
+        candle_core::bail!("{op}: evaluation only, but an argument is part of an autograd graph");
+    }
+    Ok(())
+}
+
 /// The evaluation-only convolution of [`conv1d_sliding_prepared`]: `(x, w)`, with the bias, the
 /// residual and the input transform carried by the op.
 struct SlideConvPrepared {
@@ -714,28 +730,21 @@ struct SlideConvPrepared {
     residual: Option<Tensor>,
 }
 
-/// The contiguous CPU values of `t` as `T` (`t` was made contiguous and of `x`'s dtype by the
-/// caller).
+/// `f` on the CPU values of `t` as `T`, or on `None` ([`crate::fused_norm::with_slice`]).
 fn held_slice<T: WithDType, R>(
-    name: &str,
     t: Option<&Tensor>,
     f: impl FnOnce(Option<&[T]>) -> Result<R>,
 ) -> Result<R> {
-    let Some(t) = t else {
-        return f(None);
-    };
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("{name}: a held tensor is not on the CPU");
-    };
-    f(Some(contiguous_slice::<T>(name, cpu, layout)?))
+    match t {
+        None => f(None),
+        Some(t) => crate::fused_norm::with_slice(t, |s| f(Some(s))),
+    }
 }
 
 impl SlideConvPrepared {
     fn run<T: Elem>(&self, x: &[T], w: &[T]) -> Result<Vec<T>> {
-        let name = self.name();
-        held_slice::<T, _>(name, self.bias.as_ref(), |bias| {
-            held_slice::<T, _>(name, self.residual.as_ref(), |residual| {
+        held_slice::<T, _>(self.bias.as_ref(), |bias| {
+            held_slice::<T, _>(self.residual.as_ref(), |residual| {
                 Ok(forward(
                     &self.geo,
                     x,
@@ -799,28 +808,12 @@ pub fn conv1d_sliding_prepared(
     residual: Option<&Tensor>,
     spec: &Conv1dSpec,
 ) -> Result<Tensor> {
-    let (batch, c_in, len) = x.dims3()?;
-    let (c_out, c_in_w, kernel) = weight.dims3()?;
-    if spec.stride != 1 || spec.dilation != 1 || spec.groups != 1 || c_in_w != c_in {
-        candle_core::bail!(
-            "conv1d_sliding_prepared: needs stride 1, dilation 1, one group and matching channels ({spec:?}, input {:?}, weight {:?})",
-            x.dims(),
-            weight.dims()
-        );
-    }
-    if !x.device().is_cpu() {
-        candle_core::bail!("conv1d_sliding_prepared: CPU only");
-    }
-    let tracked = [Some(x), Some(weight), bias, residual]
-        .into_iter()
-        .flatten()
-        .any(Tensor::track_op);
-    if tracked {
-        candle_core::bail!(
-            "conv1d_sliding_prepared: evaluation only, but an argument is part of an autograd graph"
-        );
-    }
-    let out_len = spec.out_len(len, kernel)?;
+    let geo = Geo::checked("conv1d_sliding_prepared", x, weight, spec)?;
+    refuse_graphs(
+        "conv1d_sliding_prepared",
+        [Some(x), Some(weight), bias, residual],
+    )?;
+    let (batch, c_in, c_out, out_len) = (geo.batch, geo.c_in, geo.c_out, geo.out_len());
     if let Some(p) = prep {
         if p.rows() != (batch, c_in) {
             candle_core::bail!(
@@ -851,15 +844,7 @@ pub fn conv1d_sliding_prepared(
         t.map(|t| t.to_dtype(dt)?.contiguous()).transpose()
     };
     let op = SlideConvPrepared {
-        geo: Arc::new(Geo {
-            batch,
-            c_in,
-            len,
-            c_out,
-            kernel,
-            pad: spec.padding,
-            circular: spec.padding_mode == PaddingMode::Circular,
-        }),
+        geo: Arc::new(geo),
         prep: prep.map(|p| Arc::new(p.clone())),
         bias: held(bias)?,
         residual: held(residual)?,

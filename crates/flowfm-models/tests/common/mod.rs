@@ -69,3 +69,14 @@ pub fn flat(t: &Tensor) -> Vec<f64> {
         .to_vec1()
         .unwrap()
 }
+
+/// The f32 bits of `t`, for bit-for-bit comparisons.
+pub fn bits32(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f32::to_bits)
+        .collect()
+}
