@@ -10,6 +10,9 @@
 //!   a U-Net block's second half at its three levels: `prepared` is one pass
 //!   (`conv1d_prepared`: the norm applied while the convolution copies its input, the residual
 //!   added inside), `separate` the fused norm, the convolution and the sum one after the other.
+//! - `bn_block_fwd_bwd/*`: a HARNet10 residual block in training (batch norm + ReLU + convolution,
+//!   twice, plus the residual), forward and backward, at the three stages the sliding path
+//!   covers; `one_op` is `block::batch_norm_block_train`, `composed` the layers one op each.
 //! - `adamw_step/*`: one AdamW update of every HARNet10 parameter (10.5 M), the fused in-place
 //!   pass against the composed candle ops (`adamw_step_composed`).
 //!
@@ -25,7 +28,10 @@ use flowfm_models::{EncoderConfig, HarNet};
 use flowfm_ops::conv::conv1d_prepared;
 use flowfm_ops::fused_norm::Activation;
 use flowfm_ops::optim::{adamw_step_composed, AdamW, AdamWConfig, ComposedState};
-use flowfm_ops::{conv1d_bias, BatchNorm1d, BatchNormConfig, Conv1dSpec, GroupNorm};
+use flowfm_ops::{
+    conv1d_bias, BatchNorm1d, BatchNormConfig, Conv1d, Conv1dConfig, Conv1dSpec, GroupNorm,
+    PaddingMode,
+};
 use std::time::Duration;
 
 #[global_allocator]
@@ -224,12 +230,68 @@ fn bench_norm_conv_eval(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_bn_block(c: &mut Criterion) {
+    let mut rng = SeededRng::new(4);
+    let mut g = group(c, "bn_block_fwd_bwd");
+    let cfg = Conv1dConfig {
+        spec: Conv1dSpec {
+            padding: 2,
+            padding_mode: PaddingMode::Circular,
+            ..Default::default()
+        },
+        bias: false,
+    };
+    for (ch, len) in [(64usize, 300usize), (128, 150), (256, 75)] {
+        let vm = VarMap::new();
+        let vb = seeded_var_builder(&vm, 5, DType::F32, &Device::Cpu);
+        let bn1 = BatchNorm1d::new(ch, BatchNormConfig::default(), vb.pp("bn1")).expect("bn1");
+        let conv1 = Conv1d::new(ch, ch, 5, cfg, vb.pp("conv1")).expect("conv1");
+        let bn2 = BatchNorm1d::new(ch, BatchNormConfig::default(), vb.pp("bn2")).expect("bn2");
+        let conv2 = Conv1d::new(ch, ch, 5, cfg, vb.pp("conv2")).expect("conv2");
+        let x = input(&mut rng, (BATCH, ch, len));
+        g.throughput(Throughput::Elements((BATCH * ch * len) as u64));
+        g.bench_function(BenchmarkId::new("one_op", format!("{ch}x{len}")), |bench| {
+            bench.iter(|| {
+                flowfm_ops::on_worker(|| {
+                    let y = flowfm_ops::block::batch_norm_block_train(
+                        x.as_tensor(),
+                        (&bn1, &conv1),
+                        (&bn2, &conv2),
+                        Activation::Relu,
+                    )?
+                    .ok_or_else(|| candle_core::Error::Msg("block did not apply".into()))?;
+                    y.sqr()?.mean_all()?.backward()
+                })
+                .expect("one op")
+            })
+        });
+        g.bench_function(
+            BenchmarkId::new("composed", format!("{ch}x{len}")),
+            |bench| {
+                bench.iter(|| {
+                    flowfm_ops::on_worker(|| {
+                        let a =
+                            bn1.forward_act(x.as_tensor(), ForwardMode::Train, Activation::Relu)?;
+                        let h = candle_core::Module::forward(&conv1, &a)?;
+                        let a = bn2.forward_act(&h, ForwardMode::Train, Activation::Relu)?;
+                        let y = (x.as_tensor() + candle_core::Module::forward(&conv2, &a)?)?;
+                        y.sqr()?.mean_all()?.backward()
+                    })
+                    .expect("composed")
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
 /// Every benchmark of this file (written out so the generated function needs no docs).
 fn benches() {
     let mut c = Criterion::default().configure_from_args();
     bench_norm_relu(&mut c);
     bench_groupnorm_silu(&mut c);
     bench_norm_conv_eval(&mut c);
+    bench_bn_block(&mut c);
     bench_adamw(&mut c);
 }
 

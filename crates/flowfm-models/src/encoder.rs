@@ -287,6 +287,20 @@ impl ResBlock {
             let prep2 = self.bn2.row_affine(&h, Activation::Relu)?;
             return self.conv2.forward_prepared(&h, Some(&prep2), Some(x));
         }
+        if mode == ForwardMode::Train {
+            if let (Norm::Batch(bn1), Norm::Batch(bn2)) = (&self.bn1, &self.bn2) {
+                // The whole block as one op where it applies: the same values and gradients,
+                // without an autograd node (and a gradient accumulator) per layer.
+                if let Some(y) = flowfm_ops::block::batch_norm_block_train(
+                    x,
+                    (bn1, &self.conv1),
+                    (bn2, &self.conv2),
+                    Activation::Relu,
+                )? {
+                    return Ok(y);
+                }
+            }
+        }
         let h = self
             .conv1
             .forward(&self.bn1.forward_act(x, mode, Activation::Relu)?)?;

@@ -280,7 +280,7 @@ fn statistics<T: WithDType>(geo: &Geometry, x: &[T]) -> (Vec<f64>, Vec<f64>) {
         .unzip()
 }
 
-struct FusedNorm {
+pub(crate) struct FusedNorm {
     geo: Geometry,
     stats: Statistics,
     eps: f64,
@@ -295,6 +295,31 @@ struct FusedNorm {
 }
 
 impl FusedNorm {
+    /// Batch norm over `(b, c, l)` with statistics from the input and `activation`, and the slot
+    /// its forward pass leaves the batch statistics in (for the running averages).
+    pub(crate) fn batch_norm(
+        (b, c, l): (usize, usize, usize),
+        eps: f64,
+        activation: Activation,
+    ) -> (Self, StatsSlot) {
+        let slot: StatsSlot = Arc::new(Mutex::new(None));
+        let op = FusedNorm {
+            geo: Geometry {
+                b,
+                c,
+                l,
+                grouping: Grouping::PerChannel,
+            },
+            stats: Statistics::FromInput,
+            eps,
+            activation,
+            slot: Some(slot.clone()),
+            cache: Mutex::new(None),
+            per_row: false,
+        };
+        (op, slot)
+    }
+
     /// Index into `gamma` / `beta` of row `r = b * C + c`.
     fn affine_index(&self, r: usize) -> usize {
         if self.per_row {
@@ -319,7 +344,7 @@ impl FusedNorm {
         }
     }
 
-    fn forward<T: RowKernel>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+    pub(crate) fn forward<T: RowKernel>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         let geo = &self.geo;
         let (mean, inv, batch_stats) = self.moments(x);
         if let Ok(mut c) = self.cache.lock() {
@@ -348,7 +373,7 @@ impl FusedNorm {
     }
 
     /// `(dx, dgamma, dbeta)`.
-    fn backward<T: RowKernel>(
+    pub(crate) fn backward<T: RowKernel>(
         &self,
         x: &[T],
         gamma: &[T],

@@ -12,12 +12,13 @@
 //! [`with_portable_ops`] forces that path on the CPU, so its forward values and gradients are
 //! tested on every machine (`tests/portable_path.rs`), and on a GPU when one is present.
 //!
-//! Modules: [`conv`] (conv1d, `Conv1d`), [`portable`] (the device-independent compositions), [`sliding`] (stride-1 convolution without im2col), [`resample`] (nearest upsampling, anti-aliased
+//! Modules: [`conv`] (conv1d, `Conv1d`), [`block`] (a batch-norm residual block trained as one op), [`portable`] (the device-independent compositions), [`sliding`] (stride-1 convolution without im2col), [`resample`] (nearest upsampling, anti-aliased
 //! downsampling), [`linear`] (linear on inputs of any rank), [`norm`] (group norm, batch norm),
 //! [`activation`], [`lanes`] (SiLU in f32 SIMD lanes), [`pool`] (global pooling, channel concatenation), [`optim`] (AdamW, gradient
 //! clipping, warm-up + cosine schedule, EMA), [`gradcheck`].
 
 pub mod activation;
+pub mod block;
 pub mod conv;
 pub mod fused_norm;
 pub mod gradcheck;

@@ -3,7 +3,7 @@
 //! verified in `tests/`.
 
 use crate::fused_norm::{
-    fused_norm_act, norm_row_affine, Activation, Grouping, RowAffine, Statistics,
+    fused_norm_act, norm_row_affine, Activation, BatchStats, Grouping, RowAffine, Statistics,
 };
 use candle_core::{Result, Tensor, Var, D};
 use candle_nn::VarBuilder;
@@ -327,12 +327,7 @@ impl BatchNorm1d {
                     self.cfg.eps,
                     activation,
                 )?;
-                let Some((mean, var)) = stats else {
-                    candle_core::bail!("BatchNorm1d: the fused op returned no batch statistics");
-                };
-                let n = (b * l) as f64;
-                let unbiased: Vec<f64> = var.iter().map(|v| v * n / (n - 1.0)).collect();
-                self.update_running(&mean, &unbiased)?;
+                self.record_batch(stats, b * l)?;
                 Ok(y)
             }
             ForwardMode::Eval => {
@@ -387,6 +382,22 @@ impl BatchNorm1d {
     }
 
     /// `running = (1 - momentum) * running + momentum * batch`, outside the autograd graph.
+    /// The trained `(weight, bias)` and `eps`, for ops that fuse the norm into more work.
+    pub(crate) fn parts(&self) -> (&Tensor, &Tensor, f64) {
+        (&self.weight, &self.bias, self.cfg.eps)
+    }
+
+    /// Folds the batch statistics `(mean, biased variance)` of a training forward pass over `n`
+    /// values per channel into the running averages (the variance made unbiased, as PyTorch).
+    pub(crate) fn record_batch(&self, stats: Option<BatchStats>, n: usize) -> Result<()> {
+        let Some((mean, var)) = stats else {
+            candle_core::bail!("BatchNorm1d: the fused op returned no batch statistics");
+        };
+        let n = n as f64;
+        let unbiased: Vec<f64> = var.iter().map(|v| v * n / (n - 1.0)).collect();
+        self.update_running(&mean, &unbiased)
+    }
+
     fn update_running(&self, mean: &[f64], unbiased_var: &[f64]) -> Result<()> {
         let m = self.cfg.momentum;
         let dev = self.running_mean.device().clone();

@@ -131,12 +131,12 @@ impl<T: Elem> std::ops::DerefMut for Scratch<T> {
 
 /// Geometry of a stride-1 convolution.
 #[derive(Clone, Copy, Debug)]
-struct Geo {
+pub(crate) struct Geo {
     batch: usize,
-    c_in: usize,
+    pub(crate) c_in: usize,
     len: usize,
     c_out: usize,
-    kernel: usize,
+    pub(crate) kernel: usize,
     pad: usize,
     circular: bool,
 }
@@ -145,7 +145,12 @@ impl Geo {
     /// The geometry of `conv(x, weight)` under `spec`, or an error naming `op` where the sliding
     /// path cannot compute it (stride, dilation or groups other than 1, mismatched channels, not
     /// on the CPU, no output).
-    fn checked(op: &str, x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<Self> {
+    pub(crate) fn checked(
+        op: &str,
+        x: &Tensor,
+        weight: &Tensor,
+        spec: &Conv1dSpec,
+    ) -> Result<Self> {
         let (batch, c_in, len) = x.dims3()?;
         let (c_out, c_in_w, kernel) = weight.dims3()?;
         if spec.stride != 1 || spec.dilation != 1 || spec.groups != 1 || c_in_w != c_in {
@@ -313,7 +318,7 @@ const DIRECT_MIN_LEN: usize = 256;
 
 /// The convolution of `x` (after `prep`, when given), plus `bias`, plus `residual` `(B, C_out,
 /// L_out)` when given (added last, as `residual + conv` would be).
-fn forward<T: Elem>(
+pub(crate) fn forward<T: Elem>(
     g: &Geo,
     x: &[T],
     w: &[T],
@@ -394,7 +399,7 @@ fn forward<T: Elem>(
 }
 
 /// `dw (C_out, C_in, K)` from the input and the output gradient.
-fn weight_grad<T: Elem>(g: &Geo, x: &[T], grad: &[T]) -> Vec<T> {
+pub(crate) fn weight_grad<T: Elem>(g: &Geo, x: &[T], grad: &[T]) -> Vec<T> {
     let (c, o, k, n) = (g.c_in, g.c_out, g.kernel, g.positions());
     let bl = g.batch * g.lp();
     let xcf = channels_first(g, x, None);
@@ -452,7 +457,7 @@ fn weight_grad<T: Elem>(g: &Geo, x: &[T], grad: &[T]) -> Vec<T> {
 }
 
 /// `dx (B, C_in, L)` from the output gradient and the weights.
-fn input_grad<T: Elem>(g: &Geo, grad: &[T], w: &[T]) -> Vec<T> {
+pub(crate) fn input_grad<T: Elem>(g: &Geo, grad: &[T], w: &[T]) -> Vec<T> {
     let (c, o, k, l, lp, pad) = (g.c_in, g.c_out, g.kernel, g.len, g.lp(), g.pad);
     let bl = g.batch * lp;
     let gl = bl + k - 1;

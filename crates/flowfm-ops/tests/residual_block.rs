@@ -1,0 +1,242 @@
+//! The batch-norm residual block trained as one op (`block::batch_norm_block_train`) against the
+//! block composed from its layers, `x + conv2(relu(bn2(conv1(relu(bn1(x))))))`: outputs, the
+//! gradients of the input and of all six parameters, and both running statistics bit for bit in
+//! f32 and f64, on both output strategies of the sliding convolution and both paddings; its
+//! gradients against central differences in f64; and `None` wherever the op does not apply.
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_nn::VarBuilder;
+use flowfm_core::{ForwardMode, SeededRng};
+use flowfm_ops::block::batch_norm_block_train;
+use flowfm_ops::fused_norm::Activation;
+use flowfm_ops::gradcheck::check_gradients;
+use flowfm_ops::{
+    with_portable_ops, BatchNorm1d, BatchNormConfig, Conv1d, Conv1dConfig, Conv1dSpec, PaddingMode,
+};
+use std::collections::HashMap;
+
+fn randn(rng: &mut SeededRng, dims: &[usize], dtype: DType) -> Tensor {
+    let n: usize = dims.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+    Tensor::from_vec(v, dims, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+fn bits(t: &Tensor) -> Vec<u64> {
+    let v: Vec<f64> = match t.dtype() {
+        DType::F32 => {
+            return t
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(|v| u64::from(v.to_bits()))
+                .collect()
+        }
+        _ => t.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+    };
+    v.into_iter().map(f64::to_bits).collect()
+}
+
+/// The block's layers over the given parameters `[w1, w2, gamma1, beta1, gamma2, beta2]` (the
+/// tensors themselves, so gradients reach them), running statistics starting at 0 and 1.
+struct Layers {
+    bn1: BatchNorm1d,
+    conv1: Conv1d,
+    bn2: BatchNorm1d,
+    conv2: Conv1d,
+}
+
+fn layers(params: &[Tensor], spec: Conv1dSpec, bias: bool) -> Result<Layers> {
+    let c = params[2].dim(0)?;
+    let k = params[0].dim(2)?;
+    let dt = params[0].dtype();
+    let dev = Device::Cpu;
+    let mut map: HashMap<String, Tensor> = HashMap::new();
+    for (name, t) in [
+        ("conv1.weight", &params[0]),
+        ("conv2.weight", &params[1]),
+        ("bn1.weight", &params[2]),
+        ("bn1.bias", &params[3]),
+        ("bn2.weight", &params[4]),
+        ("bn2.bias", &params[5]),
+    ] {
+        map.insert(name.to_string(), t.clone());
+    }
+    for bn in ["bn1", "bn2"] {
+        map.insert(format!("{bn}.running_mean"), Tensor::zeros(c, dt, &dev)?);
+        map.insert(format!("{bn}.running_var"), Tensor::ones(c, dt, &dev)?);
+    }
+    if bias {
+        map.insert("conv1.bias".into(), Tensor::zeros(c, dt, &dev)?);
+        map.insert("conv2.bias".into(), Tensor::zeros(c, dt, &dev)?);
+    }
+    let vb = VarBuilder::from_tensors(map, dt, &dev);
+    let cfg = Conv1dConfig { spec, bias };
+    Ok(Layers {
+        bn1: BatchNorm1d::new(c, BatchNormConfig::default(), vb.pp("bn1"))?,
+        conv1: Conv1d::new(c, c, k, cfg, vb.pp("conv1"))?,
+        bn2: BatchNorm1d::new(c, BatchNormConfig::default(), vb.pp("bn2"))?,
+        conv2: Conv1d::new(c, c, k, cfg, vb.pp("conv2"))?,
+    })
+}
+
+fn composed(x: &Tensor, n: &Layers) -> Result<Tensor> {
+    let a1 = n.bn1.forward_act(x, ForwardMode::Train, Activation::Relu)?;
+    let h1 = candle_core::Module::forward(&n.conv1, &a1)?;
+    let a2 = n
+        .bn2
+        .forward_act(&h1, ForwardMode::Train, Activation::Relu)?;
+    let h2 = candle_core::Module::forward(&n.conv2, &a2)?;
+    x + h2
+}
+
+fn fused(x: &Tensor, n: &Layers) -> Result<Option<Tensor>> {
+    batch_norm_block_train(x, (&n.bn1, &n.conv1), (&n.bn2, &n.conv2), Activation::Relu)
+}
+
+/// `[x, w1, w2, gamma1, beta1, gamma2, beta2]` for `(b, c, l)` and kernel `k`.
+fn inputs(
+    rng: &mut SeededRng,
+    (b, c, l): (usize, usize, usize),
+    k: usize,
+    dt: DType,
+) -> Vec<Tensor> {
+    let scale = 1.0 / ((c * k) as f64).sqrt();
+    vec![
+        randn(rng, &[b, c, l], dt),
+        (randn(rng, &[c, c, k], dt) * scale).unwrap(),
+        (randn(rng, &[c, c, k], dt) * scale).unwrap(),
+        randn(rng, &[c], dt).affine(0.3, 1.0).unwrap(),
+        (randn(rng, &[c], dt) * 0.2).unwrap(),
+        randn(rng, &[c], dt).affine(0.3, 1.0).unwrap(),
+        (randn(rng, &[c], dt) * 0.2).unwrap(),
+    ]
+}
+
+/// The output, the gradients of `(y * r).sum()` for all seven inputs and the four running
+/// statistics, from fresh variables holding `values`.
+fn run(
+    values: &[Tensor],
+    r: &Tensor,
+    spec: Conv1dSpec,
+    one_op: bool,
+) -> Result<(Tensor, Vec<Tensor>, Vec<Tensor>)> {
+    let vars: Vec<Var> = values
+        .iter()
+        .map(|t| Var::from_tensor(&t.copy()?))
+        .collect::<Result<_>>()?;
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let n = layers(&ts[1..], spec, false)?;
+    let y = if one_op {
+        fused(&ts[0], &n)?.expect("the one-op block applies here")
+    } else {
+        composed(&ts[0], &n)?
+    };
+    let grads = y.mul(r)?.sum_all()?.backward()?;
+    let g = ts
+        .iter()
+        .map(|t| grads.get(t).cloned().expect("a gradient for every input"))
+        .collect();
+    let stats = vec![
+        n.bn1.running_mean().clone(),
+        n.bn1.running_var().clone(),
+        n.bn2.running_mean().clone(),
+        n.bn2.running_var().clone(),
+    ];
+    Ok((y, g, stats))
+}
+
+#[test]
+fn one_op_block_equals_the_composed_block_bit_for_bit() -> Result<()> {
+    let mut rng = SeededRng::new(7);
+    // ((batch, channels, len), kernel, padding, mode): outputs of 256 samples or more take one
+    // product per sample, shorter ones one product over all positions.
+    let cases = [
+        ((3, 6, 40), 5, 2, PaddingMode::Circular),
+        ((3, 6, 40), 5, 2, PaddingMode::Zeros),
+        ((2, 4, 300), 3, 1, PaddingMode::Circular),
+        ((2, 5, 260), 5, 2, PaddingMode::Zeros),
+    ];
+    let names = ["x", "w1", "w2", "gamma1", "beta1", "gamma2", "beta2"];
+    for dt in [DType::F32, DType::F64] {
+        for &(shape, k, pad, mode) in &cases {
+            let spec = Conv1dSpec {
+                padding: pad,
+                padding_mode: mode,
+                ..Default::default()
+            };
+            let values = inputs(&mut rng, shape, k, dt);
+            let r = randn(&mut rng, &[shape.0, shape.1, shape.2], dt);
+            let (y0, g0, s0) = run(&values, &r, spec, false)?;
+            let (y1, g1, s1) = run(&values, &r, spec, true)?;
+            let what = format!("{dt:?} {shape:?} k={k} {mode:?}");
+            assert_eq!(bits(&y0), bits(&y1), "output, {what}");
+            for ((a, b), name) in g0.iter().zip(&g1).zip(names) {
+                assert_eq!(bits(a), bits(b), "gradient of {name}, {what}");
+            }
+            for (i, (a, b)) in s0.iter().zip(&s1).enumerate() {
+                assert_eq!(bits(a), bits(b), "running statistic {i}, {what}");
+            }
+            // The running statistics moved away from their start (the op recorded the batch).
+            let moved = s1[0]
+                .abs()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            assert!(moved > 0.0, "running mean not updated, {what}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn one_op_block_gradients_match_central_differences() -> Result<()> {
+    let mut rng = SeededRng::new(11);
+    for mode in [PaddingMode::Circular, PaddingMode::Zeros] {
+        let spec = Conv1dSpec {
+            padding: 1,
+            padding_mode: mode,
+            ..Default::default()
+        };
+        let values = inputs(&mut rng, (2, 3, 24), 3, DType::F64);
+        let report = check_gradients(
+            |ts: &[Tensor]| {
+                let n = layers(&ts[1..], spec, false)?;
+                fused(&ts[0], &n)?
+                    .ok_or_else(|| candle_core::Error::Msg("the one-op block did not apply".into()))
+            },
+            &values,
+        )?;
+        report.assert_ok(&format!("one-op residual block, {mode:?} padding"));
+    }
+    Ok(())
+}
+
+#[test]
+fn one_op_block_declines_where_it_does_not_apply() -> Result<()> {
+    let mut rng = SeededRng::new(3);
+    let spec = Conv1dSpec {
+        padding: 2,
+        padding_mode: PaddingMode::Circular,
+        ..Default::default()
+    };
+    // Too short for the sliding path (the composed block takes im2col there).
+    let v = inputs(&mut rng, (4, 6, 6), 5, DType::F32);
+    assert!(fused(&v[0], &layers(&v[1..], spec, false)?)?.is_none());
+    // Convolutions with a bias.
+    let v = inputs(&mut rng, (3, 6, 40), 5, DType::F32);
+    assert!(fused(&v[0], &layers(&v[1..], spec, true)?)?.is_none());
+    // The portable path forced (what a GPU runs).
+    let n = layers(&v[1..], spec, false)?;
+    assert!(with_portable_ops(|| fused(&v[0], &n))?.is_none());
+    // A length the convolution does not keep (no padding).
+    let unpadded = Conv1dSpec::default();
+    assert!(fused(&v[0], &layers(&v[1..], unpadded, false)?)?.is_none());
+    // And where it applies, it gives a value (so the cases above are not vacuous).
+    assert!(fused(&v[0], &n)?.is_some());
+    Ok(())
+}
