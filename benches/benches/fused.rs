@@ -13,6 +13,9 @@
 //! - `bn_block_fwd_bwd/*`: a HARNet10 residual block in training (batch norm + ReLU + convolution,
 //!   twice, plus the residual), forward and backward, at the three stages the sliding path
 //!   covers; `one_op` is `block::batch_norm_block_train`, `composed` the layers one op each.
+//! - `gn_block_fwd_bwd/*`: a paper-size U-Net residual block in training (group norm + SiLU +
+//!   convolution with bias, the second norm FiLM-modulated, plus the residual) at its three
+//!   levels; `one_op` is `block::group_norm_block_train`, `composed` the layers one op each.
 //! - `adamw_step/*`: one AdamW update of every HARNet10 parameter (10.5 M), the fused in-place
 //!   pass against the composed candle ops (`adamw_step_composed`).
 //!
@@ -285,6 +288,79 @@ fn bench_bn_block(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_gn_block(c: &mut Criterion) {
+    let mut rng = SeededRng::new(6);
+    let mut g = group(c, "gn_block_fwd_bwd");
+    let cfg = Conv1dConfig {
+        spec: Conv1dSpec {
+            padding: 1,
+            ..Default::default()
+        },
+        bias: true,
+    };
+    for (ch, len) in [(48usize, 300usize), (96, 150), (192, 75)] {
+        let vm = VarMap::new();
+        let vb = seeded_var_builder(&vm, 7, DType::F32, &Device::Cpu);
+        let gn1 = GroupNorm::new(8, ch, 1e-5, vb.pp("gn1")).expect("gn1");
+        let conv1 = Conv1d::new(ch, ch, 3, cfg, vb.pp("conv1")).expect("conv1");
+        let gn2 = GroupNorm::new(8, ch, 1e-5, vb.pp("gn2")).expect("gn2");
+        let conv2 = Conv1d::new(ch, ch, 3, cfg, vb.pp("conv2")).expect("conv2");
+        let x = input(&mut rng, (BATCH, ch, len));
+        let scale = Var::from_tensor(
+            &rng.normal_tensor((BATCH, ch), DType::F32, &Device::Cpu)
+                .and_then(|t| t.affine(0.1, 1.0))
+                .expect("scale"),
+        )
+        .expect("var");
+        let shift = Var::from_tensor(
+            &(rng
+                .normal_tensor((BATCH, ch), DType::F32, &Device::Cpu)
+                .expect("shift")
+                * 0.1)
+                .expect("shift"),
+        )
+        .expect("var");
+        g.throughput(Throughput::Elements((BATCH * ch * len) as u64));
+        g.bench_function(BenchmarkId::new("one_op", format!("{ch}x{len}")), |bench| {
+            bench.iter(|| {
+                flowfm_ops::on_worker(|| {
+                    let y = flowfm_ops::block::group_norm_block_train(
+                        x.as_tensor(),
+                        (&gn1, &conv1),
+                        (&gn2, scale.as_tensor(), shift.as_tensor(), &conv2),
+                        None,
+                        Activation::Silu,
+                    )?
+                    .ok_or_else(|| candle_core::Error::Msg("block did not apply".into()))?;
+                    y.sqr()?.mean_all()?.backward()
+                })
+                .expect("one op")
+            })
+        });
+        g.bench_function(
+            BenchmarkId::new("composed", format!("{ch}x{len}")),
+            |bench| {
+                bench.iter(|| {
+                    flowfm_ops::on_worker(|| {
+                        let a = gn1.forward_act(x.as_tensor(), Activation::Silu)?;
+                        let h = candle_core::Module::forward(&conv1, &a)?;
+                        let a = gn2.forward_modulated(
+                            &h,
+                            scale.as_tensor(),
+                            shift.as_tensor(),
+                            Activation::Silu,
+                        )?;
+                        let y = (x.as_tensor() + candle_core::Module::forward(&conv2, &a)?)?;
+                        y.sqr()?.mean_all()?.backward()
+                    })
+                    .expect("composed")
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
 /// Every benchmark of this file (written out so the generated function needs no docs).
 fn benches() {
     let mut c = Criterion::default().configure_from_args();
@@ -292,6 +368,7 @@ fn benches() {
     bench_groupnorm_silu(&mut c);
     bench_norm_conv_eval(&mut c);
     bench_bn_block(&mut c);
+    bench_gn_block(&mut c);
     bench_adamw(&mut c);
 }
 

@@ -295,12 +295,23 @@ impl ResBlock {
             return self.forward_eval(x, emb);
         }
         let c = self.c_out;
-        let h = self
-            .conv1
-            .forward(&self.norm1.forward_act(x, Activation::Silu)?)?;
         let ss = self.film.forward(emb)?;
         let scale = (ss.narrow(1, 0, c)?.contiguous()? + 1.0)?;
         let shift = ss.narrow(1, c, c)?.contiguous()?;
+        // In training, the whole block as one op where it applies: the same values and
+        // gradients, without an autograd node (and a gradient accumulator) per layer.
+        if let Some(y) = flowfm_ops::block::group_norm_block_train(
+            x,
+            (&self.norm1, &self.conv1),
+            (&self.norm2, &scale, &shift, &self.conv2),
+            self.skip.as_ref(),
+            Activation::Silu,
+        )? {
+            return Ok(y);
+        }
+        let h = self
+            .conv1
+            .forward(&self.norm1.forward_act(x, Activation::Silu)?)?;
         let h = self
             .norm2
             .forward_modulated(&h, &scale, &shift, Activation::Silu)?;

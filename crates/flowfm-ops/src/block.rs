@@ -19,8 +19,8 @@
 
 use crate::contiguous_slice;
 use crate::conv::Conv1d;
-use crate::fused_norm::{Activation, FusedNorm, StatsSlot};
-use crate::norm::BatchNorm1d;
+use crate::fused_norm::{with_slice, Activation, FusedNorm, Grouping, StatsSlot};
+use crate::norm::{BatchNorm1d, GroupNorm};
 use crate::sliding::{self, Elem, Geo};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
@@ -70,41 +70,96 @@ impl BlockElem for f64 {
     }
 }
 
-/// The op `(x, [w1, w2] flattened, [gamma1, beta1, gamma2, beta2]) -> y`.
-struct BnBlock {
-    geo: Geo,
+/// The packed argument sizes of one block: convolution weights `c_out * c_in * k`, biases
+/// `c_out`, and the two norms' `gamma` (= `beta`) lengths.
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    w1: usize,
+    w2: usize,
+    bias: Option<usize>,
+    skip: Option<usize>,
+    n1: usize,
+    n2: usize,
+}
+
+/// The block's parameters split out of its packed arguments.
+struct Params<'a, T> {
+    w1: &'a [T],
+    b1: Option<&'a [T]>,
+    w2: &'a [T],
+    b2: Option<&'a [T]>,
+    ws: Option<&'a [T]>,
+    bs: Option<&'a [T]>,
+    g1: &'a [T],
+    be1: &'a [T],
+    g2: &'a [T],
+    be2: &'a [T],
+}
+
+/// The op `(x, [w1, b1, w2, b2, w_skip, b_skip] flattened (biases and the skip convolution where
+/// present), [gamma1, beta1, gamma2, beta2]) -> y`.
+struct Block {
+    /// The first convolution `C_in -> C_out`, the second `C_out -> C_out`, and the 1x1 skip
+    /// convolution `C_in -> C_out` (without it the input is the residual).
+    g1: Geo,
+    g2: Geo,
+    gs: Option<Geo>,
+    sizes: Sizes,
     norm1: FusedNorm,
     norm2: FusedNorm,
     saved: Mutex<Option<Stash>>,
 }
 
-/// The parameters split out of the op's packed arguments: `(w1, w2, gamma1, beta1, gamma2,
-/// beta2)`.
-type Parts<'a, T> = (&'a [T], &'a [T], &'a [T], &'a [T], &'a [T], &'a [T]);
+/// `take` values off the front of `rest`.
+fn take<'a, T>(rest: &mut &'a [T], n: usize) -> &'a [T] {
+    let (head, tail) = rest.split_at(n);
+    *rest = tail;
+    head
+}
 
-impl BnBlock {
-    fn split<'a, T>(&self, w: &'a [T], n: &'a [T]) -> Parts<'a, T> {
-        let c = self.geo.c_in;
-        let (w1, w2) = w.split_at(c * c * self.geo.kernel);
-        let (g1, rest) = n.split_at(c);
-        let (b1, rest) = rest.split_at(c);
-        let (g2, b2) = rest.split_at(c);
-        (w1, w2, g1, b1, g2, b2)
+impl Block {
+    fn split<'a, T>(&self, w: &'a [T], n: &'a [T]) -> Params<'a, T> {
+        let z = self.sizes;
+        let mut w = w;
+        let mut n = n;
+        let w1 = take(&mut w, z.w1);
+        let b1 = z.bias.map(|c| take(&mut w, c));
+        let w2 = take(&mut w, z.w2);
+        let b2 = z.bias.map(|c| take(&mut w, c));
+        let ws = z.skip.map(|s| take(&mut w, s));
+        let bs = z.skip.and(z.bias).map(|c| take(&mut w, c));
+        Params {
+            w1,
+            b1,
+            w2,
+            b2,
+            ws,
+            bs,
+            g1: take(&mut n, z.n1),
+            be1: take(&mut n, z.n1),
+            g2: take(&mut n, z.n2),
+            be2: take(&mut n, z.n2),
+        }
     }
 
     fn forward<T: BlockElem>(&self, x: &[T], w: &[T], n: &[T]) -> Vec<T> {
-        let (w1, w2, g1, b1, g2, b2) = self.split(w, n);
-        let a1 = self.norm1.forward(x, g1, b1);
-        let h1 = sliding::forward(&self.geo, &a1, w1, None, None, None);
-        let a2 = self.norm2.forward(&h1, g2, b2);
-        let y = sliding::forward(&self.geo, &a2, w2, None, None, Some(x));
+        let p = self.split(w, n);
+        let a1 = self.norm1.forward(x, p.g1, p.be1);
+        let h1 = sliding::forward(&self.g1, &a1, p.w1, p.b1, None, None);
+        let a2 = self.norm2.forward(&h1, p.g2, p.be2);
+        let skip = match (&self.gs, p.ws) {
+            (Some(gs), Some(ws)) => Some(sliding::forward(gs, x, ws, p.bs, None, None)),
+            _ => None,
+        };
+        let residual = skip.as_deref().unwrap_or(x);
+        let y = sliding::forward(&self.g2, &a2, p.w2, p.b2, None, Some(residual));
         if let Ok(mut saved) = self.saved.lock() {
             *saved = Some(T::stash(Saved { a1, h1, a2 }));
         }
         y
     }
 
-    /// `(dx, [dw1, dw2], [dgamma1, dbeta1, dgamma2, dbeta2])` for the output gradient `gy`.
+    /// The gradients of the three packed arguments for the output gradient `gy`.
     fn backward<T: BlockElem>(
         &self,
         x: &[T],
@@ -112,7 +167,7 @@ impl BnBlock {
         n: &[T],
         gy: &[T],
     ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
-        let (w1, w2, g1, b1, g2, b2) = self.split(w, n);
+        let p = self.split(w, n);
         let saved = self
             .saved
             .lock()
@@ -120,27 +175,45 @@ impl BnBlock {
         let Some(s) = saved.as_ref().and_then(T::unstash) else {
             candle_core::bail!("residual block: backward pass without its forward pass");
         };
-        let g = &self.geo;
-        let d_a2 = sliding::input_grad(g, gy, w2);
-        let d_w2 = sliding::weight_grad(g, &s.a2, gy);
-        let (d_h1, d_g2, d_b2) = self.norm2.backward(&s.h1, g2, b2, &d_a2);
+        let (g1, g2) = (&self.g1, &self.g2);
+        let d_a2 = sliding::input_grad(g2, gy, p.w2);
+        let d_w2 = sliding::weight_grad(g2, &s.a2, gy);
+        let d_b2 = p.b2.map(|_| sliding::bias_grad(g2, gy));
+        let (d_h1, d_g2, d_be2) = self.norm2.backward(&s.h1, p.g2, p.be2, &d_a2);
         drop(d_a2);
-        let d_a1 = sliding::input_grad(g, &d_h1, w1);
-        let d_w1 = sliding::weight_grad(g, &s.a1, &d_h1);
+        let d_a1 = sliding::input_grad(g1, &d_h1, p.w1);
+        let d_w1 = sliding::weight_grad(g1, &s.a1, &d_h1);
+        let d_b1 = p.b1.map(|_| sliding::bias_grad(g1, &d_h1));
         drop(d_h1);
-        let (mut dx, d_g1, d_b1) = self.norm1.backward(x, g1, b1, &d_a1);
-        // The residual's gradient and the norm's, added as the composed block's accumulator
-        // adds them (the residual's arrives first: `0 + gy + dx1`).
+        let (mut dx, d_g1, d_be1) = self.norm1.backward(x, p.g1, p.be1, &d_a1);
+        // The input's second gradient: the residual's own (`gy`), or the skip convolution's.
+        // The composed block's accumulator adds the two (`0 + first + second`), in either order
+        // the same sum.
+        let mut skip_grads = Vec::new();
+        let other = match (&self.gs, p.ws) {
+            (Some(gs), Some(ws)) => {
+                skip_grads.push(sliding::weight_grad(gs, x, gy));
+                if p.bs.is_some() {
+                    skip_grads.push(sliding::bias_grad(gs, gy));
+                }
+                std::borrow::Cow::Owned(sliding::input_grad(gs, gy, ws))
+            }
+            _ => std::borrow::Cow::Borrowed(gy),
+        };
         dx.par_chunks_mut(4096)
-            .zip(gy.par_chunks(4096))
+            .zip(other.par_chunks(4096))
             .for_each(|(d, r)| {
                 for (d, &r) in d.iter_mut().zip(r) {
                     *d = r + *d;
                 }
             });
-        let mut dw = d_w1;
+        let mut dw = Vec::with_capacity(w.len());
+        dw.extend_from_slice(&d_w1);
+        dw.extend(d_b1.into_iter().flatten());
         dw.extend_from_slice(&d_w2);
-        let dn = [d_g1, d_b1, d_g2, d_b2].concat();
+        dw.extend(d_b2.into_iter().flatten());
+        dw.extend(skip_grads.into_iter().flatten());
+        let dn = [d_g1, d_be1, d_g2, d_be2].concat();
         Ok((dx, dw, dn))
     }
 
@@ -152,10 +225,10 @@ impl BnBlock {
         grad: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let grad = grad.contiguous()?;
-        let (dx, dw, dn) = crate::fused_norm::with_slice::<T, _>(x, |xv| {
-            crate::fused_norm::with_slice::<T, _>(w, |wv| {
-                crate::fused_norm::with_slice::<T, _>(n, |nv| {
-                    crate::fused_norm::with_slice::<T, _>(&grad, |gv| self.backward(xv, wv, nv, gv))
+        let (dx, dw, dn) = with_slice::<T, _>(x, |xv| {
+            with_slice::<T, _>(w, |wv| {
+                with_slice::<T, _>(n, |nv| {
+                    with_slice::<T, _>(&grad, |gv| self.backward(xv, wv, nv, gv))
                 })
             })
         })?;
@@ -168,7 +241,7 @@ impl BnBlock {
     }
 }
 
-impl CustomOp3 for BnBlock {
+impl CustomOp3 for Block {
     fn name(&self) -> &'static str {
         "flowfm-bn-residual-block"
     }
@@ -182,7 +255,8 @@ impl CustomOp3 for BnBlock {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let shape = l1.shape().clone();
+        let (b, _, l) = l1.shape().dims3()?;
+        let shape = Shape::from((b, self.g2.c_out, l));
         let out = match s1.dtype() {
             DType::F32 => f32::to_cpu_storage_owned(self.forward(
                 contiguous_slice::<f32>(self.name(), s1, l1)?,
@@ -216,12 +290,98 @@ impl CustomOp3 for BnBlock {
     }
 }
 
+/// The geometry of `conv` on `(b, c_in, l)` if it is `c_in -> c_out` and the sliding path
+/// computes it keeping the length, with a bias exactly when `bias`.
+fn sliding_geo(
+    x: &Tensor,
+    conv: &Conv1d,
+    (c_in, c_out): (usize, usize),
+    bias: bool,
+) -> Result<Option<Geo>> {
+    let (b, _, l) = x.dims3()?;
+    let (o, c, k) = conv.weight().dims3()?;
+    let spec = conv.spec();
+    if (o, c) != (c_out, c_in)
+        || conv.bias().is_some() != bias
+        || !sliding::applies(spec, b, l, k)
+        || spec.out_len(l, k)? != l
+    {
+        return Ok(None);
+    }
+    Geo::with_input("residual block", (b, c_in, l), conv.weight(), spec).map(Some)
+}
+
+/// A norm's trained parameters, already per row where the norm is modulated.
+struct NormArgs<'a> {
+    op: FusedNorm,
+    gamma: &'a Tensor,
+    beta: &'a Tensor,
+}
+
+/// Runs the block op on `x` and returns its output.
+fn run_block(
+    x: &Tensor,
+    (g1, conv1): (Geo, &Conv1d),
+    (g2, conv2): (Geo, &Conv1d),
+    skip: Option<(Geo, &Conv1d)>,
+    norm1: NormArgs,
+    norm2: NormArgs,
+) -> Result<Tensor> {
+    let dt = x.dtype();
+    let flat = |t: &Tensor| t.to_dtype(dt)?.flatten_all();
+    let mut w = vec![flat(conv1.weight())?];
+    w.extend(conv1.bias().map(flat).transpose()?);
+    w.push(flat(conv2.weight())?);
+    w.extend(conv2.bias().map(flat).transpose()?);
+    if let Some((_, s)) = skip {
+        w.push(flat(s.weight())?);
+        w.extend(s.bias().map(flat).transpose()?);
+    }
+    let w = Tensor::cat(&w, 0)?;
+    let n = Tensor::cat(
+        &[
+            flat(norm1.gamma)?,
+            flat(norm1.beta)?,
+            flat(norm2.gamma)?,
+            flat(norm2.beta)?,
+        ],
+        0,
+    )?;
+    let sizes = Sizes {
+        w1: conv1.weight().elem_count(),
+        w2: conv2.weight().elem_count(),
+        bias: conv1.bias().map(Tensor::elem_count),
+        skip: skip.map(|(_, s)| s.weight().elem_count()),
+        n1: norm1.gamma.elem_count(),
+        n2: norm2.gamma.elem_count(),
+    };
+    let op = Block {
+        g1,
+        g2,
+        gs: skip.map(|(g, _)| g),
+        sizes,
+        norm1: norm1.op,
+        norm2: norm2.op,
+        saved: Mutex::new(None),
+    };
+    x.contiguous()?.apply_op3(&w, &n, op)
+}
+
+/// Whether the block op can run on `x` at all: flowfm's own CPU kernels, `f32` or `f64`, more
+/// than one value per statistic.
+fn runs_on(x: &Tensor) -> Result<bool> {
+    let (b, _, l) = x.dims3()?;
+    Ok(crate::uses_own_kernels(x.device())
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && b * l >= 2)
+}
+
 /// The training-mode block `x + conv2(act(bn2(conv1(act(bn1(x))))))` as one op, with both batch
 /// norms' running statistics updated as their own training forward passes would; `None` where
 /// the op does not apply (then compose the block from the layers: the same values, one op per
 /// layer). Applies on the CPU with flowfm's own kernels, for an `f32` or `f64` input of more than
-/// one value per channel, both convolutions `C -> C` without bias, with the same geometry, on the
-/// sliding path ([`crate::sliding::applies`]) and keeping the length.
+/// one value per channel, both convolutions `C -> C` without bias on the sliding path
+/// ([`crate::sliding::applies`]) and keeping the length.
 ///
 /// # Shapes
 /// - `x`: `(batch, channels, samples)`; returns the same shape
@@ -232,60 +392,129 @@ pub fn batch_norm_block_train(
     activation: Activation,
 ) -> Result<Option<Tensor>> {
     let (b, c, l) = x.dims3()?;
-    let spec = conv1.spec();
-    let applies = crate::uses_own_kernels(x.device())
-        && matches!(x.dtype(), DType::F32 | DType::F64)
-        && b * l >= 2
-        && conv1.bias().is_none()
-        && conv2.bias().is_none()
-        && spec == conv2.spec()
-        && conv1.weight().dims() == conv2.weight().dims()
-        && conv1.weight().dims3()?.0 == c
-        && conv1.weight().dims3()?.1 == c
-        && bn1.running_mean().dims() == [c]
-        && bn2.running_mean().dims() == [c];
-    if !applies {
+    if !runs_on(x)? || bn1.running_mean().dims() != [c] || bn2.running_mean().dims() != [c] {
         return Ok(None);
     }
-    let kernel = conv1.weight().dims3()?.2;
-    if !sliding::applies(spec, b, l, kernel) || spec.out_len(l, kernel)? != l {
+    let (Some(g1), Some(g2)) = (
+        sliding_geo(x, conv1, (c, c), false)?,
+        sliding_geo(x, conv2, (c, c), false)?,
+    ) else {
         return Ok(None);
-    }
-    let geo = Geo::checked("batch_norm_block_train", x, conv1.weight(), spec)?;
+    };
     let (gamma1, beta1, eps1) = bn1.parts();
     let (gamma2, beta2, eps2) = bn2.parts();
-    let (norm1, slot1): (FusedNorm, StatsSlot) = FusedNorm::batch_norm((b, c, l), eps1, activation);
-    let (norm2, slot2) = FusedNorm::batch_norm((b, c, l), eps2, activation);
-    let dt = x.dtype();
-    let w = Tensor::cat(
-        &[
-            conv1.weight().to_dtype(dt)?.flatten_all()?,
-            conv2.weight().to_dtype(dt)?.flatten_all()?,
-        ],
-        0,
+    let per_channel =
+        |eps| FusedNorm::from_input((b, c, l), Grouping::PerChannel, false, eps, activation);
+    let (op1, slot1) = per_channel(eps1);
+    let (op2, slot2) = per_channel(eps2);
+    let y = run_block(
+        x,
+        (g1, conv1),
+        (g2, conv2),
+        None,
+        NormArgs {
+            op: op1,
+            gamma: gamma1,
+            beta: beta1,
+        },
+        NormArgs {
+            op: op2,
+            gamma: gamma2,
+            beta: beta2,
+        },
     )?;
-    let n = Tensor::cat(
-        &[
-            gamma1.to_dtype(dt)?,
-            beta1.to_dtype(dt)?,
-            gamma2.to_dtype(dt)?,
-            beta2.to_dtype(dt)?,
-        ],
-        0,
-    )?;
-    let op = BnBlock {
-        geo,
-        norm1,
-        norm2,
-        saved: Mutex::new(None),
-    };
-    let y = x.contiguous()?.apply_op3(&w, &n, op)?;
     for (bn, slot) in [(bn1, slot1), (bn2, slot2)] {
-        let stats = slot
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("residual block: poisoned".into()))?
-            .take();
-        bn.record_batch(stats, b * l)?;
+        bn.record_batch(take_stats(&slot)?, b * l)?;
     }
     Ok(Some(y))
+}
+
+/// The batch statistics a forward pass left in `slot`.
+fn take_stats(slot: &StatsSlot) -> Result<Option<crate::fused_norm::BatchStats>> {
+    Ok(slot
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("residual block: poisoned".into()))?
+        .take())
+}
+
+/// The training-mode block `skip(x) + conv2(act(gn2(conv1(act(gn1(x)))) * scale + shift))` as
+/// one op: group norms, the second modulated per sample (FiLM, `scale` and `shift` `(batch,
+/// C_out)`, folded into its affine transform by the same candle ops as
+/// [`GroupNorm::forward_modulated`]), convolutions with biases, and `skip` a 1x1 convolution
+/// `C_in -> C_out` (`None`: the identity, `C_in = C_out`). `None` where the op does not apply
+/// (then compose the block: the same values); see [`batch_norm_block_train`].
+///
+/// # Shapes
+/// - `x`: `(batch, C_in, samples)`; returns `(batch, C_out, samples)`
+pub fn group_norm_block_train(
+    x: &Tensor,
+    (gn1, conv1): (&GroupNorm, &Conv1d),
+    (gn2, scale, shift, conv2): (&GroupNorm, &Tensor, &Tensor, &Conv1d),
+    skip: Option<&Conv1d>,
+    activation: Activation,
+) -> Result<Option<Tensor>> {
+    let (b, c_in, l) = x.dims3()?;
+    let c_out = conv1.weight().dim(0)?;
+    let bias = conv1.bias().is_some();
+    if !runs_on(x)? || (skip.is_none() && c_in != c_out) {
+        return Ok(None);
+    }
+    let (Some(g1), Some(g2)) = (
+        sliding_geo(x, conv1, (c_in, c_out), bias)?,
+        sliding_geo(x, conv2, (c_out, c_out), bias)?,
+    ) else {
+        return Ok(None);
+    };
+    let skip = match skip {
+        None => None,
+        Some(s) if s.weight().dim(2)? == 1 => match sliding_geo(x, s, (c_in, c_out), bias)? {
+            Some(gs) => Some((gs, s)),
+            None => return Ok(None),
+        },
+        Some(_) => return Ok(None),
+    };
+    let (gamma1, beta1, groups1, eps1) = gn1.parts();
+    let (_, _, groups2, eps2) = gn2.parts();
+    if gamma1.dims() != [c_in] || gn2.parts().0.dims() != [c_out] {
+        return Ok(None);
+    }
+    if scale.dims() != [b, c_out] || shift.dims() != [b, c_out] {
+        candle_core::bail!(
+            "group_norm_block_train: scale {:?} and shift {:?} must be ({b}, {c_out})",
+            scale.dims(),
+            shift.dims()
+        );
+    }
+    let (gamma2, beta2) = gn2.folded(scale, shift)?;
+    let (op1, _) = FusedNorm::from_input(
+        (b, c_in, l),
+        Grouping::Groups(groups1),
+        false,
+        eps1,
+        activation,
+    );
+    let (op2, _) = FusedNorm::from_input(
+        (b, c_out, l),
+        Grouping::Groups(groups2),
+        true,
+        eps2,
+        activation,
+    );
+    run_block(
+        x,
+        (g1, conv1),
+        (g2, conv2),
+        skip,
+        NormArgs {
+            op: op1,
+            gamma: gamma1,
+            beta: beta1,
+        },
+        NormArgs {
+            op: op2,
+            gamma: &gamma2,
+            beta: &beta2,
+        },
+    )
+    .map(Some)
 }

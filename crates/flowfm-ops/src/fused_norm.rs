@@ -295,27 +295,25 @@ pub(crate) struct FusedNorm {
 }
 
 impl FusedNorm {
-    /// Batch norm over `(b, c, l)` with statistics from the input and `activation`, and the slot
-    /// its forward pass leaves the batch statistics in (for the running averages).
-    pub(crate) fn batch_norm(
+    /// A norm over `(b, c, l)` with statistics from the input and `activation` (`per_row`: the
+    /// affine parameters are given per sample and channel), and the slot its forward pass
+    /// leaves the batch statistics in (for batch norm's running averages).
+    pub(crate) fn from_input(
         (b, c, l): (usize, usize, usize),
+        grouping: Grouping,
+        per_row: bool,
         eps: f64,
         activation: Activation,
     ) -> (Self, StatsSlot) {
         let slot: StatsSlot = Arc::new(Mutex::new(None));
         let op = FusedNorm {
-            geo: Geometry {
-                b,
-                c,
-                l,
-                grouping: Grouping::PerChannel,
-            },
+            geo: Geometry { b, c, l, grouping },
             stats: Statistics::FromInput,
             eps,
             activation,
             slot: Some(slot.clone()),
             cache: Mutex::new(None),
-            per_row: false,
+            per_row,
         };
         (op, slot)
     }

@@ -157,9 +157,15 @@ impl GroupNorm {
         )
     }
 
+    /// The trained `(weight, bias)`, the number of groups and `eps`, for ops that fuse the norm
+    /// into more work.
+    pub(crate) fn parts(&self) -> (&Tensor, &Tensor, usize, f64) {
+        (&self.weight, &self.bias, self.groups, self.eps)
+    }
+
     /// The modulation folded into the affine transform: `(gamma * scale, beta * scale + shift)`,
     /// both `(batch, channels)`.
-    fn folded(&self, scale: &Tensor, shift: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn folded(&self, scale: &Tensor, shift: &Tensor) -> Result<(Tensor, Tensor)> {
         let gamma = self.weight.unsqueeze(0)?.broadcast_mul(scale)?;
         let beta = self.bias.unsqueeze(0)?.broadcast_mul(scale)?.add(shift)?;
         Ok((gamma, beta))

@@ -135,7 +135,7 @@ pub(crate) struct Geo {
     batch: usize,
     pub(crate) c_in: usize,
     len: usize,
-    c_out: usize,
+    pub(crate) c_out: usize,
     pub(crate) kernel: usize,
     pad: usize,
     circular: bool,
@@ -151,17 +151,26 @@ impl Geo {
         weight: &Tensor,
         spec: &Conv1dSpec,
     ) -> Result<Self> {
-        let (batch, c_in, len) = x.dims3()?;
+        if !x.device().is_cpu() {
+            candle_core::bail!("{op}: CPU only");
+        }
+        Self::with_input(op, x.dims3()?, weight, spec)
+    }
+
+    /// [`Geo::checked`] for an input of `(batch, c_in, len)` on the CPU.
+    pub(crate) fn with_input(
+        op: &str,
+        (batch, c_in, len): (usize, usize, usize),
+        weight: &Tensor,
+        spec: &Conv1dSpec,
+    ) -> Result<Self> {
         let (c_out, c_in_w, kernel) = weight.dims3()?;
         if spec.stride != 1 || spec.dilation != 1 || spec.groups != 1 || c_in_w != c_in {
             candle_core::bail!(
                 "{op}: needs stride 1, dilation 1, one group and matching channels ({spec:?}, input {:?}, weight {:?})",
-                x.dims(),
+                [batch, c_in, len],
                 weight.dims()
             );
-        }
-        if !x.device().is_cpu() {
-            candle_core::bail!("{op}: CPU only");
         }
         spec.out_len(len, kernel)?;
         Ok(Self {
@@ -494,7 +503,7 @@ pub(crate) fn input_grad<T: Elem>(g: &Geo, grad: &[T], w: &[T]) -> Vec<T> {
 }
 
 /// `db (C_out,)`: the output gradient summed over batch and positions (in f64).
-fn bias_grad<T: Elem>(g: &Geo, grad: &[T]) -> Vec<T> {
+pub(crate) fn bias_grad<T: Elem>(g: &Geo, grad: &[T]) -> Vec<T> {
     let (o, lo) = (g.c_out, g.out_len());
     (0..o)
         .into_par_iter()
