@@ -1,5 +1,7 @@
-//! A pre-activation residual block with batch norm, `x + conv2(act(bn2(conv1(act(bn1(x))))))`,
-//! trained as one op.
+//! A pre-activation residual block trained as one op: HARNet10's batch-norm block
+//! `x + conv2(act(bn2(conv1(act(bn1(x))))))` ([`batch_norm_block_train`]) and the U-Net's
+//! group-norm block with a FiLM-modulated second norm, biases and an identity or 1x1 skip
+//! ([`group_norm_block_train`]).
 //!
 //! Composed from one op per layer, candle's backward pass gives every intermediate tensor its
 //! own gradient accumulator: a zero-filled tensor plus an addition, both on one thread (candle's
@@ -14,60 +16,23 @@
 //! (tested in f32 and f64).
 //!
 //! Only where the separate ops would take the same kernels: on the CPU with flowfm's own
-//! kernels, both convolutions `C -> C` without bias where the sliding path applies. Elsewhere
-//! [`batch_norm_block_train`] returns `None` and the caller composes the block.
+//! kernels, every convolution of the block on the sliding path and keeping the length.
+//! Elsewhere both functions return `None` and the caller composes the block.
 
-use crate::contiguous_slice;
 use crate::conv::Conv1d;
 use crate::fused_norm::{with_slice, Activation, FusedNorm, Grouping, StatsSlot};
-use crate::norm::{BatchNorm1d, GroupNorm};
+use crate::norm::{check_modulation, BatchNorm1d, GroupNorm};
 use crate::sliding::{self, Elem, Geo};
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
-/// The block's intermediates from its forward pass: the first norm's output `a1`, the first
-/// convolution's output `h1` and the second norm's output `a2`.
-struct Saved<T> {
-    a1: Vec<T>,
-    h1: Vec<T>,
-    a2: Vec<T>,
-}
-
-enum Stash {
-    F32(Saved<f32>),
-    F64(Saved<f64>),
-}
-
-/// The element types the block runs on, with their place in [`Stash`].
-trait BlockElem: Elem {
-    fn stash(saved: Saved<Self>) -> Stash;
-    fn unstash(stash: &Stash) -> Option<&Saved<Self>>;
-}
-
-impl BlockElem for f32 {
-    fn stash(saved: Saved<Self>) -> Stash {
-        Stash::F32(saved)
-    }
-    fn unstash(stash: &Stash) -> Option<&Saved<Self>> {
-        match stash {
-            Stash::F32(s) => Some(s),
-            Stash::F64(_) => None,
-        }
-    }
-}
-
-impl BlockElem for f64 {
-    fn stash(saved: Saved<Self>) -> Stash {
-        Stash::F64(saved)
-    }
-    fn unstash(stash: &Stash) -> Option<&Saved<Self>> {
-        match stash {
-            Stash::F64(s) => Some(s),
-            Stash::F32(_) => None,
-        }
-    }
+/// The block's intermediates from its forward pass, in the input's element type: the first
+/// norm's output `a1`, the first convolution's output `h1` and the second norm's output `a2`.
+struct Saved {
+    a1: CpuStorage,
+    h1: CpuStorage,
+    a2: CpuStorage,
 }
 
 /// The packed argument sizes of one block: convolution weights `c_out * c_in * k`, biases
@@ -107,7 +72,7 @@ struct Block {
     sizes: Sizes,
     norm1: FusedNorm,
     norm2: FusedNorm,
-    saved: Mutex<Option<Stash>>,
+    saved: Mutex<Option<Saved>>,
 }
 
 /// `take` values off the front of `rest`.
@@ -142,7 +107,7 @@ impl Block {
         }
     }
 
-    fn forward<T: BlockElem>(&self, x: &[T], w: &[T], n: &[T]) -> Vec<T> {
+    fn forward<T: Elem>(&self, x: &[T], w: &[T], n: &[T]) -> Vec<T> {
         let p = self.split(w, n);
         let a1 = self.norm1.forward(x, p.g1, p.be1);
         let h1 = sliding::forward(&self.g1, &a1, p.w1, p.b1, None, None);
@@ -154,13 +119,17 @@ impl Block {
         let residual = skip.as_deref().unwrap_or(x);
         let y = sliding::forward(&self.g2, &a2, p.w2, p.b2, None, Some(residual));
         if let Ok(mut saved) = self.saved.lock() {
-            *saved = Some(T::stash(Saved { a1, h1, a2 }));
+            *saved = Some(Saved {
+                a1: T::to_cpu_storage_owned(a1),
+                h1: T::to_cpu_storage_owned(h1),
+                a2: T::to_cpu_storage_owned(a2),
+            });
         }
         y
     }
 
     /// The gradients of the three packed arguments for the output gradient `gy`.
-    fn backward<T: BlockElem>(
+    fn backward<T: Elem>(
         &self,
         x: &[T],
         w: &[T],
@@ -172,17 +141,22 @@ impl Block {
             .saved
             .lock()
             .map_err(|_| candle_core::Error::Msg("residual block: poisoned".into()))?;
-        let Some(s) = saved.as_ref().and_then(T::unstash) else {
+        let Some(s) = saved.as_ref() else {
             candle_core::bail!("residual block: backward pass without its forward pass");
         };
+        let (a1, h1, a2) = (
+            T::cpu_storage_as_slice(&s.a1)?,
+            T::cpu_storage_as_slice(&s.h1)?,
+            T::cpu_storage_as_slice(&s.a2)?,
+        );
         let (g1, g2) = (&self.g1, &self.g2);
         let d_a2 = sliding::input_grad(g2, gy, p.w2);
-        let d_w2 = sliding::weight_grad(g2, &s.a2, gy);
+        let d_w2 = sliding::weight_grad(g2, a2, gy);
         let d_b2 = p.b2.map(|_| sliding::bias_grad(g2, gy));
-        let (d_h1, d_g2, d_be2) = self.norm2.backward(&s.h1, p.g2, p.be2, &d_a2);
+        let (d_h1, d_g2, d_be2) = self.norm2.backward(h1, p.g2, p.be2, &d_a2);
         drop(d_a2);
         let d_a1 = sliding::input_grad(g1, &d_h1, p.w1);
-        let d_w1 = sliding::weight_grad(g1, &s.a1, &d_h1);
+        let d_w1 = sliding::weight_grad(g1, a1, &d_h1);
         let d_b1 = p.b1.map(|_| sliding::bias_grad(g1, &d_h1));
         drop(d_h1);
         let (mut dx, d_g1, d_be1) = self.norm1.backward(x, p.g1, p.be1, &d_a1);
@@ -217,7 +191,7 @@ impl Block {
         Ok((dx, dw, dn))
     }
 
-    fn backward_tensors<T: BlockElem>(
+    fn backward_tensors<T: Elem>(
         &self,
         x: &Tensor,
         w: &Tensor,
@@ -241,9 +215,14 @@ impl Block {
     }
 }
 
+/// [`Block::forward`] as a function, for `dispatch!`.
+fn block_forward<T: Elem>(op: &Block, x: &[T], w: &[T], n: &[T]) -> Vec<T> {
+    op.forward(x, w, n)
+}
+
 impl CustomOp3 for Block {
     fn name(&self) -> &'static str {
-        "flowfm-bn-residual-block"
+        "flowfm-residual-block"
     }
 
     fn cpu_fwd(
@@ -257,19 +236,12 @@ impl CustomOp3 for Block {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, _, l) = l1.shape().dims3()?;
         let shape = Shape::from((b, self.g2.c_out, l));
-        let out = match s1.dtype() {
-            DType::F32 => f32::to_cpu_storage_owned(self.forward(
-                contiguous_slice::<f32>(self.name(), s1, l1)?,
-                contiguous_slice::<f32>(self.name(), s2, l2)?,
-                contiguous_slice::<f32>(self.name(), s3, l3)?,
-            )),
-            DType::F64 => f64::to_cpu_storage_owned(self.forward(
-                contiguous_slice::<f64>(self.name(), s1, l1)?,
-                contiguous_slice::<f64>(self.name(), s2, l2)?,
-                contiguous_slice::<f64>(self.name(), s3, l3)?,
-            )),
-            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
-        };
+        let out = dispatch!(
+            self.name(),
+            block_forward,
+            [(s1, l1), (s2, l2), (s3, l3)],
+            self
+        );
         Ok((out, shape))
     }
 
@@ -474,17 +446,11 @@ pub fn group_norm_block_train(
         Some(_) => return Ok(None),
     };
     let (gamma1, beta1, groups1, eps1) = gn1.parts();
-    let (_, _, groups2, eps2) = gn2.parts();
-    if gamma1.dims() != [c_in] || gn2.parts().0.dims() != [c_out] {
+    let (own_gamma2, _, groups2, eps2) = gn2.parts();
+    if gamma1.dims() != [c_in] || own_gamma2.dims() != [c_out] {
         return Ok(None);
     }
-    if scale.dims() != [b, c_out] || shift.dims() != [b, c_out] {
-        candle_core::bail!(
-            "group_norm_block_train: scale {:?} and shift {:?} must be ({b}, {c_out})",
-            scale.dims(),
-            shift.dims()
-        );
-    }
+    check_modulation("group_norm_block_train", (b, c_out), scale, shift)?;
     let (gamma2, beta2) = gn2.folded(scale, shift)?;
     let (op1, _) = FusedNorm::from_input(
         (b, c_in, l),

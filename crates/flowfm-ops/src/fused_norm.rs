@@ -9,7 +9,6 @@
 //! remain the reference the tests compare against.
 
 use crate::contiguous_slice;
-use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType,
 };
@@ -509,6 +508,11 @@ pub(crate) fn with_slice<T: WithDType, R>(
     f(contiguous_slice::<T>("with_slice", cpu, layout)?)
 }
 
+/// [`FusedNorm::forward`] as a function, for `dispatch!`.
+fn norm_forward<T: RowKernel>(op: &FusedNorm, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+    op.forward(x, gamma, beta)
+}
+
 impl CustomOp3 for FusedNorm {
     fn name(&self) -> &'static str {
         "flowfm-fused-norm"
@@ -524,19 +528,12 @@ impl CustomOp3 for FusedNorm {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let shape = l1.shape().clone();
-        let out = match s1.dtype() {
-            DType::F32 => f32::to_cpu_storage_owned(self.forward(
-                contiguous_slice::<f32>(self.name(), s1, l1)?,
-                contiguous_slice::<f32>(self.name(), s2, l2)?,
-                contiguous_slice::<f32>(self.name(), s3, l3)?,
-            )),
-            DType::F64 => f64::to_cpu_storage_owned(self.forward(
-                contiguous_slice::<f64>(self.name(), s1, l1)?,
-                contiguous_slice::<f64>(self.name(), s2, l2)?,
-                contiguous_slice::<f64>(self.name(), s3, l3)?,
-            )),
-            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
-        };
+        let out = dispatch!(
+            self.name(),
+            norm_forward,
+            [(s1, l1), (s2, l2), (s3, l3)],
+            self
+        );
         Ok((out, shape))
     }
 

@@ -17,6 +17,23 @@
 //! [`activation`], [`lanes`] (SiLU in f32 SIMD lanes), [`pool`] (global pooling, channel concatenation), [`optim`] (AdamW, gradient
 //! clipping, warm-up + cosine schedule, EMA), [`gradcheck`].
 
+/// Runs `$f::<T>($extra.., slices..)` on the contiguous data of the given CPU storages for `T`
+/// f32 or f64 (the first storage's type), and returns the result as storage; any other type is
+/// an error naming the op `$name`. What every custom op's `cpu_fwd` does.
+macro_rules! dispatch {
+    ($name:expr, $f:ident, [$(($s:expr, $l:expr)),+] $(, $extra:expr)*) => {
+        match ($(candle_core::backend::BackendStorage::dtype($s),)+).0 {
+            candle_core::DType::F32 => <f32 as candle_core::WithDType>::to_cpu_storage_owned($f::<f32>(
+                $($extra,)* $($crate::contiguous_slice::<f32>($name, $s, $l)?,)+
+            )),
+            candle_core::DType::F64 => <f64 as candle_core::WithDType>::to_cpu_storage_owned($f::<f64>(
+                $($extra,)* $($crate::contiguous_slice::<f64>($name, $s, $l)?,)+
+            )),
+            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", $name),
+        }
+    };
+}
+
 pub mod activation;
 pub mod block;
 pub mod conv;

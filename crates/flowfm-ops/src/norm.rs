@@ -144,7 +144,12 @@ impl GroupNorm {
         shift: &Tensor,
         activation: Activation,
     ) -> Result<RowAffine> {
-        check_modulation("row_affine_modulated", x, scale, shift)?;
+        check_modulation(
+            "GroupNorm::row_affine_modulated",
+            batch_channels(x)?,
+            scale,
+            shift,
+        )?;
         let (gamma, beta) = self.folded(scale, shift)?;
         norm_row_affine(
             x,
@@ -186,7 +191,12 @@ impl GroupNorm {
         shift: &Tensor,
         activation: Activation,
     ) -> Result<Tensor> {
-        check_modulation("forward_modulated", x, scale, shift)?;
+        check_modulation(
+            "GroupNorm::forward_modulated",
+            batch_channels(x)?,
+            scale,
+            shift,
+        )?;
         if crate::uses_own_kernels(x.device()) {
             let (gamma, beta) = self.folded(scale, shift)?;
             let (y, _) = fused_norm_act(
@@ -208,18 +218,28 @@ impl GroupNorm {
     }
 }
 
-/// That a FiLM modulation `scale`, `shift` is `(batch, channels)` of `x`; `what` names the
-/// caller in the error.
-fn check_modulation(what: &str, x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<()> {
-    let (b, c, _) = x.dims3()?;
+/// That a FiLM modulation `scale`, `shift` is `(batch, channels)` of the normalised tensor;
+/// `what` names the caller in the error.
+pub(crate) fn check_modulation(
+    what: &str,
+    (b, c): (usize, usize),
+    scale: &Tensor,
+    shift: &Tensor,
+) -> Result<()> {
     if scale.dims() != [b, c] || shift.dims() != [b, c] {
         candle_core::bail!(
-            "GroupNorm::{what}: scale {:?} and shift {:?} must be ({b}, {c})",
+            "{what}: scale {:?} and shift {:?} must be ({b}, {c})",
             scale.dims(),
             shift.dims()
         );
     }
     Ok(())
+}
+
+/// `(batch, channels)` of a `(batch, channels, samples)` tensor.
+fn batch_channels(x: &Tensor) -> Result<(usize, usize)> {
+    let (b, c, _) = x.dims3()?;
+    Ok((b, c))
 }
 
 /// Batch statistics normalisation (training mode) without affine or running statistics.

@@ -520,21 +520,6 @@ pub(crate) fn bias_grad<T: Elem>(g: &Geo, grad: &[T]) -> Vec<T> {
         .collect()
 }
 
-/// Runs `$f::<T>` on the contiguous data of the given storages, for f32 and f64.
-macro_rules! dispatch {
-    ($name:expr, $f:ident, [$(($s:expr, $l:expr)),+] $(, $extra:expr)*) => {
-        match ($($s.dtype(),)+).0 {
-            DType::F32 => f32::to_cpu_storage_owned($f::<f32>(
-                $($extra,)* $(contiguous_slice::<f32>($name, $s, $l)?,)+
-            )),
-            DType::F64 => f64::to_cpu_storage_owned($f::<f64>(
-                $($extra,)* $(contiguous_slice::<f64>($name, $s, $l)?,)+
-            )),
-            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", $name),
-        }
-    };
-}
-
 fn forward_nobias<T: Elem>(g: &Geo, x: &[T], w: &[T]) -> Vec<T> {
     forward(g, x, w, None, None, None)
 }

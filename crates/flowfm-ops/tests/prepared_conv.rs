@@ -7,7 +7,10 @@
 //! statistics, and on a geometry where the sliding path does not apply (the fallback). Arguments
 //! that are part of an autograd graph, or a transform computed for another tensor, are errors.
 
+mod common;
+
 use candle_core::{DType, Device, Result, Tensor, Var};
+use common::{bits, randn};
 use flowfm_core::SeededRng;
 use flowfm_ops::conv::conv1d_prepared;
 use flowfm_ops::fused_norm::{
@@ -15,36 +18,6 @@ use flowfm_ops::fused_norm::{
 };
 use flowfm_ops::{conv1d, conv1d_bias, sliding, Conv1dSpec, PaddingMode};
 use std::sync::Arc;
-
-fn randn(rng: &mut SeededRng, dims: &[usize], dtype: DType) -> Tensor {
-    let n: usize = dims.iter().product();
-    let v: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
-    Tensor::from_vec(v, dims, &Device::Cpu)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap()
-}
-
-fn bits(t: &Tensor) -> Vec<u64> {
-    match t.dtype() {
-        DType::F32 => t
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(|v| u64::from(v.to_bits()))
-            .collect(),
-        _ => t
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap()
-            .into_iter()
-            .map(f64::to_bits)
-            .collect(),
-    }
-}
 
 /// A norm of one kind for `x` `(b, c, l)`: its row transform and the separate op's output.
 struct NormCase {

@@ -10,8 +10,11 @@
 //! paddings; their gradients against central differences in f64; and `None` wherever the op
 //! does not apply.
 
+mod common;
+
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarBuilder;
+use common::{bits, randn};
 use flowfm_core::{ForwardMode, SeededRng};
 use flowfm_ops::block::{batch_norm_block_train, group_norm_block_train};
 use flowfm_ops::fused_norm::Activation;
@@ -21,32 +24,6 @@ use flowfm_ops::{
     PaddingMode,
 };
 use std::collections::HashMap;
-
-fn randn(rng: &mut SeededRng, dims: &[usize], dtype: DType) -> Tensor {
-    let n: usize = dims.iter().product();
-    let v: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
-    Tensor::from_vec(v, dims, &Device::Cpu)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap()
-}
-
-fn bits(t: &Tensor) -> Vec<u64> {
-    let v: Vec<f64> = match t.dtype() {
-        DType::F32 => {
-            return t
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .into_iter()
-                .map(|v| u64::from(v.to_bits()))
-                .collect()
-        }
-        _ => t.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
-    };
-    v.into_iter().map(f64::to_bits).collect()
-}
 
 /// The block's layers over the given parameters `[w1, w2, gamma1, beta1, gamma2, beta2]` (the
 /// tensors themselves, so gradients reach them), running statistics starting at 0 and 1.
@@ -124,6 +101,27 @@ fn inputs(
     ]
 }
 
+/// Fresh variables holding `values`, the block `build` computes on them (with whatever else it
+/// returns), and the gradients of `(y * r).sum()` for every input.
+fn with_grads<S>(
+    values: &[Tensor],
+    r: &Tensor,
+    build: impl FnOnce(&[Tensor]) -> Result<(Tensor, S)>,
+) -> Result<(Tensor, Vec<Tensor>, S)> {
+    let vars: Vec<Var> = values
+        .iter()
+        .map(|t| Var::from_tensor(&t.copy()?))
+        .collect::<Result<_>>()?;
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let (y, extra) = build(&ts)?;
+    let grads = y.mul(r)?.sum_all()?.backward()?;
+    let g = ts
+        .iter()
+        .map(|t| grads.get(t).cloned().expect("a gradient for every input"))
+        .collect();
+    Ok((y, g, extra))
+}
+
 /// The output, the gradients of `(y * r).sum()` for all seven inputs and the four running
 /// statistics, from fresh variables holding `values`.
 fn run(
@@ -132,22 +130,15 @@ fn run(
     spec: Conv1dSpec,
     one_op: bool,
 ) -> Result<(Tensor, Vec<Tensor>, Vec<Tensor>)> {
-    let vars: Vec<Var> = values
-        .iter()
-        .map(|t| Var::from_tensor(&t.copy()?))
-        .collect::<Result<_>>()?;
-    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    let n = layers(&ts[1..], spec, false)?;
-    let y = if one_op {
-        fused(&ts[0], &n)?.expect("the one-op block applies here")
-    } else {
-        composed(&ts[0], &n)?
-    };
-    let grads = y.mul(r)?.sum_all()?.backward()?;
-    let g = ts
-        .iter()
-        .map(|t| grads.get(t).cloned().expect("a gradient for every input"))
-        .collect();
+    let (y, g, n) = with_grads(values, r, |ts| {
+        let n = layers(&ts[1..], spec, false)?;
+        let y = if one_op {
+            fused(&ts[0], &n)?.expect("the one-op block applies here")
+        } else {
+            composed(&ts[0], &n)?
+        };
+        Ok((y, n))
+    })?;
     let stats = vec![
         n.bn1.running_mean().clone(),
         n.bn1.running_var().clone(),
@@ -371,22 +362,15 @@ fn one_op_unet_block_equals_the_composed_block_bit_for_bit() -> Result<()> {
             let r = randn(&mut rng, &[shape.0, shape.2, shape.3], dt);
             let mut outs = Vec::new();
             for one_op in [false, true] {
-                let vars: Vec<Var> = values
-                    .iter()
-                    .map(|t| Var::from_tensor(&t.copy()?))
-                    .collect::<Result<_>>()?;
-                let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-                let n = gn_layers(&ts[3..], spec, groups)?;
-                let y = if one_op {
-                    gn_fused(&ts, &n)?.expect("the one-op block applies here")
-                } else {
-                    gn_composed(&ts, &n)?
-                };
-                let grads = y.mul(&r)?.sum_all()?.backward()?;
-                let g: Vec<Tensor> = ts
-                    .iter()
-                    .map(|t| grads.get(t).cloned().expect("a gradient for every input"))
-                    .collect();
+                let (y, g, ()) = with_grads(&values, &r, |ts| {
+                    let n = gn_layers(&ts[3..], spec, groups)?;
+                    let y = if one_op {
+                        gn_fused(ts, &n)?.expect("the one-op block applies here")
+                    } else {
+                        gn_composed(ts, &n)?
+                    };
+                    Ok((y, ()))
+                })?;
                 outs.push((y, g));
             }
             let what = format!("{dt:?} {shape:?} k={k} {mode:?}");

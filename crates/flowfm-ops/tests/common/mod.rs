@@ -1,7 +1,45 @@
 //! What the op tests share: the convolution geometries that every convolution path (the CPU
-//! kernels in `gradcheck_ops.rs`, the portable path in `portable_path.rs`) is checked over.
+//! kernels in `gradcheck_ops.rs`, the portable path in `portable_path.rs`) is checked over, and
+//! the seeded inputs and bit patterns of the bit-for-bit comparisons (`prepared_conv.rs`,
+//! `residual_block.rs`).
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
 
+use candle_core::{DType, Device, Tensor};
+use flowfm_core::SeededRng;
 use flowfm_ops::{Conv1dSpec, PaddingMode};
+
+/// A tensor of `dims` drawn from a standard normal, in `dtype`.
+pub fn randn(rng: &mut SeededRng, dims: &[usize], dtype: DType) -> Tensor {
+    let n: usize = dims.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+    Tensor::from_vec(v, dims, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+/// The bit patterns of an f32 or f64 tensor's values.
+pub fn bits(t: &Tensor) -> Vec<u64> {
+    match t.dtype() {
+        DType::F32 => t
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(|v| u64::from(v.to_bits()))
+            .collect(),
+        _ => t
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+            .into_iter()
+            .map(f64::to_bits)
+            .collect(),
+    }
+}
 
 /// One convolution to check: batch, input channels, length, output channels, kernel size and
 /// the geometry.
