@@ -770,6 +770,49 @@ mod tests {
     }
 
     #[test]
+    fn sliding_conv_gradients_match_im2col_at_large_shapes() {
+        // Several position chunks and column tiles of the weight gradient's product, zero and
+        // circular padding, in f64 against the im2col path (unfold's scatter and candle's
+        // matmul backward).
+        let mut rng = flowfm_core::SeededRng::new(13);
+        let dev = Device::Cpu;
+        for (b, c_in, l, c_out, k, padding, padding_mode) in [
+            (8, 24, 1100, 40, 5, 2, PaddingMode::Circular),
+            (3, 20, 3000, 7, 3, 1, PaddingMode::Zeros),
+            (5, 70, 900, 16, 5, 3, PaddingMode::Circular),
+        ] {
+            let spec = Conv1dSpec {
+                padding,
+                padding_mode,
+                ..Default::default()
+            };
+            let x = rng.normal_tensor((b, c_in, l), DType::F64, &dev).unwrap();
+            let w = rng
+                .normal_tensor((c_out, c_in, k), DType::F64, &dev)
+                .unwrap();
+            let l_out = spec.out_len(l, k).unwrap();
+            let proj = rng
+                .normal_tensor((b, c_out, l_out), DType::F64, &dev)
+                .unwrap();
+            let grads = |conv: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>| -> Vec<Vec<f64>> {
+                let xv = candle_core::Var::from_tensor(&x).unwrap();
+                let wv = candle_core::Var::from_tensor(&w).unwrap();
+                let y = conv(xv.as_tensor(), wv.as_tensor()).unwrap();
+                let g = (&y * &proj).unwrap().sum_all().unwrap().backward().unwrap();
+                [xv.as_tensor(), wv.as_tensor()]
+                    .iter()
+                    .map(|v| g.get(v).unwrap().flatten_all().unwrap().to_vec1().unwrap())
+                    .collect()
+            };
+            let got = grads(&|x, w| crate::conv1d_sliding(x, w, None, &spec));
+            let want = grads(&|x, w| conv1d_im2col(x, w, &spec));
+            for (g, e) in got.iter().zip(&want) {
+                Tolerance::new(1e-10, 1e-10).assert_close(g, e);
+            }
+        }
+    }
+
+    #[test]
     fn out_len_rejects_impossible_geometry() {
         let s = Conv1dSpec {
             padding: 4,

@@ -230,7 +230,10 @@ pub fn applies(spec: &Conv1dSpec, batch: usize, len: usize, kernel: usize) -> bo
 /// the shapes, one tile per task.
 fn par_matmul_taps<T: Elem>(dst: MatMut<'_, T>, taps: &[(MatRef<'_, T>, MatRef<'_, T>)]) {
     let n = dst.ncols();
-    let width = n.div_ceil(8).next_multiple_of(16).max(256);
+    // Sixteen tiles (fewer for short rows): small enough that two threads finish together,
+    // and the tile's share of the positions costs no extra packing (the weights are read in
+    // place).
+    let width = n.div_ceil(16).next_multiple_of(16).max(256);
     let mut tiles = Vec::with_capacity(n.div_ceil(width));
     let mut rest = dst;
     let mut c0 = 0;
@@ -407,56 +410,93 @@ pub(crate) fn forward<T: Elem>(
     y
 }
 
+/// The padded, channels-last copy of `x` `(B, C, L)`: `B * Lp` rows of `C` values (row
+/// `b * Lp + q` holds padded position `q` of sample `b`), so that the im2col matrix of the
+/// convolution is a plain strided view of it: row `p` of `(N, K C)` is the `K C` values from
+/// row `p` on. Each sample is one cache-blocked transposition (the `transpose` crate), the
+/// padding rows are copies of the rows they wrap from (or zeros).
+fn channels_last<T: Elem>(g: &Geo, x: &[T]) -> Scratch<T> {
+    let (c, l, lp, pad) = (g.c_in, g.len, g.lp(), g.pad);
+    let mut out = Scratch::take(g.batch * lp * c);
+    out.par_chunks_mut(lp * c).enumerate().for_each(|(b, dst)| {
+        let (head, rest) = dst.split_at_mut(pad * c);
+        let (body, tail) = rest.split_at_mut(l * c);
+        transpose::transpose(&x[b * c * l..(b + 1) * c * l], body, l, c);
+        for (q, row) in head.chunks_exact_mut(c).enumerate() {
+            match g.source(q) {
+                Some(i) => row.copy_from_slice(&body[i * c..(i + 1) * c]),
+                None => row.fill(T::zero()),
+            }
+        }
+        for (q, row) in tail.chunks_exact_mut(c).enumerate() {
+            match g.source(pad + l + q) {
+                Some(i) => row.copy_from_slice(&body[i * c..(i + 1) * c]),
+                None => row.fill(T::zero()),
+            }
+        }
+    });
+    out
+}
+
 /// `dw (C_out, C_in, K)` from the input and the output gradient.
+///
+/// All taps in one product per tile: `dW (C_out, K C_in) = G (C_out, N) @ cols (N, K C_in)`,
+/// where `cols` is the im2col matrix as a sliding view of the channels-last input (row `p` is
+/// the `K C_in` values from position `p` on; [`channels_last`]) and `G` holds the output
+/// gradient at the positions of real outputs and zeros at the straddling ones. Both operands
+/// run along the positions, the product's depth, so one of them has to be transposed: here the
+/// input, once. (Until session 15 every tap was its own product with the channels-first input,
+/// and the matrix kernels transposed the input into their packed layout once per tap and tile,
+/// as much time as the products themselves; docs/benchmarks.md.)
 pub(crate) fn weight_grad<T: Elem>(g: &Geo, x: &[T], grad: &[T]) -> Vec<T> {
     let (c, o, k, n) = (g.c_in, g.c_out, g.kernel, g.positions());
-    let bl = g.batch * g.lp();
-    let xcf = channels_first(g, x, None);
+    let kc = k * c;
+    let xcl = channels_last(g, x);
+    let cols = MatRef::from_row_major_slice_with_stride(&xcl[..], n, kc, c);
     // The gradient as (C_out, N), zero at the straddling positions.
     let gt = gradient_rows(g, grad, 0, n);
     let lhs = MatRef::from_row_major_slice(&gt, o, n);
-    // dW_k (C_out, C_in) = G @ X[:, k .. k + N]^T. The sum over positions is split into a fixed
-    // number of chunks (by the shapes alone) whose partial products are added in order, and the
-    // columns into fixed tiles.
-    let chunks = (n / 4096).clamp(1, 8);
+    // The sum over positions is split into a fixed number of chunks (by the shapes alone) whose
+    // partial products are added in order, and the columns into fixed tiles.
+    let chunks = (n / 2048).clamp(1, 16);
     let chunk_len = n.div_ceil(chunks);
-    let width = c.div_ceil(4).next_multiple_of(16).max(64);
-    let mut partial = Scratch::take(chunks * k * o * c);
+    // Multiples of 64 rows (four AVX-512 vectors) fill the matrix kernel's widest tile.
+    let width = kc.div_ceil(4).next_multiple_of(64).max(64);
+    let mut partial = Scratch::take(chunks * o * kc);
     let mut tasks = Vec::new();
-    for (sk, buf) in partial.chunks_exact_mut(o * c).enumerate() {
-        let (s, ki) = (sk / k, sk % k);
-        let mut rest = MatMut::from_row_major_slice_mut(buf, o, c);
+    for (s, buf) in partial.chunks_exact_mut(o * kc).enumerate() {
+        let mut rest = MatMut::from_row_major_slice_mut(buf, o, kc);
         let mut c0 = 0;
         while rest.ncols() > 0 {
             let wd = width.min(rest.ncols());
             let (tile, tail) = rest.split_at_col_mut(wd);
-            tasks.push((s, ki, c0, tile));
+            tasks.push((s, c0, tile));
             c0 += wd;
             rest = tail;
         }
     }
-    tasks.into_par_iter().for_each(|(s, ki, c0, tile)| {
+    tasks.into_par_iter().for_each(|(s, c0, tile)| {
         let start = s * chunk_len;
         let len = chunk_len.min(n - start);
         let wd = tile.ncols();
-        let x_k = MatRef::from_row_major_slice_with_stride(&xcf[ki..], c, n, bl);
         matmul(
             tile,
             Accum::Replace,
             lhs.subcols(start, len),
-            x_k.subrows(c0, wd).subcols(start, len).transpose(),
+            cols.subrows(start, len).subcols(c0, wd),
             T::one(),
             Par::Seq,
         );
     });
+    // partial[s] is (C_out, K, C_in); dw is (C_out, C_in, K).
     let mut dw = vec![T::zero(); o * c * k];
     dw.par_chunks_mut(c * k).enumerate().for_each(|(oi, row)| {
         for ci in 0..c {
             for ki in 0..k {
-                let j = (ki * o + oi) * c + ci;
+                let j = oi * kc + ki * c + ci;
                 let mut acc = partial[j];
                 for s in 1..chunks {
-                    acc += partial[s * k * o * c + j];
+                    acc += partial[s * o * kc + j];
                 }
                 row[ci * k + ki] = acc;
             }
