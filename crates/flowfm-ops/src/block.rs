@@ -16,7 +16,8 @@
 //! (tested in f32 and f64).
 //!
 //! Only where the separate ops would take the same kernels: on the CPU with flowfm's own
-//! kernels, every convolution of the block on the sliding path and keeping the length.
+//! kernels, every convolution of the block one that [`crate::sliding`] handles and keeping the
+//! length.
 //! Elsewhere both functions return `None` and the caller composes the block.
 
 use crate::conv::Conv1d;
@@ -150,13 +151,11 @@ impl Block {
             T::cpu_storage_as_slice(&s.a2)?,
         );
         let (g1, g2) = (&self.g1, &self.g2);
-        let d_a2 = sliding::input_grad(g2, gy, p.w2);
-        let d_w2 = sliding::weight_grad(g2, a2, gy);
+        let (d_a2, d_w2) = sliding::conv_grads(g2, a2, gy, p.w2);
         let d_b2 = p.b2.map(|_| sliding::bias_grad(g2, gy));
         let (d_h1, d_g2, d_be2) = self.norm2.backward(h1, p.g2, p.be2, &d_a2);
         drop(d_a2);
-        let d_a1 = sliding::input_grad(g1, &d_h1, p.w1);
-        let d_w1 = sliding::weight_grad(g1, a1, &d_h1);
+        let (d_a1, d_w1) = sliding::conv_grads(g1, a1, &d_h1, p.w1);
         let d_b1 = p.b1.map(|_| sliding::bias_grad(g1, &d_h1));
         drop(d_h1);
         let (mut dx, d_g1, d_be1) = self.norm1.backward(x, p.g1, p.be1, &d_a1);
@@ -275,7 +274,7 @@ fn sliding_geo(
     let spec = conv.spec();
     if (o, c) != (c_out, c_in)
         || conv.bias().is_some() != bias
-        || !sliding::applies(spec, b, l, k)
+        || !sliding::handles(spec, l, k)
         || spec.out_len(l, k)? != l
     {
         return Ok(None);
@@ -352,8 +351,8 @@ fn runs_on(x: &Tensor) -> Result<bool> {
 /// norms' running statistics updated as their own training forward passes would; `None` where
 /// the op does not apply (then compose the block from the layers: the same values, one op per
 /// layer). Applies on the CPU with flowfm's own kernels, for an `f32` or `f64` input of more than
-/// one value per channel, both convolutions `C -> C` without bias on the sliding path
-/// ([`crate::sliding::applies`]) and keeping the length.
+/// one value per channel, both convolutions `C -> C` without bias, computed by
+/// [`crate::sliding`] ([`crate::sliding::handles`]) and keeping the length.
 ///
 /// # Shapes
 /// - `x`: `(batch, channels, samples)`; returns the same shape

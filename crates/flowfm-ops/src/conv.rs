@@ -1,8 +1,8 @@
 //! 1-D convolution with correct gradients. Stride-1, undilated, single-group convolutions on the
-//! CPU go through [`crate::sliding`] (one matrix product with a sliding-window view of the
-//! input, no im2col matrix) where that is faster; every other geometry through im2col
-//! ("unfold") as our own differentiable op with a col2im backward, then one 2-D matrix product
-//! per group.
+//! CPU go through [`crate::sliding`]'s ops (matrix products with shifted views of the input, no
+//! im2col matrix, or for short sequences an im2col matrix inside the op); every other geometry
+//! through im2col ("unfold") as our own differentiable op with a col2im backward, then one 2-D
+//! matrix product per group.
 //!
 //! `y = W (C_out, C_in/g * K) @ cols (C_in/g * K, B * L_out)`, reshaped to `(B, C_out, L_out)`.
 //! The unfold op implements zero and circular padding, stride and dilation, so padding never
@@ -227,8 +227,8 @@ pub fn unfold1d(x: &Tensor, kernel: usize, spec: &Conv1dSpec) -> Result<Tensor> 
 }
 
 /// 1-D convolution with a bias `(c_out,)`. For one group on the CPU the bias is added inside
-/// the convolution op: by the sliding-window path ([`crate::conv1d_sliding`]) where it applies,
-/// else in the im2col matrix product (a bias column on the weights, a row of ones under the
+/// the convolution op: by [`crate::conv1d_sliding`] where it handles the geometry
+/// ([`crate::sliding::handles`]), else in the im2col matrix product (a bias column on the weights, a row of ones under the
 /// unfolded input), so neither the forward nor the backward pass has a separate broadcast pass
 /// over the output; otherwise [`conv1d`] then a broadcast add.
 ///
@@ -256,7 +256,7 @@ pub fn conv1d_bias(
     if spec.groups != 1 || c_in_g != c_in {
         return conv1d(x, weight, spec)?.broadcast_add(&bias.reshape((1, c_out, 1))?);
     }
-    if crate::sliding::applies(spec, b, l, k) {
+    if crate::sliding::handles(spec, l, k) {
         return crate::sliding::conv1d_sliding(x, weight, Some(bias), spec);
     }
     let l_out = spec.out_len(l, k)?;
@@ -283,14 +283,14 @@ pub fn conv1d_bias(
 /// - `weight`: `(c_out, c_in / groups, kernel)`
 /// - returns `(batch, c_out, out_len)` with `out_len` from [`Conv1dSpec::out_len`]
 pub fn conv1d(x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<Tensor> {
-    let (b, c_in, l) = x.dims3()?;
+    let (_, c_in, l) = x.dims3()?;
     crate::spec::check_groups(c_in, weight, spec.groups)?;
     let k = weight.dim(2)?;
     spec.out_len(l, k)?;
     if !crate::uses_own_kernels(x.device()) {
         return crate::portable::conv1d(x, weight, None, spec);
     }
-    if crate::sliding::applies(spec, b, l, k) {
+    if crate::sliding::handles(spec, l, k) {
         return crate::sliding::conv1d_sliding(x, weight, None, spec);
     }
     conv1d_im2col(x, weight, spec)
@@ -320,7 +320,7 @@ pub fn conv1d_im2col(x: &Tensor, weight: &Tensor, spec: &Conv1dSpec) -> Result<T
 }
 
 /// `residual + conv1d(prep(x), weight) + bias` for evaluation (no autograd): one pass through
-/// [`crate::sliding::conv1d_sliding_prepared`] where the sliding path applies on the CPU, else
+/// [`crate::sliding::conv1d_sliding_prepared`] where it handles the geometry on the CPU, else
 /// the same ops one after the other (`prep` applied as a tensor, the convolution, the sum). Same
 /// values either way.
 ///
@@ -337,13 +337,13 @@ pub fn conv1d_prepared(
     residual: Option<&Tensor>,
     spec: &Conv1dSpec,
 ) -> Result<Tensor> {
-    let (b, c_in, l) = x.dims3()?;
+    let (_, c_in, l) = x.dims3()?;
     let (_, c_in_g, k) = weight.dims3()?;
     crate::sliding::refuse_graphs("conv1d_prepared", [Some(x), Some(weight), bias, residual])?;
     if crate::uses_own_kernels(x.device())
         && spec.groups == 1
         && c_in_g == c_in
-        && crate::sliding::applies(spec, b, l, k)
+        && crate::sliding::handles(spec, l, k)
     {
         return crate::sliding::conv1d_sliding_prepared(x, prep, weight, bias, residual, spec);
     }
@@ -690,19 +690,23 @@ mod tests {
 
     #[test]
     fn conv1d_routes_the_model_shapes_to_the_sliding_path_only_where_it_applies() {
-        use crate::sliding::applies;
+        use crate::sliding::{applies, handles};
         let same = |k: usize, mode| Conv1dSpec {
             padding: k / 2,
             padding_mode: mode,
             ..Default::default()
         };
-        // HARNet10 stages at batch 64: lengths 300, 150, 75 slide; 15 and 3 keep im2col.
+        // HARNet10 stages at batch 64: lengths 300, 150, 75 slide; 15 and 3 take the op's own
+        // im2col matrix.
         for l in [300, 150, 75] {
             assert!(applies(&same(5, PaddingMode::Circular), 64, l, 5), "{l}");
         }
         for l in [15, 3] {
             assert!(!applies(&same(5, PaddingMode::Circular), 64, l, 5), "{l}");
+            assert!(handles(&same(5, PaddingMode::Circular), l, 5), "{l}");
         }
+        // Circular padding longer than the signal stays with the unfold op.
+        assert!(!handles(&same(5, PaddingMode::Circular), 1, 5));
         // U-Net (k = 3, zero padding) at every level, and its 1x1 skips.
         for l in [300, 150, 75] {
             assert!(applies(&same(3, PaddingMode::Zeros), 64, l, 3));
@@ -714,11 +718,13 @@ mod tests {
             ..Default::default()
         };
         assert!(!applies(&strided, 64, 300, 3));
+        assert!(!handles(&strided, 300, 3));
         let grouped = Conv1dSpec {
             groups: 2,
             ..same(3, PaddingMode::Zeros)
         };
         assert!(!applies(&grouped, 64, 300, 3));
+        assert!(!handles(&grouped, 300, 3));
     }
 
     #[test]
@@ -780,6 +786,10 @@ mod tests {
             (8, 24, 1100, 40, 5, 2, PaddingMode::Circular),
             (3, 20, 3000, 7, 3, 1, PaddingMode::Zeros),
             (5, 70, 900, 16, 5, 3, PaddingMode::Circular),
+            // Short sequences: the im2col matrix of the real outputs, several column tiles.
+            (64, 40, 15, 48, 5, 2, PaddingMode::Circular),
+            (16, 30, 3, 20, 5, 2, PaddingMode::Circular),
+            (8, 24, 9, 10, 3, 1, PaddingMode::Zeros),
         ] {
             let spec = Conv1dSpec {
                 padding,

@@ -10,8 +10,14 @@
 //! - forward: `Y (C_out, N) = sum_k W_k (C_out, C_in) @ X_k`, with `W_k[o, c] = w[o, c, k]`;
 //!   position `b * Lp + l` is output `l` of sample `b` (the `K - 1` positions that straddle two
 //!   samples are computed and dropped);
-//! - weight gradient: `dW_k = G (C_out, N) @ X_k^T`, where `G` holds the output gradient at the
-//!   positions of real outputs and zeros at the straddling ones;
+//! - weight gradient: `dW (C_out, K C_in) = G (C_out, N) @ cols (N, K C_in)`, where `G` holds
+//!   the output gradient at the positions of real outputs and zeros at the straddling ones, and
+//!   `cols` is the im2col matrix as a strided view of a channels-last copy of the input (row `p`
+//!   is the `K C_in` values from position `p` on). Both factors run along the positions, the
+//!   product's depth, so one has to be transposed: the input, once (the `transpose` crate). Until
+//!   session 15 every tap was its own product `G @ X_k^T`, and the matrix kernels transposed the
+//!   channels-first input into their packed layout once per tap and tile, as much time as the
+//!   products;
 //! - input gradient: `dX (C_in, B * Lp) = sum_k W_k^T @ G'_k`, where `G'` is `G` shifted right by
 //!   `K - 1` zeros and `G'_k` its view starting at `K - 1 - k`; then the padding is dropped (or,
 //!   for circular padding, added onto the samples it wrapped from).
@@ -24,8 +30,12 @@
 //! Every product goes through `faer` (safe strided views over the same kind of AVX-512 kernels as
 //! candle's matmul), split into tiles whose sizes depend only on the shapes, each tile computed
 //! on one thread: the result does not depend on the number of threads. The straddling positions
-//! cost `(K - 1) / (L + 1 - ...)` extra work, so [`applies`] keeps this path for lengths where
-//! they are at most 10 % of the positions; short sequences keep the im2col path.
+//! cost `(K - 1) / (L + 1 - ...)` extra work, so [`applies`] keeps this layout for lengths where
+//! they are at most 10 % of the positions. Shorter sequences (HARNet10's lengths 15 and 3) take
+//! one product with an explicit im2col matrix of the real outputs, `(C_in K, B L_out)`, built
+//! inside the op from the same padded copy; until session 15 they went through candle's matmul
+//! on an unfold op, with a graph node, a gradient accumulator and a copy for each of the
+//! unfold, the product and the transposition back.
 
 use crate::contiguous_slice;
 use crate::fused_norm::{RowAffine, RowKernel};
@@ -139,6 +149,11 @@ pub(crate) struct Geo {
     pub(crate) kernel: usize,
     pad: usize,
     circular: bool,
+    /// Whether the products run over an explicit im2col matrix of the real output positions
+    /// ([`im2col_rows`]) instead of shifted views of the whole padded batch: where more than
+    /// 10 % of the shifted views' positions would straddle two windows (short sequences; see
+    /// [`applies`]).
+    gather: bool,
 }
 
 impl Geo {
@@ -173,6 +188,13 @@ impl Geo {
             );
         }
         spec.out_len(len, kernel)?;
+        let circular = spec.padding_mode == PaddingMode::Circular;
+        if circular && spec.padding > len {
+            candle_core::bail!(
+                "{op}: circular padding {} is longer than the {len} samples it wraps",
+                spec.padding
+            );
+        }
         Ok(Self {
             batch,
             c_in,
@@ -180,7 +202,8 @@ impl Geo {
             c_out,
             kernel,
             pad: spec.padding,
-            circular: spec.padding_mode == PaddingMode::Circular,
+            circular,
+            gather: !applies(spec, batch, len, kernel),
         })
     }
 
@@ -226,14 +249,31 @@ pub fn applies(spec: &Conv1dSpec, batch: usize, len: usize, kernel: usize) -> bo
     10 * positions <= 11 * batch * out_len
 }
 
+/// Whether the ops of this module compute `spec` on `(batch, _, len)` inputs at all: stride 1,
+/// no dilation, one group, an output, and circular padding no longer than the signal. Where
+/// [`applies`] does not hold as well, they run over an explicit im2col matrix of the real
+/// output positions (short sequences: HARNet10's lengths 15 and 3).
+pub fn handles(spec: &Conv1dSpec, len: usize, kernel: usize) -> bool {
+    spec.stride == 1
+        && spec.dilation == 1
+        && spec.groups == 1
+        && spec.out_len(len, kernel).is_ok()
+        && !(spec.padding_mode == PaddingMode::Circular && spec.padding > len)
+}
+
 /// `dst = sum_k lhs_k @ rhs_k` (the taps added in order), in column tiles of a width fixed by
 /// the shapes, one tile per task.
 fn par_matmul_taps<T: Elem>(dst: MatMut<'_, T>, taps: &[(MatRef<'_, T>, MatRef<'_, T>)]) {
     let n = dst.ncols();
     // Sixteen tiles (fewer for short rows): small enough that two threads finish together,
     // and the tile's share of the positions costs no extra packing (the weights are read in
-    // place).
-    let width = n.div_ceil(16).next_multiple_of(16).max(256);
+    // place). One deep product (an im2col matrix, `K C_in` rows) is split more finely: a
+    // tile of 128 columns is already a long product.
+    let width = if taps.len() == 1 && taps[0].0.ncols() >= 1024 {
+        n.div_ceil(8).next_multiple_of(64).max(128)
+    } else {
+        n.div_ceil(16).next_multiple_of(16).max(256)
+    };
     let mut tiles = Vec::with_capacity(n.div_ceil(width));
     let mut rest = dst;
     let mut c0 = 0;
@@ -304,11 +344,66 @@ fn per_tap<T: Elem>(g: &Geo, w: &[T], transpose: bool) -> Vec<T> {
     taps
 }
 
+/// The im2col matrix of the real output positions, `(C_in K, B L_out)`, from the padded
+/// channels-first copy: row `c K + k` holds, sample after sample, the `L_out` values of channel
+/// `c` from padded position `k` on. Its rows are ordered as the weights' `(C_in, K)`, so `w` is
+/// its `(C_out, C_in K)` left factor as stored.
+fn im2col_rows<T: Elem>(g: &Geo, xcf: &[T]) -> Scratch<T> {
+    let (k, lp, lo) = (g.kernel, g.lp(), g.out_len());
+    let (bl, nn) = (g.batch * lp, g.batch * lo);
+    let mut cols = Scratch::take(g.c_in * k * nn);
+    cols.par_chunks_mut(nn).enumerate().for_each(|(r, row)| {
+        let (ci, ki) = (r / k, r % k);
+        for (b, dst) in row.chunks_exact_mut(lo).enumerate() {
+            dst.copy_from_slice(&xcf[ci * bl + b * lp + ki..][..lo]);
+        }
+    });
+    cols
+}
+
+/// `y (B, C_out, L_out)` from the product's `(C_out, row_len)` layout, where sample `b`'s
+/// outputs start at column `b * stride`, plus `bias` and `residual` when given.
+fn batch_major<T: Elem>(
+    g: &Geo,
+    yt: &[T],
+    (row_len, stride): (usize, usize),
+    bias: Option<&[T]>,
+    residual: Option<&[T]>,
+) -> Vec<T> {
+    let (o, lo) = (g.c_out, g.out_len());
+    let mut y = vec![T::zero(); g.batch * o * lo];
+    y.par_chunks_mut(lo).enumerate().for_each(|(r, dst)| {
+        let (b, oi) = (r / o, r % o);
+        let src = &yt[oi * row_len + b * stride..][..lo];
+        match bias {
+            Some(bv) => {
+                let add = bv[oi];
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = s + add;
+                }
+            }
+            None => dst.copy_from_slice(src),
+        }
+        if let Some(res) = residual {
+            for (d, &v) in dst.iter_mut().zip(&res[r * lo..(r + 1) * lo]) {
+                *d += v;
+            }
+        }
+    });
+    y
+}
+
 /// The output gradient `(B, C_out, L_out)` as `C_out` rows of `row_len` positions: `lead` zeros,
-/// then sample after sample `L_out` values followed by zeros up to `Lp` (the last sample cut off
-/// at `row_len`).
-fn gradient_rows<T: Elem>(g: &Geo, grad: &[T], lead: usize, row_len: usize) -> Scratch<T> {
-    let (o, lp, lo) = (g.c_out, g.lp(), g.out_len());
+/// then sample after sample `L_out` values followed by zeros up to `stride` (`Lp` for the
+/// shifted views, `L_out` for the im2col matrix; the last sample cut off at `row_len`).
+fn gradient_rows<T: Elem>(
+    g: &Geo,
+    grad: &[T],
+    lead: usize,
+    row_len: usize,
+    stride: usize,
+) -> Scratch<T> {
+    let (o, lp, lo) = (g.c_out, stride, g.out_len());
     let mut rows = Scratch::take(o * row_len);
     rows.par_chunks_mut(row_len)
         .enumerate()
@@ -348,6 +443,22 @@ pub(crate) fn forward<T: Elem>(
     );
     let bl = g.batch * lp;
     let xcf = channels_first(g, x, prep);
+    if g.gather {
+        // One product with the im2col matrix of the real outputs: `Y (C_out, B L_out) =
+        // w (C_out, C_in K) @ cols`.
+        let nn = g.batch * lo;
+        let cols = im2col_rows(g, &xcf);
+        drop(xcf);
+        let mut yt = Scratch::take(o * nn);
+        par_matmul_taps(
+            MatMut::from_row_major_slice_mut(&mut yt, o, nn),
+            &[(
+                MatRef::from_row_major_slice(w, o, c * k),
+                MatRef::from_row_major_slice(&cols, c * k, nn),
+            )],
+        );
+        return batch_major(g, &yt, (nn, lo), bias, residual);
+    }
     let wk = per_tap(g, w, false);
     // Tap k reads X shifted left by k positions: X[:, k .. k + N], a view with row stride B Lp.
     let taps: Vec<_> = (0..k)
@@ -388,26 +499,7 @@ pub(crate) fn forward<T: Elem>(
     }
     let mut yt = Scratch::take(o * n);
     par_matmul_taps(MatMut::from_row_major_slice_mut(&mut yt, o, n), &taps);
-    let mut y = vec![T::zero(); g.batch * o * lo];
-    y.par_chunks_mut(lo).enumerate().for_each(|(r, dst)| {
-        let (b, oi) = (r / o, r % o);
-        let src = &yt[oi * n + b * lp..][..lo];
-        match bias {
-            Some(bv) => {
-                let add = bv[oi];
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = s + add;
-                }
-            }
-            None => dst.copy_from_slice(src),
-        }
-        if let Some(res) = residual {
-            for (d, &v) in dst.iter_mut().zip(&res[r * lo..(r + 1) * lo]) {
-                *d += v;
-            }
-        }
-    });
-    y
+    batch_major(g, &yt, (n, lp), bias, residual)
 }
 
 /// The padded, channels-last copy of `x` `(B, C, L)`: `B * Lp` rows of `C` values (row
@@ -449,13 +541,53 @@ fn channels_last<T: Elem>(g: &Geo, x: &[T]) -> Scratch<T> {
 /// and the matrix kernels transposed the input into their packed layout once per tap and tile,
 /// as much time as the products themselves; docs/benchmarks.md.)
 pub(crate) fn weight_grad<T: Elem>(g: &Geo, x: &[T], grad: &[T]) -> Vec<T> {
+    weight_grad_with(g, x, &OutGrad::new(g, grad))
+}
+
+/// [`input_grad`] and [`weight_grad`] from one layout of the output gradient.
+pub(crate) fn conv_grads<T: Elem>(g: &Geo, x: &[T], grad: &[T], w: &[T]) -> (Vec<T>, Vec<T>) {
+    let og = OutGrad::new(g, grad);
+    (input_grad_with(g, &og, w), weight_grad_with(g, x, &og))
+}
+
+/// The output gradient `(B, C_out, L_out)` laid out for both gradient products: for the
+/// shifted views, `C_out` rows of `K - 1` zeros followed by the samples at stride `Lp` (the
+/// input gradient reads it shifted by each tap, the weight gradient from position `K - 1` on,
+/// zero at the straddling positions); for the im2col matrix, `(C_out, B L_out)`.
+pub(crate) struct OutGrad<T: Elem> {
+    rows: Scratch<T>,
+    row_len: usize,
+}
+
+impl<T: Elem> OutGrad<T> {
+    pub(crate) fn new(g: &Geo, grad: &[T]) -> Self {
+        if g.gather {
+            let lo = g.out_len();
+            let row_len = g.batch * lo;
+            Self {
+                rows: gradient_rows(g, grad, 0, row_len, lo),
+                row_len,
+            }
+        } else {
+            let row_len = g.batch * g.lp() + g.kernel - 1;
+            Self {
+                rows: gradient_rows(g, grad, g.kernel - 1, row_len, g.lp()),
+                row_len,
+            }
+        }
+    }
+}
+
+fn weight_grad_with<T: Elem>(g: &Geo, x: &[T], og: &OutGrad<T>) -> Vec<T> {
+    if g.gather {
+        return weight_grad_gathered(g, x, og);
+    }
     let (c, o, k, n) = (g.c_in, g.c_out, g.kernel, g.positions());
     let kc = k * c;
     let xcl = channels_last(g, x);
     let cols = MatRef::from_row_major_slice_with_stride(&xcl[..], n, kc, c);
     // The gradient as (C_out, N), zero at the straddling positions.
-    let gt = gradient_rows(g, grad, 0, n);
-    let lhs = MatRef::from_row_major_slice(&gt, o, n);
+    let lhs = MatRef::from_row_major_slice_with_stride(&og.rows[k - 1..], o, n, og.row_len);
     // The sum over positions is split into a fixed number of chunks (by the shapes alone) whose
     // partial products are added in order, and the columns into fixed tiles.
     let chunks = (n / 2048).clamp(1, 16);
@@ -505,14 +637,79 @@ pub(crate) fn weight_grad<T: Elem>(g: &Geo, x: &[T], grad: &[T]) -> Vec<T> {
     dw
 }
 
+/// [`weight_grad`] over the im2col matrix of the real outputs: `dw (C_out, C_in K) = G (C_out,
+/// B L_out) @ cols^T`, in column tiles of a width fixed by the shapes.
+fn weight_grad_gathered<T: Elem>(g: &Geo, x: &[T], og: &OutGrad<T>) -> Vec<T> {
+    let (c, o, k, lo) = (g.c_in, g.c_out, g.kernel, g.out_len());
+    let (ck, nn) = (c * k, g.batch * lo);
+    let xcf = channels_first(g, x, None);
+    let cols = im2col_rows(g, &xcf);
+    drop(xcf);
+    let cols = MatRef::from_row_major_slice(&cols, ck, nn);
+    let lhs = MatRef::from_row_major_slice(&og.rows, o, nn);
+    let width = ck.div_ceil(8).next_multiple_of(64).max(64);
+    let mut dw = vec![T::zero(); o * ck];
+    let mut tiles = Vec::new();
+    let mut rest = MatMut::from_row_major_slice_mut(&mut dw, o, ck);
+    let mut c0 = 0;
+    while rest.ncols() > 0 {
+        let wd = width.min(rest.ncols());
+        let (tile, tail) = rest.split_at_col_mut(wd);
+        tiles.push((c0, tile));
+        c0 += wd;
+        rest = tail;
+    }
+    tiles.into_par_iter().for_each(|(c0, tile)| {
+        let wd = tile.ncols();
+        matmul(
+            tile,
+            Accum::Replace,
+            lhs,
+            cols.subrows(c0, wd).transpose(),
+            T::one(),
+            Par::Seq,
+        );
+    });
+    dw
+}
+
 /// `dx (B, C_in, L)` from the output gradient and the weights.
 pub(crate) fn input_grad<T: Elem>(g: &Geo, grad: &[T], w: &[T]) -> Vec<T> {
-    let (c, o, k, l, lp, pad) = (g.c_in, g.c_out, g.kernel, g.len, g.lp(), g.pad);
+    input_grad_with(g, &OutGrad::new(g, grad), w)
+}
+
+fn input_grad_with<T: Elem>(g: &Geo, og: &OutGrad<T>, w: &[T]) -> Vec<T> {
+    let (c, o, k, lp) = (g.c_in, g.c_out, g.kernel, g.lp());
     let bl = g.batch * lp;
-    let gl = bl + k - 1;
+    if g.gather {
+        // `dcols (C_in K, B L_out) = w^T @ G`, then each column added back where im2col read it.
+        let nn = g.batch * g.out_len();
+        let lo = g.out_len();
+        let mut dcols = Scratch::take(c * k * nn);
+        par_matmul_taps(
+            MatMut::from_row_major_slice_mut(&mut dcols, c * k, nn),
+            &[(
+                MatRef::from_row_major_slice(w, o, c * k).transpose(),
+                MatRef::from_row_major_slice(&og.rows, o, nn),
+            )],
+        );
+        let mut dxp = Scratch::take(c * bl);
+        dxp.par_chunks_mut(bl).enumerate().for_each(|(ci, row)| {
+            row.fill(T::zero());
+            for ki in 0..k {
+                let src = &dcols[(ci * k + ki) * nn..][..nn];
+                for (b, part) in src.chunks_exact(lo).enumerate() {
+                    for (d, &v) in row[b * lp + ki..][..lo].iter_mut().zip(part) {
+                        *d += v;
+                    }
+                }
+            }
+        });
+        return unpad(g, &dxp);
+    }
     // The gradient as (C_out, B Lp + K - 1), shifted right by K - 1: position `K - 1 + b Lp + l`
     // holds output `l` of sample `b`; every other position is zero.
-    let gp = gradient_rows(g, grad, k - 1, gl);
+    let (gp, gl) = (&og.rows, og.row_len);
     let wt = per_tap(g, w, true);
     // dX_padded (C_in, B Lp) = sum_k W_k^T @ G'[:, K - 1 - k .. K - 1 - k + B Lp].
     let taps: Vec<_> = (0..k)
@@ -525,6 +722,14 @@ pub(crate) fn input_grad<T: Elem>(g: &Geo, grad: &[T], w: &[T]) -> Vec<T> {
         .collect();
     let mut dxp = Scratch::take(c * bl);
     par_matmul_taps(MatMut::from_row_major_slice_mut(&mut dxp, c, bl), &taps);
+    unpad(g, &dxp)
+}
+
+/// `dx (B, C_in, L)` from the gradient of the padded channels-first copy `(C_in, B Lp)`: the
+/// padding dropped or, for circular padding, added onto the samples it wrapped from.
+fn unpad<T: Elem>(g: &Geo, dxp: &[T]) -> Vec<T> {
+    let (c, l, lp, pad) = (g.c_in, g.len, g.lp(), g.pad);
+    let bl = g.batch * lp;
     let mut dx = vec![T::zero(); g.batch * c * l];
     dx.par_chunks_mut(l).enumerate().for_each(|(r, dst)| {
         let (b, ci) = (r / c, r % c);
@@ -585,10 +790,24 @@ impl Geo {
     }
 
     /// `(dx, dw)` for the output gradient `grad`.
-    fn grads(self: &Arc<Self>, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// The gradients of the input and the weights; `None` for one that no gradient can flow into
+    /// (not a variable and not computed from one: a batch of data, frozen weights), which
+    /// candle's backward pass then skips.
+    fn grads(
+        self: &Arc<Self>,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let dx = grad.apply_op2_no_bwd(&w.contiguous()?, &InputGrad(self.clone()))?;
-        let dw = grad.apply_op2_no_bwd(&x.contiguous()?, &WeightGrad(self.clone()))?;
+        let dx = x
+            .track_op()
+            .then(|| grad.apply_op2_no_bwd(&w.contiguous()?, &InputGrad(self.clone())))
+            .transpose()?;
+        let dw = w
+            .track_op()
+            .then(|| grad.apply_op2_no_bwd(&x.contiguous()?, &WeightGrad(self.clone())))
+            .transpose()?;
         Ok((dx, dw))
     }
 }
@@ -617,8 +836,7 @@ impl CustomOp2 for SlideConv {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.0.grads(x, w, grad)?;
-        Ok((Some(dx), Some(dw)))
+        self.0.grads(x, w, grad)
     }
 }
 
@@ -653,7 +871,7 @@ impl CustomOp3 for SlideConvBias {
         let db = grad
             .contiguous()?
             .apply_op1_no_bwd(&BiasGrad(self.0.clone()))?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((dx, dw, Some(db)))
     }
 }
 
@@ -720,7 +938,8 @@ impl CustomOp1 for BiasGrad {
 
 /// 1-D convolution through a sliding-window view of the input (see the module docs), with an
 /// optional bias `(c_out,)`. Only for stride 1, dilation 1 and one group (an error otherwise);
-/// [`crate::conv1d`] and [`crate::conv1d_bias`] use it on the CPU where [`applies`].
+/// [`crate::conv1d`] and [`crate::conv1d_bias`] use it on the CPU where it [`handles`] the
+/// geometry.
 ///
 /// # Shapes
 /// - `x`: `(batch, c_in, samples)`
@@ -831,8 +1050,8 @@ impl CustomOp2 for SlideConvPrepared {
 /// is copied into the convolution's padded buffer, and the residual is added into the output,
 /// so neither the normalised tensor nor the sum is written as a tensor of its own. The values
 /// are bit for bit those of the separate ops (`fused_norm_act`, [`conv1d_sliding`], then
-/// `residual + y`). For the shapes where [`applies`] holds; [`crate::conv::conv1d_prepared`]
-/// falls back to the separate ops elsewhere.
+/// `residual + y`). For the shapes it [`handles`]; [`crate::conv::conv1d_prepared`] falls back
+/// to the separate ops elsewhere.
 ///
 /// # Shapes
 /// - `x`: `(batch, c_in, samples)`; `prep` computed for `(batch, c_in)`
@@ -930,7 +1149,10 @@ mod tests {
             (4, 5, 11, 6, 5, 0, false),
             (2, 3, 300, 4, 5, 2, true),
         ];
-        for (batch, c_in, len, c_out, kernel, pad, circular) in geos {
+        // Both layouts compute every geometry; each is checked on each.
+        for ((batch, c_in, len, c_out, kernel, pad, circular), gather) in
+            geos.into_iter().flat_map(|geo| [(geo, false), (geo, true)])
+        {
             let g = Geo {
                 batch,
                 c_in,
@@ -939,6 +1161,7 @@ mod tests {
                 kernel,
                 pad,
                 circular,
+                gather,
             };
             let x = values(batch * c_in * len, 1);
             let w = values(c_out * c_in * kernel, 2);

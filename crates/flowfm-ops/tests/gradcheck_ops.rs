@@ -611,6 +611,10 @@ fn sliding_window_conv1d_gradients_match() {
         (2, 3, 5, 2, 3, 3, PaddingMode::Zeros),
         (2, 2, 4, 3, 3, 4, PaddingMode::Circular),
         (1, 4, 8, 2, 5, 1, PaddingMode::Circular),
+        // Long enough for shifted views of the whole padded batch (the lengths above take an
+        // im2col matrix of the real outputs).
+        (1, 2, 40, 3, 3, 1, PaddingMode::Circular),
+        (2, 2, 30, 2, 5, 2, PaddingMode::Zeros),
     ];
     for (b, c_in, l, c_out, k, padding, padding_mode) in cases {
         let spec = Conv1dSpec {

@@ -152,8 +152,12 @@ fn run(
 fn one_op_block_equals_the_composed_block_bit_for_bit() -> Result<()> {
     let mut rng = SeededRng::new(7);
     // ((batch, channels, len), kernel, padding, mode): outputs of 256 samples or more take one
-    // product per sample, shorter ones one product over all positions.
+    // product per sample, shorter ones one product over all positions, short sequences (HARNet10's
+    // lengths 15 and 3) one product with an im2col matrix.
     let cases = [
+        ((4, 6, 15), 5, 2, PaddingMode::Circular),
+        ((3, 4, 3), 5, 2, PaddingMode::Circular),
+        ((3, 6, 7), 3, 1, PaddingMode::Zeros),
         ((3, 6, 40), 5, 2, PaddingMode::Circular),
         ((3, 6, 40), 5, 2, PaddingMode::Zeros),
         ((2, 4, 300), 3, 1, PaddingMode::Circular),
@@ -194,13 +198,19 @@ fn one_op_block_equals_the_composed_block_bit_for_bit() -> Result<()> {
 #[test]
 fn one_op_block_gradients_match_central_differences() -> Result<()> {
     let mut rng = SeededRng::new(11);
-    for mode in [PaddingMode::Circular, PaddingMode::Zeros] {
+    // Long enough for shifted views of the padded batch, and short (an im2col matrix).
+    for (mode, len) in [
+        (PaddingMode::Circular, 24),
+        (PaddingMode::Zeros, 24),
+        (PaddingMode::Circular, 5),
+        (PaddingMode::Zeros, 4),
+    ] {
         let spec = Conv1dSpec {
             padding: 1,
             padding_mode: mode,
             ..Default::default()
         };
-        let values = inputs(&mut rng, (2, 3, 24), 3, DType::F64);
+        let values = inputs(&mut rng, (2, 3, len), 3, DType::F64);
         let report = check_gradients(
             |ts: &[Tensor]| {
                 let n = layers(&ts[1..], spec, false)?;
@@ -209,7 +219,9 @@ fn one_op_block_gradients_match_central_differences() -> Result<()> {
             },
             &values,
         )?;
-        report.assert_ok(&format!("one-op residual block, {mode:?} padding"));
+        report.assert_ok(&format!(
+            "one-op residual block, {mode:?} padding, length {len}"
+        ));
     }
     Ok(())
 }
@@ -222,8 +234,8 @@ fn one_op_block_declines_where_it_does_not_apply() -> Result<()> {
         padding_mode: PaddingMode::Circular,
         ..Default::default()
     };
-    // Too short for the sliding path (the composed block takes im2col there).
-    let v = inputs(&mut rng, (4, 6, 6), 5, DType::F32);
+    // Circular padding longer than the signal it wraps.
+    let v = inputs(&mut rng, (4, 6, 1), 5, DType::F32);
     assert!(fused(&v[0], &layers(&v[1..], spec, false)?)?.is_none());
     // Convolutions with a bias.
     let v = inputs(&mut rng, (3, 6, 40), 5, DType::F32);
@@ -350,6 +362,8 @@ fn one_op_unet_block_equals_the_composed_block_bit_for_bit() -> Result<()> {
         ((3, 8, 12, 40), 3, PaddingMode::Zeros, (4, 3)),
         ((2, 6, 4, 300), 3, PaddingMode::Circular, (3, 2)),
         ((2, 4, 4, 260), 5, PaddingMode::Zeros, (2, 2)),
+        ((3, 8, 8, 6), 3, PaddingMode::Zeros, (2, 4)),
+        ((3, 8, 12, 9), 3, PaddingMode::Circular, (4, 3)),
     ];
     for dt in [DType::F32, DType::F64] {
         for &(shape, k, mode, groups) in &cases {
@@ -386,7 +400,7 @@ fn one_op_unet_block_equals_the_composed_block_bit_for_bit() -> Result<()> {
 #[test]
 fn one_op_unet_block_gradients_match_central_differences() -> Result<()> {
     let mut rng = SeededRng::new(19);
-    for shape in [(2, 4, 4, 20), (2, 4, 6, 20)] {
+    for shape in [(2, 4, 4, 20), (2, 4, 6, 20), (2, 4, 6, 5)] {
         let spec = Conv1dSpec {
             padding: 1,
             ..Default::default()
@@ -412,9 +426,6 @@ fn one_op_unet_block_declines_where_it_does_not_apply() -> Result<()> {
         padding: 1,
         ..Default::default()
     };
-    let v = gn_inputs(&mut rng, (3, 8, 8, 6), 3, DType::F32);
-    // Too short for the sliding path.
-    assert!(gn_fused(&v, &gn_layers(&v[3..], spec, (2, 2))?)?.is_none());
     let v = gn_inputs(&mut rng, (3, 8, 8, 40), 3, DType::F32);
     let n = gn_layers(&v[3..], spec, (2, 2))?;
     // The portable path forced.
