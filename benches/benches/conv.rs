@@ -1,7 +1,8 @@
 //! conv1d forward+backward on HARNet10's shapes (batch 64, kernel 5, circular padding 2) and the
 //! paper U-Net's (batch 64, kernel 3, zero padding 1, with bias; and its 1x1 skips): flowfm's
-//! sliding-window path (`conv1d_sliding`, no im2col matrix), its im2col path
-//! (`conv1d_im2col`), and candle's CPU conv for reference (zero padding; its weight gradient is
+//! own convolution op (`conv1d_sliding`: shifted views of the input, no im2col matrix, or at
+//! HARNet10's lengths 15 and 3 an im2col matrix built inside the op), the im2col path through
+//! candle's matmul (`conv1d_im2col`), and candle's CPU conv for reference (zero padding; its weight gradient is
 //! wrong, see flowfm-ops' tests, but the work is the same).
 //!
 //! Throughput is reported in elements = FLOPs, so criterion's `elem/s` reads as FLOP/s.
@@ -22,11 +23,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BATCH: usize = 64;
 
 /// `(name, c_in, c_out, len, kernel, padding mode)`.
-const SHAPES: [(&str, usize, usize, usize, usize, PaddingMode); 8] = [
+const SHAPES: [(&str, usize, usize, usize, usize, PaddingMode); 9] = [
     ("harnet", 64, 64, 300, 5, PaddingMode::Circular),
     ("harnet", 128, 128, 150, 5, PaddingMode::Circular),
     ("harnet", 256, 256, 75, 5, PaddingMode::Circular),
     ("harnet", 512, 512, 15, 5, PaddingMode::Circular),
+    ("harnet", 512, 1024, 3, 5, PaddingMode::Circular),
     ("unet", 48, 48, 300, 3, PaddingMode::Zeros),
     ("unet", 96, 96, 150, 3, PaddingMode::Zeros),
     ("unet", 192, 192, 75, 3, PaddingMode::Zeros),

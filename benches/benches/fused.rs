@@ -11,8 +11,8 @@
 //!   (`conv1d_prepared`: the norm applied while the convolution copies its input, the residual
 //!   added inside), `separate` the fused norm, the convolution and the sum one after the other.
 //! - `bn_block_fwd_bwd/*`: a HARNet10 residual block in training (batch norm + ReLU + convolution,
-//!   twice, plus the residual), forward and backward, at the three stages the sliding path
-//!   covers; `one_op` is `block::batch_norm_block_train`, `composed` the layers one op each.
+//!   twice, plus the residual), forward and backward, at HARNet10's four stages with blocks;
+//!   `one_op` is `block::batch_norm_block_train`, `composed` the layers one op each.
 //! - `gn_block_fwd_bwd/*`: a paper-size U-Net residual block in training (group norm + SiLU +
 //!   convolution with bias, the second norm FiLM-modulated, plus the residual) at its three
 //!   levels; `one_op` is `block::group_norm_block_train`, `composed` the layers one op each.
@@ -244,7 +244,7 @@ fn bench_bn_block(c: &mut Criterion) {
         },
         bias: false,
     };
-    for (ch, len) in [(64usize, 300usize), (128, 150), (256, 75)] {
+    for (ch, len) in [(64usize, 300usize), (128, 150), (256, 75), (512, 15)] {
         let vm = VarMap::new();
         let vb = seeded_var_builder(&vm, 5, DType::F32, &Device::Cpu);
         let bn1 = BatchNorm1d::new(ch, BatchNormConfig::default(), vb.pp("bn1")).expect("bn1");
