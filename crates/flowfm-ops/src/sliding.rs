@@ -261,6 +261,21 @@ pub fn handles(spec: &Conv1dSpec, len: usize, kernel: usize) -> bool {
         && !(spec.padding_mode == PaddingMode::Circular && spec.padding > len)
 }
 
+/// `m` split into tiles of `width` columns (the last one narrower), each with its first column.
+fn column_tiles<T>(m: MatMut<'_, T>, width: usize) -> Vec<(usize, MatMut<'_, T>)> {
+    let mut tiles = Vec::with_capacity(m.ncols().div_ceil(width));
+    let mut rest = m;
+    let mut c0 = 0;
+    while rest.ncols() > 0 {
+        let w = width.min(rest.ncols());
+        let (tile, tail) = rest.split_at_col_mut(w);
+        tiles.push((c0, tile));
+        c0 += w;
+        rest = tail;
+    }
+    tiles
+}
+
 /// `dst = sum_k lhs_k @ rhs_k` (the taps added in order), in column tiles of a width fixed by
 /// the shapes, one tile per task.
 fn par_matmul_taps<T: Elem>(dst: MatMut<'_, T>, taps: &[(MatRef<'_, T>, MatRef<'_, T>)]) {
@@ -274,30 +289,22 @@ fn par_matmul_taps<T: Elem>(dst: MatMut<'_, T>, taps: &[(MatRef<'_, T>, MatRef<'
     } else {
         n.div_ceil(16).next_multiple_of(16).max(256)
     };
-    let mut tiles = Vec::with_capacity(n.div_ceil(width));
-    let mut rest = dst;
-    let mut c0 = 0;
-    while rest.ncols() > 0 {
-        let w = width.min(rest.ncols());
-        let (tile, tail) = rest.split_at_col_mut(w);
-        tiles.push((c0, tile));
-        c0 += w;
-        rest = tail;
-    }
-    tiles.into_par_iter().for_each(|(c0, mut tile)| {
-        let w = tile.ncols();
-        for (i, (lhs, rhs)) in taps.iter().enumerate() {
-            let accum = if i == 0 { Accum::Replace } else { Accum::Add };
-            matmul(
-                tile.as_mut(),
-                accum,
-                *lhs,
-                rhs.subcols(c0, w),
-                T::one(),
-                Par::Seq,
-            );
-        }
-    });
+    column_tiles(dst, width)
+        .into_par_iter()
+        .for_each(|(c0, mut tile)| {
+            let w = tile.ncols();
+            for (i, (lhs, rhs)) in taps.iter().enumerate() {
+                let accum = if i == 0 { Accum::Replace } else { Accum::Add };
+                matmul(
+                    tile.as_mut(),
+                    accum,
+                    *lhs,
+                    rhs.subcols(c0, w),
+                    T::one(),
+                    Par::Seq,
+                );
+            }
+        });
 }
 
 /// The padded, channels-first copy of `x` `(B, C, L)` with the batch inside each channel's row:
@@ -403,14 +410,14 @@ fn gradient_rows<T: Elem>(
     row_len: usize,
     stride: usize,
 ) -> Scratch<T> {
-    let (o, lp, lo) = (g.c_out, stride, g.out_len());
+    let (o, lo) = (g.c_out, g.out_len());
     let mut rows = Scratch::take(o * row_len);
     rows.par_chunks_mut(row_len)
         .enumerate()
         .for_each(|(oi, row)| {
             let (head, body) = row.split_at_mut(lead);
             head.fill(T::zero());
-            for (b, sample) in body.chunks_mut(lp).enumerate() {
+            for (b, sample) in body.chunks_mut(stride).enumerate() {
                 let (real, rest) = sample.split_at_mut(lo.min(sample.len()));
                 real.copy_from_slice(&grad[(b * o + oi) * lo..][..real.len()]);
                 rest.fill(T::zero());
@@ -597,15 +604,8 @@ fn weight_grad_with<T: Elem>(g: &Geo, x: &[T], og: &OutGrad<T>) -> Vec<T> {
     let mut partial = Scratch::take(chunks * o * kc);
     let mut tasks = Vec::new();
     for (s, buf) in partial.chunks_exact_mut(o * kc).enumerate() {
-        let mut rest = MatMut::from_row_major_slice_mut(buf, o, kc);
-        let mut c0 = 0;
-        while rest.ncols() > 0 {
-            let wd = width.min(rest.ncols());
-            let (tile, tail) = rest.split_at_col_mut(wd);
-            tasks.push((s, c0, tile));
-            c0 += wd;
-            rest = tail;
-        }
+        let tiles = column_tiles(MatMut::from_row_major_slice_mut(buf, o, kc), width);
+        tasks.extend(tiles.into_iter().map(|(c0, tile)| (s, c0, tile)));
     }
     tasks.into_par_iter().for_each(|(s, c0, tile)| {
         let start = s * chunk_len;
@@ -649,27 +649,19 @@ fn weight_grad_gathered<T: Elem>(g: &Geo, x: &[T], og: &OutGrad<T>) -> Vec<T> {
     let lhs = MatRef::from_row_major_slice(&og.rows, o, nn);
     let width = ck.div_ceil(8).next_multiple_of(64).max(64);
     let mut dw = vec![T::zero(); o * ck];
-    let mut tiles = Vec::new();
-    let mut rest = MatMut::from_row_major_slice_mut(&mut dw, o, ck);
-    let mut c0 = 0;
-    while rest.ncols() > 0 {
-        let wd = width.min(rest.ncols());
-        let (tile, tail) = rest.split_at_col_mut(wd);
-        tiles.push((c0, tile));
-        c0 += wd;
-        rest = tail;
-    }
-    tiles.into_par_iter().for_each(|(c0, tile)| {
-        let wd = tile.ncols();
-        matmul(
-            tile,
-            Accum::Replace,
-            lhs,
-            cols.subrows(c0, wd).transpose(),
-            T::one(),
-            Par::Seq,
-        );
-    });
+    column_tiles(MatMut::from_row_major_slice_mut(&mut dw, o, ck), width)
+        .into_par_iter()
+        .for_each(|(c0, tile)| {
+            let wd = tile.ncols();
+            matmul(
+                tile,
+                Accum::Replace,
+                lhs,
+                cols.subrows(c0, wd).transpose(),
+                T::one(),
+                Par::Seq,
+            );
+        });
     dw
 }
 
